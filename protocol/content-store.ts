@@ -1,0 +1,146 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises'
+import { join } from 'node:path'
+import { ContentNotFoundError, HashMismatchError } from './errors.js'
+import { SHA256_HEX } from './encoding.js'
+
+export interface PutOptions {
+  /**
+   * Flush the file to disk before it becomes visible. Callers that write many
+   * chunks in a row may skip it and call `syncAll` once before they promise
+   * durability. @default true
+   */
+  sync?: boolean
+}
+
+/**
+ * Content-addressed files: `<root>/<first two hex>/<sha256>`. A file appears
+ * under its name only once it is whole (written to a temporary file, then
+ * renamed), and a read checks the hash, so a crash or a bit flip can never
+ * pass for good content.
+ */
+export class ContentStore {
+  readonly root: string
+  private readonly temporary: string
+  private readonly unsynced = new Set<string>()
+
+  constructor (root: string) {
+    this.root = root
+    this.temporary = join(root, 'tmp')
+  }
+
+  /** Creates the folders and removes what an interrupted write left behind. */
+  async open (): Promise<void> {
+    await rm(this.temporary, { recursive: true, force: true })
+    await mkdir(this.temporary, { recursive: true })
+  }
+
+  pathOf (sha256: string): string {
+    if (!SHA256_HEX.test(sha256)) throw new TypeError(`not a SHA-256: ${sha256}`)
+    return join(this.root, sha256.slice(0, 2), sha256)
+  }
+
+  async has (sha256: string): Promise<boolean> {
+    try {
+      await stat(this.pathOf(sha256))
+      return true
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false
+      throw error
+    }
+  }
+
+  /**
+   * Stores bytes under their hash. Throws HashMismatchError, leaving nothing,
+   * when `sha256` is given and does not match. Returns whether the content
+   * was new.
+   */
+  async put (bytes: Uint8Array, sha256?: string, options: PutOptions = {}): Promise<{ sha256: string, created: boolean }> {
+    const actual = createHash('sha256').update(bytes).digest('hex')
+    if (sha256 !== undefined && actual !== sha256) throw new HashMismatchError(sha256, actual, 'chunk')
+    const target = this.pathOf(actual)
+    if (await this.has(actual)) return { sha256: actual, created: false }
+    const sync = options.sync ?? true
+    const temporary = join(this.temporary, `${actual}.${randomBytes(6).toString('hex')}`)
+    await mkdir(join(this.root, actual.slice(0, 2)), { recursive: true })
+    const handle = await open(temporary, 'w', 0o644)
+    try {
+      await handle.writeFile(bytes)
+      if (sync) await handle.sync()
+    } catch (error) {
+      await handle.close()
+      await unlink(temporary).catch(() => {})
+      throw error
+    }
+    await handle.close()
+    try {
+      await rename(temporary, target)
+    } catch (error) {
+      await unlink(temporary).catch(() => {})
+      throw error
+    }
+    if (!sync) this.unsynced.add(actual)
+    return { sha256: actual, created: true }
+  }
+
+  /** Flushes every file written with `sync: false` since the last call. */
+  async syncAll (): Promise<void> {
+    const pending = [...this.unsynced]
+    this.unsynced.clear()
+    const directories = new Set<string>()
+    for (const sha256 of pending) {
+      const handle = await open(this.pathOf(sha256), 'r').catch(() => undefined)
+      if (handle === undefined) continue
+      try { await handle.sync() } finally { await handle.close() }
+      directories.add(join(this.root, sha256.slice(0, 2)))
+    }
+    for (const directory of directories) {
+      const handle = await open(directory, 'r')
+      try { await handle.sync() } finally { await handle.close() }
+    }
+  }
+
+  /** Reads content and checks its hash. A corrupt file is removed and reported. */
+  async get (sha256: string): Promise<Buffer> {
+    let bytes: Buffer
+    try {
+      bytes = await readFile(this.pathOf(sha256))
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new ContentNotFoundError(sha256)
+      throw error
+    }
+    const actual = createHash('sha256').update(bytes).digest('hex')
+    if (actual !== sha256) {
+      await unlink(this.pathOf(sha256)).catch(() => {})
+      throw new HashMismatchError(sha256, actual, 'stored content')
+    }
+    return bytes
+  }
+
+  async delete (sha256: string): Promise<boolean> {
+    try {
+      await unlink(this.pathOf(sha256))
+      return true
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false
+      throw error
+    }
+  }
+
+  /** Every stored hash. */
+  async * list (): AsyncGenerator<string> {
+    let prefixes: string[]
+    try {
+      prefixes = await readdir(this.root)
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return
+      throw error
+    }
+    for (const prefix of prefixes) {
+      if (!/^[0-9a-f]{2}$/.test(prefix)) continue
+      for (const name of await readdir(join(this.root, prefix))) {
+        if (SHA256_HEX.test(name) && name.startsWith(prefix)) yield name
+      }
+    }
+  }
+}

@@ -1,0 +1,72 @@
+import { createHash, createPublicKey, verify as nodeVerify, type KeyObject } from 'node:crypto'
+import * as ed from '@noble/ed25519'
+import { publicKeyFromRaw } from '@libp2p/crypto/keys'
+import { peerIdFromPublicKey } from '@libp2p/peer-id'
+import { fromHex, toHex } from './encoding.js'
+
+// @noble/ed25519's synchronous API needs a SHA-512; node's is the fast one.
+ed.hashes.sha512 = (message: Uint8Array) => new Uint8Array(createHash('sha512').update(message).digest())
+
+export interface Ed25519KeyPair {
+  /** The 32-byte secret seed. */
+  secretKey: Uint8Array
+  publicKey: Uint8Array
+}
+
+export function generateKeyPair (): Ed25519KeyPair {
+  const secretKey = ed.utils.randomSecretKey()
+  return { secretKey, publicKey: ed.getPublicKey(secretKey) }
+}
+
+export function keyPairFromSecret (secretKey: Uint8Array): Ed25519KeyPair {
+  if (secretKey.byteLength !== 32) throw new TypeError('an ed25519 secret key is 32 bytes')
+  return { secretKey, publicKey: ed.getPublicKey(secretKey) }
+}
+
+export function sign (message: Uint8Array, secretKey: Uint8Array): Uint8Array {
+  return ed.sign(message, secretKey)
+}
+
+/** Stable short identifier of a public key: the first 16 bytes of its SHA-256, in hex. */
+export function keyIdOf (publicKey: Uint8Array): string {
+  return createHash('sha256').update(publicKey).digest('hex').slice(0, 32)
+}
+
+const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
+const publicKeyObjects = new Map<string, KeyObject>()
+
+function publicKeyObject (publicKey: Uint8Array): KeyObject {
+  const cacheKey = toHex(publicKey)
+  let key = publicKeyObjects.get(cacheKey)
+  if (key === undefined) {
+    key = createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, publicKey]), format: 'der', type: 'spki' })
+    if (publicKeyObjects.size > 100_000) publicKeyObjects.clear()
+    publicKeyObjects.set(cacheKey, key)
+  }
+  return key
+}
+
+/**
+ * Verifies an ed25519 signature. Node's built-in verification is the same
+ * algorithm as @noble/ed25519's and about ten times faster, which matters on
+ * the coordinator's status ingest path.
+ */
+export function verifySignature (signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean {
+  if (signature.byteLength !== 64 || publicKey.byteLength !== 32) return false
+  try {
+    return nodeVerify(null, message, publicKeyObject(publicKey), signature)
+  } catch {
+    return false
+  }
+}
+
+/** The libp2p peer id of a device, derived from its ed25519 public key. */
+export function peerIdOf (publicKey: Uint8Array): string {
+  return peerIdFromPublicKey(publicKeyFromRaw(publicKey)).toString()
+}
+
+export function publicKeyFromHex (hex: string): Uint8Array {
+  const key = fromHex(hex)
+  if (key.byteLength !== 32) throw new TypeError('an ed25519 public key is 32 bytes')
+  return key
+}

@@ -1,0 +1,102 @@
+import { z } from 'zod'
+import { openEnvelope, sealEnvelope, type KeyResolver, type SignedEnvelope, type SigningKey } from './envelope.js'
+import { MalformedError } from './errors.js'
+import { fromUtf8, utf8 } from './encoding.js'
+import { MAX_MESSAGE_CHARS, MAX_STATUS_RECORD_BYTES } from './limits.js'
+
+export const STATUS_DOMAIN = 'meshdeploy/status/v1'
+
+/**
+ * States of one device in one task. `pending` (released, not yet heard from)
+ * is set by the coordinator only; every other state is reported by the
+ * device.
+ */
+export const DEVICE_TASK_STATES = [
+  'pending',
+  'queued',
+  'deferred-vpn',
+  'downloading',
+  'verifying',
+  'installing',
+  'succeeded',
+  'succeeded-reboot-pending',
+  'already-installed',
+  'failed',
+  'not-applicable',
+  'expired',
+  'cancelled'
+] as const
+
+export type DeviceTaskState = typeof DEVICE_TASK_STATES[number]
+
+/** States after which the device does nothing more for the task revision. */
+export const SETTLED_STATES: ReadonlySet<DeviceTaskState> = new Set([
+  'succeeded', 'succeeded-reboot-pending', 'already-installed', 'not-applicable', 'expired', 'cancelled'
+])
+
+/** States that count as a successful outcome. */
+export const SUCCESS_STATES: ReadonlySet<DeviceTaskState> = new Set([
+  'succeeded', 'succeeded-reboot-pending', 'already-installed'
+])
+
+export const statusRecordSchema = z.object({
+  type: z.literal('meshdeploy.status'),
+  deviceId: z.string().min(1).max(100),
+  taskId: z.string().min(1).max(100),
+  revision: z.number().int().min(1),
+  /** Run number, 1 for the first attempt. */
+  attempt: z.number().int().min(1).max(1000),
+  /** Grows with every record the device issues for the task. */
+  seq: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
+  state: z.enum(DEVICE_TASK_STATES),
+  /** When the device issued the record, ms since the epoch. */
+  at: z.number().int().min(0),
+  bytesTotal: z.number().int().min(0),
+  bytesDone: z.number().int().min(0),
+  bytesFromPeers: z.number().int().min(0),
+  bytesFromOrigin: z.number().int().min(0),
+  exitCode: z.number().int().nullable().optional(),
+  message: z.string().max(MAX_MESSAGE_CHARS).optional(),
+  /** Failed with attempts left: when the device will try again, ms since the epoch. */
+  retryAt: z.number().int().min(0).optional(),
+  /** Failed with no attempts left. */
+  final: z.boolean().optional()
+}).strict()
+
+export type StatusRecord = z.infer<typeof statusRecordSchema>
+
+export function signStatusRecord (record: StatusRecord, deviceKey: SigningKey): SignedEnvelope {
+  const parsed = statusRecordSchema.safeParse(record)
+  if (!parsed.success) throw new MalformedError(`status record: ${z.prettifyError(parsed.error)}`)
+  return sealEnvelope(STATUS_DOMAIN, utf8(JSON.stringify(parsed.data)), deviceKey)
+}
+
+/**
+ * Verifies a device-signed status record and decodes it. The key resolver
+ * decides whose keys are trusted; the caller must also check that the record's
+ * deviceId is the device that owns the key.
+ */
+export function openStatusRecord (envelope: unknown, keys: KeyResolver): { record: StatusRecord, keyId: string } {
+  const opened = openEnvelope(envelope, { domain: STATUS_DOMAIN, keys, maxPayloadBytes: MAX_STATUS_RECORD_BYTES })
+  let decoded: unknown
+  try {
+    decoded = JSON.parse(fromUtf8(opened.payload))
+  } catch (error) {
+    throw new MalformedError('status record is not UTF-8 JSON', { cause: error })
+  }
+  const parsed = statusRecordSchema.safeParse(decoded)
+  if (!parsed.success) throw new MalformedError(`status record: ${z.prettifyError(parsed.error)}`)
+  return { record: parsed.data, keyId: opened.keyId }
+}
+
+/** The de-duplication key of a record. */
+export function statusRecordKey (record: Pick<StatusRecord, 'deviceId' | 'taskId' | 'attempt' | 'seq'>): string {
+  return `${record.deviceId}/${record.taskId}/${record.attempt}/${record.seq}`
+}
+
+/** Whether record `a` comes after record `b` for the same device and task. */
+export function isNewerRecord (a: Pick<StatusRecord, 'revision' | 'attempt' | 'seq'>, b: Pick<StatusRecord, 'revision' | 'attempt' | 'seq'>): boolean {
+  if (a.revision !== b.revision) return a.revision > b.revision
+  if (a.attempt !== b.attempt) return a.attempt > b.attempt
+  return a.seq > b.seq
+}
