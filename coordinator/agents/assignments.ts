@@ -1,0 +1,98 @@
+import { createHash } from 'node:crypto'
+import { on } from 'node:events'
+import type { SignedEnvelope } from '../../protocol/index.js'
+import type { DeviceRecord, Store } from '../store/types.js'
+import { deviceTaskKey } from '../store/types.js'
+import type { DeviceService } from '../devices/service.js'
+import { isSettled, type TaskService } from '../tasks/service.js'
+import { matchesTargets } from '../tasks/targets.js'
+
+export interface Assignment {
+  taskId: string
+  revision: number
+  manifest: SignedEnvelope
+}
+
+export interface AssignmentList {
+  /** Changes whenever the list does; the agent sends it back to wait for the next change. */
+  etag: string
+  device: { id: string, site: string, groups: string[] }
+  assignments: Assignment[]
+  /** Seconds the agent should wait before polling again when it cannot hold a request open. */
+  pollIntervalSeconds: number
+}
+
+export interface AssignmentServiceInit {
+  store: Store
+  tasks: TaskService
+  devices: DeviceService
+  /** @default 30 */
+  pollIntervalSeconds?: number
+}
+
+/**
+ * Works out which task revisions a device must act on, and lets an agent
+ * hold its request open until that changes.
+ */
+export class AssignmentService {
+  private readonly store: Store
+  private readonly tasks: TaskService
+  private readonly devices: DeviceService
+  private readonly pollIntervalSeconds: number
+
+  constructor (init: AssignmentServiceInit) {
+    this.store = init.store
+    this.tasks = init.tasks
+    this.devices = init.devices
+    this.pollIntervalSeconds = init.pollIntervalSeconds ?? 30
+  }
+
+  async listFor (device: DeviceRecord): Promise<AssignmentList> {
+    const assignments: Assignment[] = []
+    for (const task of this.tasks.dispatching()) {
+      const row = await this.store.collections.deviceTasks.get(deviceTaskKey(task.id, device.id))
+      const targeted = matchesTargets(device, task.targets)
+      // A device that settled the current revision is done with it; one that started keeps it even after leaving the targets.
+      if (row !== undefined && row.revision === task.revision && isSettled(row)) continue
+      if (!targeted && (row === undefined || isSettled(row))) continue
+      assignments.push({ taskId: task.id, revision: task.revision, manifest: task.manifest })
+    }
+    assignments.sort((a, b) => a.taskId.localeCompare(b.taskId))
+    const hash = createHash('sha256')
+    hash.update(`${device.site}\n${device.groups.join(',')}\n`)
+    for (const assignment of assignments) hash.update(`${assignment.taskId}@${assignment.revision}\n`)
+    return {
+      etag: hash.digest('hex').slice(0, 32),
+      device: { id: device.id, site: device.site, groups: device.groups },
+      assignments,
+      pollIntervalSeconds: this.pollIntervalSeconds
+    }
+  }
+
+  /**
+   * Answers at once when the list differs from `etag`; otherwise waits for a
+   * task or device change, up to `waitMs`, and answers with the list then.
+   */
+  async waitFor (deviceId: string, etag: string | undefined, waitMs: number, signal: AbortSignal): Promise<AssignmentList> {
+    const deadline = AbortSignal.any([signal, AbortSignal.timeout(Math.max(0, waitMs))])
+    let list = await this.listFor(await this.devices.get(deviceId))
+    if (etag === undefined || list.etag !== etag || waitMs <= 0) return list
+    const changes = new EventTarget()
+    const notify = (): void => { changes.dispatchEvent(new Event('change')) }
+    this.tasks.on('changed', notify)
+    this.devices.on('changed', notify)
+    try {
+      for await (const event of on(changes, 'change', { signal: deadline })) {
+        void event
+        list = await this.listFor(await this.devices.get(deviceId))
+        if (list.etag !== etag) return list
+      }
+    } catch (error) {
+      if ((error as Error).name !== 'AbortError') throw error
+    } finally {
+      this.tasks.off('changed', notify)
+      this.devices.off('changed', notify)
+    }
+    return list
+  }
+}

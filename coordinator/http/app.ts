@@ -1,0 +1,33 @@
+import Koa from 'koa'
+import Router from '@koa/router'
+import type { Services } from '../services.js'
+import { authMiddleware } from './auth.js'
+import type { CoordinatorState } from './context.js'
+import { problemMiddleware } from './problem.js'
+import { agentRoutes } from './routes/agents.js'
+import { deviceRoutes } from './routes/devices.js'
+import { healthRoutes } from './routes/health.js'
+import { packageRoutes } from './routes/packages.js'
+import { taskRoutes } from './routes/tasks.js'
+import { tokenRoutes } from './routes/tokens.js'
+
+export const ROUTE_MODULES = [healthRoutes, agentRoutes, packageRoutes, taskRoutes, deviceRoutes, tokenRoutes]
+
+/** The coordinator's Koa application; tests drive it through `app.callback()`. */
+export function createApp (services: Services): Koa<CoordinatorState> {
+  const app = new Koa<CoordinatorState>()
+  app.proxy = false
+  app.silent = true
+  const router = new Router<CoordinatorState>()
+  for (const module of ROUTE_MODULES) module(router, services)
+  app.use(problemMiddleware(services.logger))
+  app.use(async (ctx, next) => {
+    ctx.set('X-Content-Type-Options', 'nosniff')
+    ctx.set('Cache-Control', 'no-store')
+    await next()
+  })
+  app.use(authMiddleware(services))
+  app.use(router.routes())
+  app.use(router.allowedMethods({ throw: true }))
+  return app
+}

@@ -1,0 +1,37 @@
+import type { Next } from 'koa'
+import { UnauthorizedError } from '../errors.js'
+import type { Services } from '../services.js'
+import type { CoordinatorContext } from './context.js'
+
+const BEARER = /^Bearer ([A-Za-z0-9_\-.~+/]+=*)$/
+
+/** Paths that answer without credentials. */
+const PUBLIC_PATHS = new Set(['/v1/health', '/v1/agents/enroll'])
+
+/**
+ * Resolves the bearer token to an operator or a device. Everything under
+ * /v1 but health and enroll needs one.
+ */
+export function authMiddleware (services: Services) {
+  return async function authenticate (ctx: CoordinatorContext, next: Next): Promise<void> {
+    if (!ctx.path.startsWith('/v1/') || PUBLIC_PATHS.has(ctx.path)) {
+      await next()
+      return
+    }
+    const header = ctx.get('authorization')
+    const match = BEARER.exec(header)
+    if (match === null) throw new UnauthorizedError(header === '' ? 'a bearer token is required' : 'the Authorization header must be "Bearer <token>"')
+    const secret = match[1]
+    const operator = await services.tokens.authenticateOperator(secret)
+    if (operator !== undefined) {
+      ctx.state.principal = operator
+    } else {
+      const device = await services.devices.authenticate(secret)
+      if (device === undefined) throw new UnauthorizedError('the token is not valid')
+      ctx.state.principal = { kind: 'device', deviceId: device.id }
+      ctx.state.device = device
+      await services.devices.touch(device, ctx.ip)
+    }
+    await next()
+  }
+}

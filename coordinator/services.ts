@@ -1,0 +1,100 @@
+import { join } from 'node:path'
+import { mkdir } from 'node:fs/promises'
+import { ContentStore, DEFAULT_MAX_PACKAGE_BYTES } from '../protocol/index.js'
+import { TokenService } from './auth/tokens.js'
+import { DeviceService } from './devices/service.js'
+import { PackageService } from './packages/service.js'
+import { TaskService } from './tasks/service.js'
+import { AssignmentService } from './agents/assignments.js'
+import { StatusService } from './agents/statuses.js'
+import { loadOrCreateSigningKey, type CoordinatorKey } from './signing-key.js'
+import { LevelStore } from './store/level-store.js'
+import type { Store } from './store/types.js'
+import type { Logger } from '../protocol/logger.js'
+
+export interface ServicesInit {
+  dataDir: string
+  logger: Logger
+  /** @default DEFAULT_MAX_PACKAGE_BYTES (8 GiB) */
+  maxPackageBytes?: number
+  /** @default 1 MiB */
+  chunkSizeBytes?: number
+  /** @default 30 */
+  pollIntervalSeconds?: number
+  now?: () => number
+}
+
+/** Counters of what the origin served. */
+export interface OriginCounters {
+  chunksServed: number
+  bytesServed: number
+}
+
+export interface Services {
+  dataDir: string
+  logger: Logger
+  store: Store
+  content: ContentStore
+  key: CoordinatorKey
+  tokens: TokenService
+  devices: DeviceService
+  packages: PackageService
+  tasks: TaskService
+  assignments: AssignmentService
+  statuses: StatusService
+  origin: OriginCounters
+  startedAt: number
+  /** The admin token's secret, only on the start that created it. */
+  bootstrapAdminToken?: string
+  close: () => Promise<void>
+}
+
+/** Opens the store, the content store and the signing key, and wires the domain services together. */
+export async function openServices (init: ServicesInit): Promise<Services> {
+  await mkdir(init.dataDir, { recursive: true, mode: 0o700 })
+  const now = init.now ?? Date.now
+  const store = await LevelStore.open(join(init.dataDir, 'db'))
+  const content = new ContentStore(join(init.dataDir, 'content'))
+  await content.open()
+  const { key } = await loadOrCreateSigningKey(join(init.dataDir, 'signing-key.json'))
+  const tokens = new TokenService({ store, now })
+  const devices = new DeviceService({ store, now })
+  const packages = new PackageService({
+    store,
+    content,
+    maxPackageBytes: init.maxPackageBytes ?? DEFAULT_MAX_PACKAGE_BYTES,
+    ...(init.chunkSizeBytes !== undefined ? { chunkSizeBytes: init.chunkSizeBytes } : {}),
+    now
+  })
+  const removed = await packages.collectGarbage()
+  if (removed > 0) init.logger.info({ removed }, 'removed chunks left by interrupted uploads')
+  const tasks = new TaskService({ store, packages, devices, key, now })
+  await tasks.open()
+  const assignments = new AssignmentService({ store, tasks, devices, ...(init.pollIntervalSeconds !== undefined ? { pollIntervalSeconds: init.pollIntervalSeconds } : {}) })
+  const statuses = new StatusService({
+    store,
+    now,
+    lookupDevice: async id => await store.collections.devices.get(id),
+    taskExists: async id => await store.collections.tasks.get(id) !== undefined,
+    onRejected: rejection => { init.logger.warn(rejection, 'refused a status record') }
+  })
+  const bootstrapAdminToken = await tokens.bootstrapAdmin()
+  const services: Services = {
+    dataDir: init.dataDir,
+    logger: init.logger,
+    store,
+    content,
+    key,
+    tokens,
+    devices,
+    packages,
+    tasks,
+    assignments,
+    statuses,
+    origin: { chunksServed: 0, bytesServed: 0 },
+    startedAt: now(),
+    close: async () => { await store.close() }
+  }
+  if (bootstrapAdminToken !== undefined) services.bootstrapAdminToken = bootstrapAdminToken
+  return services
+}

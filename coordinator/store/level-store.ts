@@ -1,0 +1,81 @@
+import { Level } from 'level'
+import type { Collection, CollectionName, Collections, RangeOptions, Store, WriteOperation } from './types.js'
+
+const COLLECTION_NAMES: CollectionName[] = [
+  'packages', 'tasks', 'devices', 'deviceTasks', 'statusLog', 'operatorTokens', 'enrollmentTokens', 'credentials', 'meta'
+]
+
+import type { AbstractSublevel } from 'abstract-level'
+
+type Sublevel = AbstractSublevel<any, any, string, unknown>
+
+class LevelCollection<T> implements Collection<T> {
+  constructor (private readonly sublevel: Sublevel) {}
+
+  async get (key: string): Promise<T | undefined> {
+    return await this.sublevel.get(key) as T | undefined
+  }
+
+  async getMany (keys: string[]): Promise<Array<T | undefined>> {
+    if (keys.length === 0) return []
+    return await this.sublevel.getMany(keys) as Array<T | undefined>
+  }
+
+  async * entries (options: RangeOptions = {}): AsyncGenerator<[string, T]> {
+    const range: Record<string, unknown> = { reverse: options.reverse ?? false }
+    if (options.limit !== undefined) range.limit = options.limit
+    if (options.prefix !== undefined) {
+      range.gte = options.prefix
+      range.lt = options.prefix + '\uffff'
+    }
+    if (options.after !== undefined) {
+      if (options.reverse === true) range.lt = options.after
+      else range.gt = options.after
+    }
+    for await (const [key, value] of this.sublevel.iterator(range)) yield [key as string, value as T]
+  }
+
+  async * values (options: RangeOptions = {}): AsyncGenerator<T> {
+    for await (const [, value] of this.entries(options)) yield value
+  }
+}
+
+/** The default store: level (LevelDB) with one sublevel per collection. */
+export class LevelStore implements Store {
+  readonly collections: Store['collections']
+  private readonly db: Level<string, unknown>
+  private readonly sublevels: Record<CollectionName, Sublevel>
+
+  private constructor (db: Level<string, unknown>) {
+    this.db = db
+    this.sublevels = Object.fromEntries(COLLECTION_NAMES.map(name => [name, db.sublevel<string, unknown>(name, { valueEncoding: 'json' })])) as Record<CollectionName, Sublevel>
+    this.collections = Object.fromEntries(COLLECTION_NAMES.map(name => [name, new LevelCollection(this.sublevels[name])])) as unknown as Store['collections']
+  }
+
+  static async open (location: string): Promise<LevelStore> {
+    const db = new Level<string, unknown>(location, { valueEncoding: 'json' })
+    await db.open()
+    return new LevelStore(db)
+  }
+
+  async write (operations: WriteOperation[]): Promise<void> {
+    if (operations.length === 0) return
+    await this.db.batch(operations.map(operation => operation.type === 'put'
+      ? { type: 'put' as const, sublevel: this.sublevels[operation.collection], key: operation.key, value: operation.value }
+      : { type: 'del' as const, sublevel: this.sublevels[operation.collection], key: operation.key }
+    ) as any, { sync: true } as any)
+  }
+
+  async close (): Promise<void> {
+    await this.db.close()
+  }
+}
+
+/** Collects an async generator into an array. */
+export async function collect<T> (source: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = []
+  for await (const item of source) out.push(item)
+  return out
+}
+
+export type { Collections }

@@ -1,0 +1,178 @@
+import type { SignedEnvelope, Action, Architecture, PackageKind, Platform, DetectionRule, DeviceTaskState } from '../../protocol/index.js'
+
+export interface PackageRecord {
+  id: string
+  name: string
+  version: string
+  description?: string
+  publisher?: string
+  platform: Platform
+  arch: Architecture
+  kind: PackageKind
+  fileName: string
+  sizeBytes: number
+  sha256: string
+  chunkSizeBytes: number
+  chunks: string[]
+  detection?: DetectionRule
+  createdAt: string
+  createdBy: string
+}
+
+export interface TaskTargets {
+  deviceIds?: string[]
+  groups?: string[]
+  sites?: string[]
+  all?: boolean
+}
+
+export type TaskStatus = 'active' | 'cancelled'
+
+export interface TaskRecord {
+  id: string
+  name: string
+  packageId: string
+  action: Action
+  targets: TaskTargets
+  runArgs: string[]
+  bandwidthKBps?: number
+  destination?: string
+  entry?: string
+  timeoutSeconds: number
+  maxAttempts: number
+  retryDelaySeconds: number
+  revision: number
+  status: TaskStatus
+  createdAt: string
+  updatedAt: string
+  createdBy: string
+  validUntil: string
+  manifest: SignedEnvelope
+}
+
+export type DeviceStatus = 'active' | 'retired'
+
+export interface DeviceRecord {
+  id: string
+  hostname: string
+  publicKey: string
+  peerId: string
+  platform: Platform
+  arch: Architecture
+  site: string
+  groups: string[]
+  status: DeviceStatus
+  enrolledAt: string
+  lastSeenAt?: string
+  lastAddress?: string
+  agentVersion?: string
+}
+
+/** One device's latest state in one task. */
+export interface DeviceTaskRow {
+  taskId: string
+  deviceId: string
+  state: DeviceTaskState
+  revision: number
+  attempt: number
+  seq: number
+  bytesTotal: number
+  bytesDone: number
+  bytesFromPeers: number
+  bytesFromOrigin: number
+  exitCode?: number | null
+  message?: string
+  retryAt?: number
+  final?: boolean
+  /** When the device issued the record. */
+  reportedAt: string
+  /** When the coordinator stored it. */
+  updatedAt: string
+}
+
+/** A status record as stored, with the signed bytes it came from. */
+export interface StatusLogEntry {
+  key: string
+  receivedAt: string
+  viaDeviceId: string
+  envelope: SignedEnvelope
+}
+
+export type OperatorRole = 'admin' | 'operator' | 'viewer'
+
+export interface OperatorToken {
+  id: string
+  name: string
+  role: OperatorRole
+  /** SHA-256 of the secret, hex. */
+  hash: string
+  createdAt: string
+  revokedAt?: string
+}
+
+export interface EnrollmentToken {
+  id: string
+  hash: string
+  createdAt: string
+  expiresAt?: string
+  maxUses?: number
+  uses: number
+  site?: string
+  groups?: string[]
+  createdBy: string
+}
+
+/** SHA-256 of a device credential, hex → device id. */
+export interface CredentialRecord {
+  deviceId: string
+  createdAt: string
+}
+
+export interface Collections {
+  packages: PackageRecord
+  tasks: TaskRecord
+  devices: DeviceRecord
+  deviceTasks: DeviceTaskRow
+  statusLog: StatusLogEntry
+  operatorTokens: OperatorToken
+  enrollmentTokens: EnrollmentToken
+  credentials: CredentialRecord
+  meta: unknown
+}
+
+export type CollectionName = keyof Collections
+
+export type WriteOperation =
+  { [K in CollectionName]: { type: 'put', collection: K, key: string, value: Collections[K] } | { type: 'del', collection: K, key: string } }[CollectionName]
+
+export interface RangeOptions {
+  /** Only keys that start with this prefix. */
+  prefix?: string
+  limit?: number
+  /** Start after this key (for paging). */
+  after?: string
+  reverse?: boolean
+}
+
+export interface Collection<T> {
+  get (key: string): Promise<T | undefined>
+  getMany (keys: string[]): Promise<Array<T | undefined>>
+  entries (options?: RangeOptions): AsyncGenerator<[string, T]>
+  values (options?: RangeOptions): AsyncGenerator<T>
+}
+
+/**
+ * The coordinator's storage. Every write goes through `write`, which applies
+ * its operations atomically and durably (flushed to disk) before resolving:
+ * the API answers 2xx only after it.
+ */
+export interface Store {
+  readonly collections: { [K in CollectionName]: Collection<Collections[K]> }
+  write (operations: WriteOperation[]): Promise<void>
+  close (): Promise<void>
+}
+
+/** The key of a device-task row and of its status log prefix. */
+export function deviceTaskKey (taskId: string, deviceId: string): string {
+  return `${taskId}!${deviceId}`
+}
