@@ -1,0 +1,294 @@
+import { EventEmitter } from 'node:events'
+import { mkdir } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import {
+  MalformedError, SETTLED_STATES, StaleRevisionError, describeError, openManifest, trustKeys, type DeviceTaskState, type Manifest
+} from '../protocol/index.js'
+import type { Logger } from '../protocol/logger.js'
+import { ChunkCache } from './cache.js'
+import { CoordinatorClient, type AssignmentAnswer } from './coordinator-client.js'
+import { CoordinatorError } from './errors.js'
+import { loadOrEnroll, type Identity } from './identity.js'
+import { Outbox } from './outbox.js'
+import { OriginSource } from './download/origin-source.js'
+import { AgentStore, type LocalTask } from './state/store.js'
+import { TaskRunner } from './tasks/runner.js'
+
+export const AGENT_VERSION = '0.1.0'
+
+export interface AgentInit {
+  dataDir: string
+  coordinatorUrl: string
+  enrollToken?: string
+  site?: string
+  groups?: string[]
+  hostname?: string
+  /** Folder that the manifest's absolute paths are resolved under. @default '/' */
+  installRoot?: string
+  logger: Logger
+  /** How long an assignments request is held open. @default 25 */
+  waitSeconds?: number
+  /** @default 4 */
+  downloadConcurrency?: number
+  /** @default 1000 */
+  progressIntervalMs?: number
+  /** Tolerated difference between this clock and the coordinator's. @default 5 minutes */
+  clockSkewMs?: number
+  now?: () => number
+}
+
+interface Running {
+  controller: AbortController
+  runner: TaskRunner
+  revision: number
+  done: Promise<void>
+}
+
+export interface AgentEvents {
+  assignments: [answer: AssignmentAnswer]
+  state: [taskId: string, state: DeviceTaskState]
+  refused: [taskId: string, reason: string, message: string]
+}
+
+/**
+ * The device agent: enrolls once, holds a request open to the coordinator
+ * for its assignments, verifies every manifest against the key pinned at
+ * enrollment, and runs each task.
+ */
+export class Agent extends EventEmitter<AgentEvents> {
+  readonly identity: Identity
+  readonly dataDir: string
+  readonly store: AgentStore
+  readonly cache: ChunkCache
+  readonly outbox: Outbox
+  private readonly client: CoordinatorClient
+  private readonly logger: Logger
+  private readonly init: AgentInit
+  private readonly now: () => number
+  private readonly running = new Map<string, Running>()
+  private readonly retryTimers = new Map<string, NodeJS.Timeout>()
+  private readonly stopController = new AbortController()
+  private loop?: Promise<void>
+  private lastAnswer?: AssignmentAnswer
+
+  private constructor (init: AgentInit, identity: Identity, client: CoordinatorClient, store: AgentStore, cache: ChunkCache) {
+    super()
+    this.init = init
+    this.dataDir = init.dataDir
+    this.identity = identity
+    this.client = client
+    this.store = store
+    this.cache = cache
+    this.logger = init.logger.child({ deviceId: identity.deviceId })
+    this.now = init.now ?? Date.now
+    this.outbox = new Outbox({ store, client, identity, logger: this.logger, now: this.now })
+  }
+
+  /** Opens the data folder (refusing one in use), enrolls if needed, and starts working. */
+  static async start (init: AgentInit): Promise<Agent> {
+    await mkdir(init.dataDir, { recursive: true, mode: 0o700 })
+    const store = await AgentStore.open(join(init.dataDir, 'db'), init.dataDir)
+    try {
+      const client = new CoordinatorClient({ url: init.coordinatorUrl })
+      const { identity, enrolled } = await loadOrEnroll({
+        dataDir: init.dataDir,
+        client,
+        agentVersion: AGENT_VERSION,
+        ...(init.enrollToken !== undefined ? { enrollToken: init.enrollToken } : {}),
+        ...(init.site !== undefined ? { site: init.site } : {}),
+        ...(init.groups !== undefined ? { groups: init.groups } : {}),
+        ...(init.hostname !== undefined ? { hostname: init.hostname } : {})
+      })
+      client.setCredential(identity.credential)
+      const cache = new ChunkCache(join(init.dataDir, 'cache'))
+      await cache.open()
+      const agent = new Agent(init, identity, client, store, cache)
+      agent.logger.info({ enrolled, site: identity.site, peerId: identity.peerId }, enrolled ? 'enrolled' : 'identity loaded')
+      agent.loop = agent.assignmentLoop()
+      agent.outbox.flushSoon()
+      return agent
+    } catch (error) {
+      await store.close()
+      throw error
+    }
+  }
+
+  get installRoot (): string {
+    return resolve(this.init.installRoot ?? '/')
+  }
+
+  private async assignmentLoop (): Promise<void> {
+    const signal = this.stopController.signal
+    const waitSeconds = this.init.waitSeconds ?? 25
+    let etag: string | undefined
+    let backoffMs = 1000
+    while (!signal.aborted) {
+      try {
+        const answer = await this.client.assignments(etag, waitSeconds, { signal })
+        backoffMs = 1000
+        if (answer.etag !== etag) {
+          etag = answer.etag
+          this.lastAnswer = answer
+          this.emit('assignments', answer)
+          await this.reconcile(answer)
+        }
+        this.outbox.flushSoon()
+      } catch (error) {
+        if (signal.aborted) return
+        this.logger.warn({ err: describeError(error), retryInMs: backoffMs }, 'cannot get assignments')
+        const retryAfter = error instanceof CoordinatorError ? error.retryAfterMs : undefined
+        await sleep(retryAfter ?? backoffMs, undefined, { signal }).catch(() => {})
+        backoffMs = Math.min(30_000, backoffMs * 2)
+      }
+    }
+  }
+
+  /** Brings the running tasks in line with the coordinator's list. */
+  private async reconcile (answer: AssignmentAnswer): Promise<void> {
+    const listed = new Set<string>()
+    for (const assignment of answer.assignments) {
+      listed.add(assignment.taskId)
+      let manifest: Manifest
+      try {
+        manifest = openManifest(assignment.manifest, {
+          keys: trustKeys(this.identity.coordinatorPublicKey),
+          now: this.now(),
+          ...(this.init.clockSkewMs !== undefined ? { clockSkewMs: this.init.clockSkewMs } : {})
+        }).manifest
+        if (manifest.taskId !== assignment.taskId) throw new MalformedError(`the manifest is for task ${manifest.taskId}, not ${assignment.taskId}`)
+      } catch (error) {
+        await this.refuse(assignment.taskId, error)
+        continue
+      }
+      await this.consider(manifest, assignment.manifest)
+    }
+    for (const [taskId, running] of this.running) {
+      if (listed.has(taskId) || running.runner.installing) continue
+      this.logger.info({ taskId }, 'task withdrawn by the coordinator')
+      running.controller.abort()
+    }
+    for (const [taskId, timer] of this.retryTimers) {
+      if (listed.has(taskId)) continue
+      clearTimeout(timer)
+      this.retryTimers.delete(taskId)
+      const task = await this.store.getTask(taskId)
+      if (task !== undefined && !SETTLED_STATES.has(task.state) && task.final !== true) {
+        await this.outbox.record({ ...task }, { state: 'cancelled', bytesTotal: 0, bytesDone: 0, bytesFromPeers: task.bytesFromPeers, bytesFromOrigin: task.bytesFromOrigin, message: 'the task was withdrawn' })
+      }
+    }
+  }
+
+  /** Reports a manifest the agent will not act on, and keeps its state as it was. */
+  private async refuse (taskId: string, error: unknown): Promise<void> {
+    const reason = (error as { reason?: string }).reason ?? 'refused'
+    const message = `manifest refused: ${describeError(error)}`
+    this.logger.error({ taskId, reason }, message)
+    this.emit('refused', taskId, reason, message)
+    const existing = await this.store.getTask(taskId)
+    if (existing?.message === message) return
+    // The refusal is reported under the revision the agent holds, never under the unverified one.
+    const base: LocalTask = existing ?? {
+      taskId, revision: 1, state: 'pending', attempt: 0, failures: 0, seq: 0, bytesFromPeers: 0, bytesFromOrigin: 0, updatedAt: this.now()
+    }
+    const updated = await this.outbox.record(base, { state: 'failed', bytesTotal: 0, bytesDone: 0, bytesFromPeers: base.bytesFromPeers, bytesFromOrigin: base.bytesFromOrigin, message })
+    await this.store.putTask({ ...base, seq: updated.seq, message })
+  }
+
+  private async consider (manifest: Manifest, envelope: AssignmentAnswer['assignments'][number]['manifest']): Promise<void> {
+    const existing = await this.store.getTask(manifest.taskId)
+    if (existing !== undefined && existing.revision > manifest.revision) {
+      await this.refuse(manifest.taskId, new StaleRevisionError(existing.revision, manifest.revision))
+      return
+    }
+    const running = this.running.get(manifest.taskId)
+    if (running !== undefined) {
+      if (running.revision === manifest.revision || running.runner.installing) return
+      running.controller.abort()
+      await running.done
+    }
+    let task: LocalTask
+    if (existing?.manifest === undefined || existing.revision < manifest.revision) {
+      task = {
+        taskId: manifest.taskId,
+        revision: manifest.revision,
+        manifest: envelope,
+        state: 'pending',
+        attempt: 0,
+        failures: 0,
+        seq: existing?.seq ?? 0,
+        bytesFromPeers: 0,
+        bytesFromOrigin: 0,
+        updatedAt: this.now()
+      }
+      await this.store.putTask(task)
+    } else {
+      task = existing
+    }
+    if (SETTLED_STATES.has(task.state) || task.final === true) return
+    const waitMs = (task.retryAt ?? 0) - this.now()
+    if (waitMs > 0) {
+      this.scheduleRetry(manifest, task, waitMs)
+      return
+    }
+    this.launch(manifest, task)
+  }
+
+  private scheduleRetry (manifest: Manifest, task: LocalTask, waitMs: number): void {
+    if (this.retryTimers.has(task.taskId)) return
+    const timer = setTimeout(() => {
+      this.retryTimers.delete(task.taskId)
+      void this.store.getTask(task.taskId).then(current => {
+        if (current !== undefined && current.revision === manifest.revision && !this.stopController.signal.aborted) this.launch(manifest, current)
+      })
+    }, Math.min(waitMs, 2 ** 31 - 1))
+    timer.unref()
+    this.retryTimers.set(task.taskId, timer)
+  }
+
+  private launch (manifest: Manifest, task: LocalTask): void {
+    if (this.running.has(task.taskId)) return
+    const controller = new AbortController()
+    const runner = new TaskRunner({
+      store: this.store,
+      outbox: this.outbox,
+      cache: this.cache,
+      origin: new OriginSource(this.client),
+      logger: this.logger,
+      dataDir: this.dataDir,
+      installRoot: this.installRoot,
+      now: this.now,
+      ...(this.init.downloadConcurrency !== undefined ? { downloadConcurrency: this.init.downloadConcurrency } : {}),
+      ...(this.init.progressIntervalMs !== undefined ? { progressIntervalMs: this.init.progressIntervalMs } : {})
+    }, task, manifest, controller.signal, this.stopController.signal)
+    const done = runner.run().then(result => {
+      this.emit('state', result.taskId, result.state)
+      this.logger.info({ taskId: result.taskId, state: result.state, attempt: result.attempt }, 'task attempt ended')
+      if (result.retryAt !== undefined && result.final !== true && !this.stopController.signal.aborted) {
+        this.scheduleRetry(manifest, result, result.retryAt - this.now())
+      }
+    }, error => {
+      // The attempt could not even record its failure (a full disk, say): the state stays as it was and the next assignment answer tries again.
+      this.logger.error({ taskId: task.taskId, err: describeError(error) }, 'task attempt could not complete')
+      this.emit('refused', task.taskId, 'local-error', describeError(error))
+    }).finally(() => {
+      this.running.delete(task.taskId)
+    })
+    this.running.set(task.taskId, { controller, runner, revision: manifest.revision, done })
+  }
+
+  /** The last assignments answer, for diagnostics. */
+  get assignments (): AssignmentAnswer | undefined {
+    return this.lastAnswer
+  }
+
+  async stop (): Promise<void> {
+    this.stopController.abort()
+    for (const timer of this.retryTimers.values()) clearTimeout(timer)
+    await this.loop
+    await Promise.all([...this.running.values()].map(async running => { await running.done }))
+    await this.outbox.stop()
+    this.client.close()
+    await this.store.close()
+  }
+}

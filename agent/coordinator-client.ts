@@ -1,0 +1,187 @@
+import http from 'node:http'
+import https from 'node:https'
+import { PROBLEM_CONTENT_TYPE, TooLargeError, TimeoutError, type Problem, type SignedEnvelope } from '../protocol/index.js'
+import { CoordinatorError, CoordinatorUnreachableError } from './errors.js'
+
+export interface EnrollRequest {
+  token: string
+  publicKey: string
+  hostname: string
+  platform: string
+  arch: string
+  site?: string
+  groups?: string[]
+  agentVersion?: string
+}
+
+export interface EnrollAnswer {
+  deviceId: string
+  credential: string
+  peerId: string
+  site: string
+  groups: string[]
+  coordinatorPublicKey: string
+  coordinatorKeyId: string
+}
+
+export interface AssignmentAnswer {
+  etag: string
+  device: { id: string, site: string, groups: string[] }
+  assignments: Array<{ taskId: string, revision: number, manifest: SignedEnvelope }>
+  pollIntervalSeconds: number
+}
+
+export interface StatusAnswer {
+  acknowledged: string[]
+  rejected: Array<{ index: number, reason: string, message: string }>
+  duplicates: number
+}
+
+export interface CoordinatorClientInit {
+  url: string
+  credential?: string
+  /** @default 30000 */
+  requestTimeoutMs?: number
+  /** Bound on a JSON answer. @default 64 MiB (manifests of very large packages) */
+  maxJsonBytes?: number
+  tls?: https.AgentOptions
+}
+
+export interface RequestOptions {
+  signal?: AbortSignal
+  timeoutMs?: number
+}
+
+const DEFAULT_REQUEST_TIMEOUT_MS = 30_000
+const DEFAULT_MAX_JSON_BYTES = 64 * 1024 * 1024
+
+/** Every exchange of the agent with the coordinator goes through here. */
+export class CoordinatorClient {
+  readonly baseUrl: URL
+  private credential?: string
+  private readonly requestTimeoutMs: number
+  private readonly maxJsonBytes: number
+  private readonly agent: http.Agent
+
+  constructor (init: CoordinatorClientInit) {
+    this.baseUrl = new URL(init.url)
+    if (init.credential !== undefined) this.credential = init.credential
+    this.requestTimeoutMs = init.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS
+    this.maxJsonBytes = init.maxJsonBytes ?? DEFAULT_MAX_JSON_BYTES
+    this.agent = this.baseUrl.protocol === 'https:'
+      ? new https.Agent({ keepAlive: true, maxSockets: 16, ...init.tls })
+      : new http.Agent({ keepAlive: true, maxSockets: 16 })
+  }
+
+  setCredential (credential: string): void {
+    this.credential = credential
+  }
+
+  close (): void {
+    this.agent.destroy()
+  }
+
+  async enroll (request: EnrollRequest, options: RequestOptions = {}): Promise<EnrollAnswer> {
+    return await this.json<EnrollAnswer>('POST', '/v1/agents/enroll', request, { ...options, anonymous: true })
+  }
+
+  async assignments (etag: string | undefined, waitSeconds: number, options: RequestOptions = {}): Promise<AssignmentAnswer> {
+    const query = new URLSearchParams({ waitSeconds: String(waitSeconds) })
+    if (etag !== undefined) query.set('etag', etag)
+    return await this.json<AssignmentAnswer>('GET', `/v1/agents/assignments?${query.toString()}`, undefined, { ...options, timeoutMs: options.timeoutMs ?? (waitSeconds * 1000 + this.requestTimeoutMs) })
+  }
+
+  async postStatus (records: SignedEnvelope[], options: RequestOptions = {}): Promise<StatusAnswer> {
+    return await this.json<StatusAnswer>('POST', '/v1/agents/status', { records }, options)
+  }
+
+  /**
+   * Fetches content bytes from the origin, optionally a byte range. The answer
+   * may not be longer than `maxBytes`; `onData` sees each piece as it arrives
+   * (for pacing and progress) and may return a promise to hold the stream.
+   */
+  async fetchContent (sha256: string, range: { start: number, end: number } | undefined, maxBytes: number, options: RequestOptions & { onData?: (bytes: number) => Promise<void> | void } = {}): Promise<Buffer> {
+    const headers: Record<string, string> = {}
+    if (range !== undefined) headers.range = `bytes=${range.start}-${range.end - 1}`
+    const { status, body, contentType } = await this.request('GET', `/v1/content/${sha256}`, undefined, { ...options, headers, maxBytes })
+    if (status !== 200 && status !== 206) throw this.errorOf(status, body, contentType)
+    return body
+  }
+
+  private async json<T> (method: string, path: string, payload: unknown, options: RequestOptions & { anonymous?: boolean }): Promise<T> {
+    const { status, body, contentType } = await this.request(method, path, payload, { ...options, maxBytes: this.maxJsonBytes })
+    if (status < 200 || status >= 300) throw this.errorOf(status, body, contentType)
+    try {
+      return JSON.parse(body.toString('utf8')) as T
+    } catch {
+      throw new CoordinatorError(status, 'malformed-answer', `the coordinator's answer to ${method} ${path} is not JSON`)
+    }
+  }
+
+  private errorOf (status: number, body: Buffer, contentType: string | undefined): CoordinatorError {
+    let reason = 'http-error'
+    let message = `HTTP ${status}`
+    if (contentType?.startsWith(PROBLEM_CONTENT_TYPE) === true) {
+      try {
+        const problem = JSON.parse(body.toString('utf8')) as Problem
+        reason = problem.reason
+        message = problem.detail ?? problem.title
+      } catch {}
+    }
+    return new CoordinatorError(status, reason, message)
+  }
+
+  private async request (method: string, path: string, payload: unknown, options: RequestOptions & { headers?: Record<string, string>, maxBytes: number, anonymous?: boolean, onData?: (bytes: number) => Promise<void> | void }): Promise<{ status: number, body: Buffer, contentType: string | undefined }> {
+    const url = new URL(path, this.baseUrl)
+    const signals = [AbortSignal.timeout(options.timeoutMs ?? this.requestTimeoutMs)]
+    if (options.signal !== undefined) signals.push(options.signal)
+    const signal = AbortSignal.any(signals)
+    const headers: Record<string, string> = { accept: 'application/json', ...options.headers }
+    let data: Buffer | undefined
+    if (payload !== undefined) {
+      data = Buffer.from(JSON.stringify(payload))
+      headers['content-type'] = 'application/json'
+      headers['content-length'] = String(data.byteLength)
+    }
+    if (options.anonymous !== true && this.credential !== undefined) headers.authorization = `Bearer ${this.credential}`
+    const transport = url.protocol === 'https:' ? https : http
+    return await new Promise((resolve, reject) => {
+      if (signal.aborted) {
+        reject(abortReason(signal, method, url))
+        return
+      }
+      const request = transport.request(url, { method, headers, agent: this.agent, signal }, response => {
+        const parts: Buffer[] = []
+        let received = 0
+        response.on('data', (piece: Buffer) => {
+          received += piece.byteLength
+          if (received > options.maxBytes) {
+            response.destroy(new TooLargeError(`answer to ${method} ${url.pathname}`, options.maxBytes))
+            return
+          }
+          parts.push(piece)
+          const held = options.onData?.(piece.byteLength)
+          if (held instanceof Promise) {
+            response.pause()
+            held.then(() => response.resume(), error => response.destroy(error))
+          }
+        })
+        response.on('end', () => { resolve({ status: response.statusCode ?? 0, body: Buffer.concat(parts), contentType: response.headers['content-type'] }) })
+        response.on('error', error => { reject(signal.aborted ? abortReason(signal, method, url) : error) })
+        response.on('aborted', () => { reject(new CoordinatorUnreachableError(`the coordinator closed the answer to ${method} ${url.pathname}`)) })
+      })
+      request.on('error', error => {
+        if (signal.aborted) reject(abortReason(signal, method, url))
+        else if (error instanceof TooLargeError) reject(error)
+        else reject(new CoordinatorUnreachableError(`cannot reach the coordinator at ${url.origin}: ${error.message}`, { cause: error }))
+      })
+      request.end(data)
+    })
+  }
+}
+
+function abortReason (signal: AbortSignal, method: string, url: URL): Error {
+  const reason = signal.reason as Error | undefined
+  if (reason?.name === 'TimeoutError') return new TimeoutError(`${method} ${url.pathname} timed out`)
+  return reason ?? new Error('aborted')
+}

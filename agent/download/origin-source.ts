@@ -1,0 +1,47 @@
+import { createHash } from 'node:crypto'
+import { HashMismatchError } from '../../protocol/index.js'
+import type { CoordinatorClient } from '../coordinator-client.js'
+import { take, type TokenBucket } from './token-bucket.js'
+
+export interface ChunkRequest {
+  index: number
+  sha256: string
+  lengthBytes: number
+}
+
+export interface FetchOptions {
+  signal: AbortSignal
+  /** Paces the transfer; absent: as fast as the link allows. */
+  bucket?: TokenBucket
+  /** Called as bytes arrive, for progress. */
+  onBytes?: (bytes: number) => void
+}
+
+/**
+ * The coordinator's HTTP origin as a chunk source. With a bandwidth cap the
+ * chunk is fetched as byte ranges no larger than the bucket's burst, each
+ * requested only once the bucket has granted it, so the bytes on the wire
+ * follow the cap and not only the bytes read.
+ */
+export class OriginSource {
+  constructor (private readonly client: CoordinatorClient) {}
+
+  async fetchChunk (request: ChunkRequest, options: FetchOptions): Promise<Buffer> {
+    let bytes: Buffer
+    if (options.bucket === undefined || request.lengthBytes <= options.bucket.pieceBytes) {
+      if (options.bucket !== undefined) await take(options.bucket, request.lengthBytes, options.signal)
+      bytes = await this.client.fetchContent(request.sha256, undefined, request.lengthBytes, { signal: options.signal, onData: options.onBytes })
+    } else {
+      const pieces: Buffer[] = []
+      for (let start = 0; start < request.lengthBytes; start += options.bucket.pieceBytes) {
+        const end = Math.min(request.lengthBytes, start + options.bucket.pieceBytes)
+        await take(options.bucket, end - start, options.signal)
+        pieces.push(await this.client.fetchContent(request.sha256, { start, end }, end - start, { signal: options.signal, onData: options.onBytes }))
+      }
+      bytes = Buffer.concat(pieces)
+    }
+    const actual = createHash('sha256').update(bytes).digest('hex')
+    if (actual !== request.sha256) throw new HashMismatchError(request.sha256, actual, `chunk ${request.index} from the origin`)
+    return bytes
+  }
+}

@@ -1,0 +1,77 @@
+import { MeshdeployError } from '../protocol/index.js'
+
+/** The coordinator answered with an error (problem+json). */
+export class CoordinatorError extends MeshdeployError {
+  readonly status: number
+  readonly retryAfterMs?: number
+  constructor (status: number, reason: string, message: string, retryAfterMs?: number) {
+    super(message, reason)
+    this.name = 'CoordinatorError'
+    this.status = status
+    if (retryAfterMs !== undefined) this.retryAfterMs = retryAfterMs
+  }
+}
+
+/** The coordinator could not be reached. */
+export class CoordinatorUnreachableError extends MeshdeployError {
+  constructor (message: string, options?: ErrorOptions) {
+    super(message, 'coordinator-unreachable', options)
+    this.name = 'CoordinatorUnreachableError'
+  }
+}
+
+/** The agent has no identity and was given no enrollment token. */
+export class NotEnrolledError extends MeshdeployError {
+  constructor () {
+    super('this agent is not enrolled: start it once with --enroll-token', 'not-enrolled')
+    this.name = 'NotEnrolledError'
+  }
+}
+
+/** Another agent holds the data folder. */
+export class DataFolderLockedError extends MeshdeployError {
+  readonly dataDir: string
+  constructor (dataDir: string, options?: ErrorOptions) {
+    super(`the data folder ${dataDir} is in use by another agent`, 'data-folder-locked', options)
+    this.name = 'DataFolderLockedError'
+    this.dataDir = dataDir
+  }
+}
+
+/** The package is for another platform or architecture. */
+export class NotApplicableError extends MeshdeployError {
+  constructor (message: string) {
+    super(message, 'not-applicable')
+    this.name = 'NotApplicableError'
+  }
+}
+
+/** An installer ran and failed. */
+export class InstallFailedError extends MeshdeployError {
+  readonly exitCode: number | null
+  readonly outputTail: string
+  constructor (message: string, exitCode: number | null, outputTail: string) {
+    super(message, 'install-failed')
+    this.name = 'InstallFailedError'
+    this.exitCode = exitCode
+    this.outputTail = outputTail
+  }
+}
+
+/** The installer finished but the detection rule still does not hold. */
+export class DetectionFailedError extends MeshdeployError {
+  constructor (message: string) {
+    super(message, 'detection-failed')
+    this.name = 'DetectionFailedError'
+  }
+}
+
+/** A chunk could not be had from any source. */
+export class ChunkUnavailableError extends MeshdeployError {
+  readonly index: number
+  constructor (index: number, message: string, options?: ErrorOptions) {
+    super(message, 'chunk-unavailable', options)
+    this.name = 'ChunkUnavailableError'
+    this.index = index
+  }
+}

@@ -1,0 +1,85 @@
+import { spawn } from 'node:child_process'
+import { OUTPUT_TAIL_BYTES } from '../../protocol/index.js'
+
+export interface RunInit {
+  command: string
+  args: string[]
+  cwd: string
+  env?: NodeJS.ProcessEnv
+  timeoutMs: number
+  signal?: AbortSignal
+  /** Grace period between SIGTERM and SIGKILL. @default 5000 */
+  killGraceMs?: number
+}
+
+export interface RunResult {
+  exitCode: number | null
+  signal: NodeJS.Signals | null
+  timedOut: boolean
+  /** The last bytes of standard output and standard error, interleaved. */
+  outputTail: string
+}
+
+/** Keeps the last `limit` bytes written to it. */
+class TailBuffer {
+  private parts: Buffer[] = []
+  private size = 0
+  constructor (private readonly limit: number) {}
+
+  push (data: Buffer): void {
+    this.parts.push(data)
+    this.size += data.byteLength
+    while (this.size - this.parts[0].byteLength >= this.limit) {
+      this.size -= this.parts[0].byteLength
+      this.parts.shift()
+    }
+  }
+
+  toString (): string {
+    const all = Buffer.concat(this.parts)
+    return all.subarray(Math.max(0, all.byteLength - this.limit)).toString('utf8')
+  }
+}
+
+/**
+ * Runs a program without a shell, in its own process group so that a
+ * timeout ends everything it started, and keeps the tail of its output.
+ */
+export async function runProcess (init: RunInit): Promise<RunResult> {
+  const tail = new TailBuffer(OUTPUT_TAIL_BYTES)
+  const child = spawn(init.command, init.args, {
+    cwd: init.cwd,
+    env: init.env ?? process.env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: process.platform !== 'win32'
+  })
+  child.stdout.on('data', (data: Buffer) => { tail.push(data) })
+  child.stderr.on('data', (data: Buffer) => { tail.push(data) })
+  let timedOut = false
+  let killTimer: NodeJS.Timeout | undefined
+  const terminate = (): void => {
+    const kill = (signal: NodeJS.Signals): void => {
+      try {
+        if (process.platform !== 'win32' && child.pid !== undefined) process.kill(-child.pid, signal)
+        else child.kill(signal)
+      } catch {}
+    }
+    kill('SIGTERM')
+    killTimer = setTimeout(() => { kill('SIGKILL') }, init.killGraceMs ?? 5000)
+  }
+  const timer = setTimeout(() => { timedOut = true; terminate() }, init.timeoutMs)
+  const onAbort = (): void => { terminate() }
+  init.signal?.addEventListener('abort', onAbort, { once: true })
+  try {
+    return await new Promise<RunResult>((resolve, reject) => {
+      child.once('error', reject)
+      child.once('close', (exitCode, signal) => {
+        resolve({ exitCode, signal, timedOut, outputTail: tail.toString() })
+      })
+    })
+  } finally {
+    clearTimeout(timer)
+    clearTimeout(killTimer)
+    init.signal?.removeEventListener('abort', onAbort)
+  }
+}
