@@ -1,0 +1,138 @@
+import { createReadStream } from 'node:fs'
+import { stat } from 'node:fs/promises'
+import http from 'node:http'
+import https from 'node:https'
+import { basename } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { PROBLEM_CONTENT_TYPE, type Problem } from '../../protocol/index.js'
+
+/** An error answer of the API, with its problem details. */
+export class ApiRequestError extends Error {
+  readonly status: number
+  readonly problem?: Problem
+  constructor (status: number, message: string, problem?: Problem) {
+    super(message)
+    this.name = 'ApiRequestError'
+    this.status = status
+    if (problem !== undefined) this.problem = problem
+  }
+}
+
+export interface ApiClientInit {
+  url: string
+  token?: string
+  /** @default 60000 */
+  timeoutMs?: number
+  tls?: https.AgentOptions
+}
+
+type Json = any
+
+/** The operator's client of the coordinator API, used by the CLI and the demo. */
+export class ApiClient {
+  readonly baseUrl: URL
+  private readonly token?: string
+  private readonly timeoutMs: number
+  private readonly agent: http.Agent
+
+  constructor (init: ApiClientInit) {
+    this.baseUrl = new URL(init.url)
+    if (init.token !== undefined) this.token = init.token
+    this.timeoutMs = init.timeoutMs ?? 60_000
+    this.agent = this.baseUrl.protocol === 'https:' ? new https.Agent({ keepAlive: true, ...init.tls }) : new http.Agent({ keepAlive: true })
+  }
+
+  close (): void {
+    this.agent.destroy()
+  }
+
+  async get (path: string): Promise<Json> {
+    return await this.request('GET', path)
+  }
+
+  async post (path: string, body?: unknown): Promise<Json> {
+    return await this.request('POST', path, body)
+  }
+
+  async patch (path: string, body: unknown): Promise<Json> {
+    return await this.request('PATCH', path, body)
+  }
+
+  async delete (path: string): Promise<Json> {
+    return await this.request('DELETE', path)
+  }
+
+  private headers (extra: Record<string, string> = {}): Record<string, string> {
+    const headers: Record<string, string> = { accept: 'application/json', ...extra }
+    if (this.token !== undefined) headers.authorization = `Bearer ${this.token}`
+    return headers
+  }
+
+  async request (method: string, path: string, body?: unknown): Promise<Json> {
+    const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body))
+    const headers = this.headers(data === undefined ? {} : { 'content-type': 'application/json', 'content-length': String(data.byteLength) })
+    const { status, text, contentType } = await this.send(method, path, headers, request => { request.end(data) }, this.timeoutMs)
+    return this.decode(method, path, status, text, contentType)
+  }
+
+  private decode (method: string, path: string, status: number, text: string, contentType: string | undefined): Json {
+    if (status >= 200 && status < 300) return text === '' ? {} : JSON.parse(text)
+    if (contentType?.startsWith(PROBLEM_CONTENT_TYPE) === true) {
+      const problem = JSON.parse(text) as Problem
+      throw new ApiRequestError(status, `${problem.title}: ${problem.detail ?? problem.reason}`, problem)
+    }
+    throw new ApiRequestError(status, `${method} ${path} answered HTTP ${status}`)
+  }
+
+  private async send (method: string, path: string, headers: Record<string, string>, write: (request: http.ClientRequest) => void, timeoutMs: number): Promise<{ status: number, text: string, contentType: string | undefined }> {
+    const url = new URL(path, this.baseUrl)
+    const transport = url.protocol === 'https:' ? https : http
+    return await new Promise((resolve, reject) => {
+      const request = transport.request(url, { method, headers, agent: this.agent, signal: AbortSignal.timeout(timeoutMs) }, response => {
+        const parts: Buffer[] = []
+        response.on('data', (part: Buffer) => { parts.push(part) })
+        response.on('end', () => { resolve({ status: response.statusCode ?? 0, text: Buffer.concat(parts).toString('utf8'), contentType: response.headers['content-type'] }) })
+        response.on('error', reject)
+      })
+      request.on('error', error => {
+        reject((error as Error).name === 'AbortError' || (error as Error).name === 'TimeoutError'
+          ? new Error(`${method} ${url.pathname} timed out after ${timeoutMs} ms`)
+          : new Error(`cannot reach the coordinator at ${url.origin}: ${error.message}`))
+      })
+      write(request)
+    })
+  }
+
+  /**
+   * Uploads a package file as a streamed multipart body; `onProgress` sees
+   * the bytes sent so far.
+   */
+  async uploadPackage (file: string, metadata: Record<string, unknown>, onProgress?: (sentBytes: number, totalBytes: number) => void): Promise<Json> {
+    const size = (await stat(file)).size
+    const boundary = `meshdeploy-${randomBytes(12).toString('hex')}`
+    const name = basename(file).replace(/["\r\n]/g, '_')
+    const head = Buffer.from(
+      `--${boundary}\r\nContent-Disposition: form-data; name="metadata"\r\nContent-Type: application/json\r\n\r\n${JSON.stringify(metadata)}\r\n` +
+      `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${name}"\r\nContent-Type: application/octet-stream\r\n\r\n`
+    )
+    const tail = Buffer.from(`\r\n--${boundary}--\r\n`)
+    const headers = this.headers({ 'content-type': `multipart/form-data; boundary=${boundary}`, 'content-length': String(head.byteLength + size + tail.byteLength) })
+    const { status, text, contentType } = await this.send('POST', '/v1/packages', headers, request => {
+      request.write(head)
+      let sent = 0
+      const stream = createReadStream(file, { highWaterMark: 1024 * 1024 })
+      stream.on('data', chunk => {
+        sent += chunk.length
+        onProgress?.(sent, size)
+        if (!request.write(chunk)) {
+          stream.pause()
+          request.once('drain', () => stream.resume())
+        }
+      })
+      stream.on('end', () => { request.end(tail) })
+      stream.on('error', error => { request.destroy(error) })
+      request.on('close', () => { stream.destroy() })
+    }, 24 * 3600 * 1000)
+    return this.decode('POST', '/v1/packages', status, text, contentType)
+  }
+}

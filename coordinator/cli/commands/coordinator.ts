@@ -1,0 +1,37 @@
+import { Command, Option } from 'commander'
+import { startCoordinator, DEFAULT_PORT } from '../../main.js'
+import { createLogger } from '../../../protocol/logger.js'
+import { GIB } from '../../../protocol/index.js'
+import { positiveInteger } from '../context.js'
+
+export function coordinatorCommand (): Command {
+  const coordinator = new Command('coordinator').description('run the coordinator')
+  coordinator.command('start')
+    .description('serve the API, the chunk origin and the console from a data folder')
+    .requiredOption('--data <dir>', 'data folder: database, chunks, signing key, admin token')
+    .option('--host <address>', 'address to listen on', '127.0.0.1')
+    .option('--port <n>', 'port to listen on (0: any free port)', value => value === '0' ? 0 : positiveInteger(value), DEFAULT_PORT)
+    .option('--public-url <url>', 'URL agents use to reach this coordinator')
+    .option('--max-package-gib <n>', 'largest package accepted, GiB', Number, 8)
+    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
+    .addHelpText('after', '\nExample:\n  meshdeploy coordinator start --data /var/lib/meshdeploy-coordinator --host 0.0.0.0 --port 8650')
+    .action(async options => {
+      const logger = createLogger(options.logLevel, 'coordinator')
+      const running = await startCoordinator({
+        dataDir: options.data,
+        host: options.host,
+        port: options.port,
+        maxPackageBytes: Math.round(options.maxPackageGib * GIB),
+        logger,
+        ...(options.publicUrl !== undefined ? { publicUrl: options.publicUrl } : {})
+      })
+      process.stdout.write(JSON.stringify({ event: 'coordinator-started', url: running.url, adminTokenPath: `${options.data}/admin-token` }) + '\n')
+      await new Promise<void>(resolve => {
+        process.once('SIGINT', () => { resolve() })
+        process.once('SIGTERM', () => { resolve() })
+      })
+      await running.close()
+      logger.flush()
+    })
+  return coordinator
+}

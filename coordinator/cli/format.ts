@@ -1,0 +1,41 @@
+/** Human-readable output of the CLI. */
+
+export function formatBytes (bytes: number): string {
+  if (!Number.isFinite(bytes)) return '-'
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
+  let value = bytes
+  let unit = 0
+  while (Math.abs(value) >= 1024 && unit < units.length - 1) {
+    value /= 1024
+    unit++
+  }
+  return `${unit === 0 ? value.toFixed(0) : value.toFixed(1)} ${units[unit]}`
+}
+
+export function formatDuration (ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)} ms`
+  const seconds = ms / 1000
+  if (seconds < 120) return `${seconds.toFixed(1)} s`
+  const minutes = Math.floor(seconds / 60)
+  return `${minutes} min ${Math.round(seconds - minutes * 60)} s`
+}
+
+/** Shortens a long id for a table; the full id stays available with --json. */
+export function shortId (id: string, length = 12): string {
+  return id.length > length ? id.slice(0, length) : id
+}
+
+/** Renders rows as an aligned table with a header line. */
+export function table (headers: string[], rows: Array<Array<string | number | undefined | null>>): string {
+  const cells = rows.map(row => row.map(cell => cell === undefined || cell === null ? '-' : String(cell)))
+  const widths = headers.map((header, column) => Math.max(header.length, ...cells.map(row => row[column]?.length ?? 0)))
+  const line = (row: string[]): string => row.map((cell, column) => cell.padEnd(widths[column])).join('  ').trimEnd()
+  return [line(headers), ...cells.map(line)].join('\n') + '\n'
+}
+
+/** A one-line text progress bar. */
+export function bar (fraction: number, width = 24): string {
+  const clamped = Math.max(0, Math.min(1, fraction))
+  const filled = Math.round(clamped * width)
+  return '█'.repeat(filled) + '░'.repeat(width - filled)
+}

@@ -1,0 +1,39 @@
+import { Command } from 'commander'
+import { coordinatorCommand } from './commands/coordinator.js'
+import { deviceCommand } from './commands/devices.js'
+import { packageCommand } from './commands/packages.js'
+import { taskCommand } from './commands/tasks.js'
+import { enrollmentTokenCommand } from './commands/tokens.js'
+import { runDemo } from './demo.js'
+import { positiveInteger } from './context.js'
+
+export const CLI_VERSION = '0.1.0'
+
+/** The operator's commands; the agent's are added by the entry point. */
+export function operatorProgram (): Command {
+  const program = new Command('meshdeploy')
+    .description('peer-to-peer assisted software distribution: a package crosses each site\'s WAN link once')
+    .version(CLI_VERSION)
+    .showHelpAfterError()
+    .addHelpText('after', `
+Environment:
+  MESHDEPLOY_URL     coordinator URL (default http://127.0.0.1:8650)
+  MESHDEPLOY_TOKEN   operator token
+
+Exit codes: 0 ok, 1 a watched task had failures, 2 usage, 3 refused by the API, 4 coordinator unreachable or failing.`)
+  program.addCommand(coordinatorCommand())
+  program.addCommand(packageCommand())
+  program.addCommand(taskCommand())
+  program.addCommand(deviceCommand())
+  program.addCommand(enrollmentTokenCommand())
+  program.command('demo')
+    .description('run a coordinator and agents on loopback and deploy a real package to them, with live progress')
+    .option('--agents <n>', 'agents', positiveInteger, 6)
+    .option('--sites <n>', 'sites the agents are spread over', positiveInteger, 2)
+    .option('--payload-mib <n>', 'size of the sample payload, MiB', positiveInteger, 32)
+    .option('--keep', 'keep the temporary folder (logs, data) afterwards')
+    .action(async options => {
+      process.exitCode = await runDemo({ agents: options.agents, sites: options.sites, payloadMiB: options.payloadMib, keep: options.keep === true })
+    })
+  return program
+}

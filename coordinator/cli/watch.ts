@@ -1,0 +1,92 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import { SETTLED_STATES, type DeviceTaskState } from '../../protocol/index.js'
+import type { ApiClient } from './api-client.js'
+import { bar, formatBytes } from './format.js'
+
+export interface DeviceRow {
+  deviceId: string
+  hostname: string
+  site: string
+  state: string
+  bytesTotal: number
+  bytesDone: number
+  bytesFromPeers: number
+  bytesFromOrigin: number
+  attempt: number
+  exitCode?: number | null
+  message?: string
+  final?: boolean
+}
+
+export interface TaskSnapshot {
+  task: any
+  devices: DeviceRow[]
+}
+
+export function isRowSettled (row: DeviceRow): boolean {
+  return SETTLED_STATES.has(row.state as DeviceTaskState) || (row.state === 'failed' && row.final === true)
+}
+
+export async function snapshot (client: ApiClient, taskId: string): Promise<TaskSnapshot> {
+  const [task, rows] = await Promise.all([client.get(`/v1/tasks/${taskId}`), client.get(`/v1/tasks/${taskId}/devices`)])
+  return { task, devices: rows.devices as DeviceRow[] }
+}
+
+/** Lines describing a task's progress: one per device and a total. */
+export function renderProgress (snap: TaskSnapshot): string[] {
+  const lines: string[] = []
+  const nameWidth = Math.max(8, ...snap.devices.map(row => row.hostname.length))
+  for (const row of snap.devices) {
+    const fraction = isRowSettled(row) ? 1 : row.bytesTotal > 0 ? row.bytesDone / row.bytesTotal : 0
+    const sources = `peers ${formatBytes(row.bytesFromPeers).padStart(9)}  origin ${formatBytes(row.bytesFromOrigin).padStart(9)}`
+    const note = row.state === 'failed' && row.message !== undefined ? `  ${row.message.slice(0, 80)}` : ''
+    lines.push(`${row.hostname.padEnd(nameWidth)}  ${row.site.padEnd(8)}  ${bar(fraction)} ${(fraction * 100).toFixed(0).padStart(3)}%  ${row.state.padEnd(24)} ${sources}${note}`)
+  }
+  const progress = snap.task.progress
+  const counts = Object.entries(progress.counts as Record<string, number>).map(([state, count]) => `${state} ${count}`).join(', ')
+  lines.push(`${'total'.padEnd(nameWidth)}  ${''.padEnd(8)}  ${bar(progress.percent / 100)} ${progress.percent.toFixed(0).padStart(3)}%  ${counts}; peers ${formatBytes(progress.bytesFromPeers)}, origin ${formatBytes(progress.bytesFromOrigin)}`)
+  return lines
+}
+
+export interface WatchOptions {
+  intervalMs?: number
+  /** Gives up after this long. */
+  timeoutMs?: number
+  signal?: AbortSignal
+  /** Writes progress; on a terminal the block is redrawn in place. */
+  output?: NodeJS.WriteStream
+}
+
+/** Polls a task until every device has settled, drawing live progress. */
+export async function watchTask (client: ApiClient, taskId: string, options: WatchOptions = {}): Promise<TaskSnapshot> {
+  const output = options.output ?? process.stdout
+  const interval = options.intervalMs ?? 500
+  const deadline = options.timeoutMs !== undefined ? Date.now() + options.timeoutMs : Number.POSITIVE_INFINITY
+  let drawn = 0
+  let lastPrinted = ''
+  let lastPrintedAt = 0
+  for (;;) {
+    options.signal?.throwIfAborted()
+    const snap = await snapshot(client, taskId)
+    const lines = renderProgress(snap)
+    if (output.isTTY === true) {
+      if (drawn > 0) output.write(`\u001b[${drawn}A`)
+      output.write(lines.map(line => `\u001b[2K${line}`).join('\n') + '\n')
+      drawn = lines.length
+    } else {
+      const text = lines.join('\n')
+      if (text !== lastPrinted && Date.now() - lastPrintedAt >= 2000) {
+        output.write(text + '\n\n')
+        lastPrinted = text
+        lastPrintedAt = Date.now()
+      }
+    }
+    const settled = snap.devices.length > 0 && snap.devices.every(isRowSettled)
+    if (settled || snap.task.status === 'cancelled') {
+      if (output.isTTY !== true && lines.join('\n') !== lastPrinted) output.write(lines.join('\n') + '\n\n')
+      return snap
+    }
+    if (Date.now() > deadline) throw new Error(`task ${taskId} did not settle in time`)
+    await sleep(interval, undefined, options.signal !== undefined ? { signal: options.signal } : {})
+  }
+}
