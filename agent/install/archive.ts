@@ -81,7 +81,11 @@ async function walkZip (file: string, destination: string, extractTo?: string): 
   let entries = 0
   try {
     await new Promise<void>((resolve, reject) => {
-      zip.on('error', error => { reject(new CorruptArchiveError(`the zip archive is damaged: ${(error as Error).message}`, { cause: error })) })
+      zip.on('error', error => {
+        // yauzl checks names itself; its refusals of escaping names are path escapes, not damage.
+        const escaping = /^(?:invalid relative path|absolute path): (.*)$/.exec((error as Error).message)
+        reject(escaping !== null ? new PathEscapeError(escaping[1]) : new CorruptArchiveError(`the zip archive is damaged: ${(error as Error).message}`, { cause: error }))
+      })
       zip.on('end', () => { resolve() })
       zip.on('entry', (entry: yauzl.Entry) => {
         const handle = async (): Promise<void> => {

@@ -48,6 +48,9 @@ export class PackageUpload {
   private result?: ChunkingResult
   private sniffed?: SniffedType
   private fileName = 'package'
+  private aborted = false
+  /** The chunk being written; a clean-up waits for it so that it sees every chunk stored. */
+  private storing: Promise<unknown> = Promise.resolve()
 
   constructor (private readonly service: PackageService, private readonly init: { chunkSizeBytes: number, maxPackageBytes: number }) {}
 
@@ -63,8 +66,11 @@ export class PackageUpload {
       chunkSizeBytes: this.init.chunkSizeBytes,
       maxSizeBytes: this.init.maxPackageBytes,
       onChunk: async chunk => {
+        if (this.aborted) throw new Error('the upload was aborted')
         if (chunk.index === 0) this.sniffed = sniffPackageType(chunk.bytes, this.fileName)
-        const { created } = await this.service.content.put(chunk.bytes, chunk.sha256, { sync: false })
+        const storing = this.service.content.put(chunk.bytes, chunk.sha256, { sync: false })
+        this.storing = storing
+        const { created } = await storing
         if (created) this.created.add(chunk.sha256)
       }
     })
@@ -105,6 +111,8 @@ export class PackageUpload {
 
   /** Removes the chunks this upload created that nothing else refers to. */
   async abort (): Promise<void> {
+    this.aborted = true
+    await this.storing.catch(() => {})
     await this.service.releaseUpload(this)
   }
 }

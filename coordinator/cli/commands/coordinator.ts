@@ -13,6 +13,7 @@ export function coordinatorCommand (): Command {
     .option('--port <n>', 'port to listen on (0: any free port)', value => value === '0' ? 0 : positiveInteger(value), DEFAULT_PORT)
     .option('--public-url <url>', 'URL agents use to reach this coordinator')
     .option('--max-package-gib <n>', 'largest package accepted, GiB', Number, 8)
+    .option('--chunk-size-kib <n>', 'chunk size of new packages, KiB (64 to 16384)', positiveInteger, 1024)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .addHelpText('after', '\nExample:\n  meshdeploy coordinator start --data /var/lib/meshdeploy-coordinator --host 0.0.0.0 --port 8650')
     .action(async options => {
@@ -22,6 +23,7 @@ export function coordinatorCommand (): Command {
         host: options.host,
         port: options.port,
         maxPackageBytes: Math.round(options.maxPackageGib * GIB),
+        chunkSizeBytes: options.chunkSizeKib * 1024,
         logger,
         ...(options.publicUrl !== undefined ? { publicUrl: options.publicUrl } : {})
       })

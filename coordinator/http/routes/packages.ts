@@ -28,12 +28,15 @@ async function receiveUpload (ctx: CoordinatorContext, services: Services, uploa
       return
     }
     let failed = false
+    let file: Readable | undefined
     const fail = (error: unknown): void => {
       if (failed) return
       failed = true
       ctx.req.unpipe(parser)
       ctx.set('Connection', 'close')
-      reject(error)
+      // Stop the chunker and let it settle, so the clean-up sees every chunk it stored.
+      file?.destroy(error as Error)
+      void Promise.allSettled([ingest]).then(() => { reject(error) })
     }
     parser.on('field', (name, value, info) => {
       if (name !== 'metadata') return fail(new ValidationError(`unexpected field ${JSON.stringify(name)}; only metadata and file are accepted`))
@@ -49,6 +52,7 @@ async function receiveUpload (ctx: CoordinatorContext, services: Services, uploa
         stream.resume()
         return fail(new ValidationError(`unexpected file part ${JSON.stringify(name)}; the package goes in the part named file`))
       }
+      file = stream
       stream.on('limit', () => { stream.destroy(new PayloadTooLargeError(`the package is larger than the limit of ${services.packages.maxPackageSizeBytes} bytes`)) })
       ingest = upload.ingest(stream, info.filename ?? 'package')
       ingest.catch(fail)

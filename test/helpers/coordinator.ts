@@ -1,0 +1,70 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import supertest from 'supertest'
+import type Koa from 'koa'
+import { createApp } from '../../coordinator/http/app.js'
+import { openServices, type Services } from '../../coordinator/services.js'
+import { silentLogger } from '../../protocol/logger.js'
+import { generateKeyPair, toHex, type Ed25519KeyPair } from '../../protocol/index.js'
+
+export interface TestCoordinator {
+  dataDir: string
+  services: Services
+  app: Koa<any>
+  http: ReturnType<typeof supertest>
+  adminToken: string
+  close: () => Promise<void>
+}
+
+export interface TestCoordinatorInit {
+  maxPackageBytes?: number
+  chunkSizeBytes?: number
+  now?: () => number
+}
+
+/** A coordinator in this process on a temporary folder, driven through app.callback() (no port). */
+export async function openTestCoordinator (init: TestCoordinatorInit = {}): Promise<TestCoordinator> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'md-coordinator-'))
+  const services = await openServices({
+    dataDir,
+    logger: silentLogger(),
+    ...(init.maxPackageBytes !== undefined ? { maxPackageBytes: init.maxPackageBytes } : {}),
+    chunkSizeBytes: init.chunkSizeBytes ?? 64 * 1024,
+    ...(init.now !== undefined ? { now: init.now } : {})
+  })
+  const app = createApp(services)
+  const adminToken = services.bootstrapAdminToken ?? ''
+  return {
+    dataDir,
+    services,
+    app,
+    http: supertest(app.callback()),
+    adminToken,
+    close: async () => {
+      await services.close()
+      await rm(dataDir, { recursive: true, force: true })
+    }
+  }
+}
+
+export interface EnrolledDevice {
+  deviceId: string
+  credential: string
+  key: Ed25519KeyPair
+}
+
+export async function enrollDevice (coordinator: TestCoordinator, fields: { hostname?: string, site?: string, groups?: string[], platform?: string } = {}): Promise<EnrolledDevice> {
+  const { body: { token } } = await coordinator.http.post('/v1/enrollment-tokens').set('authorization', `Bearer ${coordinator.adminToken}`).send({}).expect(201)
+  const key = generateKeyPair()
+  const { body } = await coordinator.http.post('/v1/agents/enroll').send({
+    token,
+    publicKey: toHex(key.publicKey),
+    hostname: fields.hostname ?? `host-${Math.random().toString(36).slice(2, 8)}`,
+    platform: fields.platform ?? 'linux',
+    arch: 'x64',
+    ...(fields.site !== undefined ? { site: fields.site } : {}),
+    ...(fields.groups !== undefined ? { groups: fields.groups } : {})
+  }).expect(201)
+  return { deviceId: body.deviceId, credential: body.credential, key }
+}
