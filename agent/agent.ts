@@ -12,6 +12,7 @@ import { CoordinatorError } from './errors.js'
 import { loadOrEnroll, type Identity } from './identity.js'
 import { Outbox } from './outbox.js'
 import { OriginSource } from './download/origin-source.js'
+import { downloadPackage, type PackageFetcher } from './download/downloader.js'
 import { AgentStore, type LocalTask } from './state/store.js'
 import { TaskRunner } from './tasks/runner.js'
 
@@ -71,6 +72,15 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly stopController = new AbortController()
   private loop?: Promise<void>
   private lastAnswer?: AssignmentAnswer
+  private readonly origin: OriginSource
+
+  /** Fetches a package's missing chunks from the origin. */
+  private readonly fetchPackage: PackageFetcher = async options => await downloadPackage({
+    ...options,
+    cache: this.cache,
+    origin: this.origin,
+    ...(this.init.downloadConcurrency !== undefined ? { concurrency: this.init.downloadConcurrency } : {})
+  })
 
   private constructor (init: AgentInit, identity: Identity, client: CoordinatorClient, store: AgentStore, cache: ChunkCache) {
     super()
@@ -83,6 +93,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.logger = init.logger.child({ deviceId: identity.deviceId })
     this.now = init.now ?? Date.now
     this.outbox = new Outbox({ store, client, identity, logger: this.logger, now: this.now })
+    this.origin = new OriginSource(client)
   }
 
   /** Opens the data folder (refusing one in use), enrolls if needed, and starts working. */
@@ -253,12 +264,11 @@ export class Agent extends EventEmitter<AgentEvents> {
       store: this.store,
       outbox: this.outbox,
       cache: this.cache,
-      origin: new OriginSource(this.client),
+      fetchPackage: this.fetchPackage,
       logger: this.logger,
       dataDir: this.dataDir,
       installRoot: this.installRoot,
       now: this.now,
-      ...(this.init.downloadConcurrency !== undefined ? { downloadConcurrency: this.init.downloadConcurrency } : {}),
       ...(this.init.progressIntervalMs !== undefined ? { progressIntervalMs: this.init.progressIntervalMs } : {})
     }, task, manifest, controller.signal, this.stopController.signal)
     const done = runner.run().then(result => {

@@ -33,6 +33,18 @@ export interface DownloaderInit {
   signal: AbortSignal
 }
 
+/** What the task runner needs to bring a package into the cache; the agent decides where bytes come from. */
+export interface FetchPackageOptions {
+  taskId: string
+  pkg: ManifestPackage
+  /** Caps the device's download rate across every source. */
+  bucket?: TokenBucket
+  onProgress?: (progress: DownloadProgress) => void
+  signal: AbortSignal
+}
+
+export type PackageFetcher = (options: FetchPackageOptions) => Promise<DownloadProgress>
+
 export const DEFAULT_DOWNLOAD_CONCURRENCY = 4
 const DEFAULT_ATTEMPTS_PER_CHUNK = 3
 const RETRY_PAUSE_MS = 250

@@ -3,8 +3,7 @@ import { join } from 'node:path'
 import { describeError, type DeviceTaskState, type Manifest } from '../../protocol/index.js'
 import type { Logger } from '../../protocol/logger.js'
 import type { ChunkCache } from '../cache.js'
-import { downloadPackage, type DownloadProgress } from '../download/downloader.js'
-import type { OriginSource } from '../download/origin-source.js'
+import type { DownloadProgress, PackageFetcher } from '../download/downloader.js'
 import { TokenBucket } from '../download/token-bucket.js'
 import { DetectionFailedError, InstallFailedError } from '../errors.js'
 import { detect } from '../install/detection.js'
@@ -25,12 +24,11 @@ export interface RunnerInit {
   store: AgentStore
   outbox: Outbox
   cache: ChunkCache
-  origin: OriginSource
+  /** Brings the package's chunks into the cache. */
+  fetchPackage: PackageFetcher
   logger: Logger
   dataDir: string
   installRoot: string
-  /** @default 4 */
-  downloadConcurrency?: number
   /** Least time between two progress records of a download. @default 1000 */
   progressIntervalMs?: number
   now?: () => number
@@ -143,12 +141,10 @@ export class TaskRunner {
       ? new TokenBucket({ bytesPerSecond: manifest.limits.bandwidthKBps * BYTES_PER_KB })
       : undefined
     await this.report({ state: 'downloading' })
-    const progress = await downloadPackage({
+    const progress = await this.init.fetchPackage({
+      taskId: manifest.taskId,
       pkg: manifest.package,
-      cache: this.init.cache,
-      origin: this.init.origin,
       ...(bucket !== undefined ? { bucket } : {}),
-      ...(this.init.downloadConcurrency !== undefined ? { concurrency: this.init.downloadConcurrency } : {}),
       signal: this.signal,
       onProgress: current => {
         this.task.bytesFromOrigin = baseFromOrigin + current.bytesFromOrigin

@@ -4,6 +4,7 @@ import type { Services } from '../services.js'
 import { authMiddleware } from './auth.js'
 import type { CoordinatorState } from './context.js'
 import { problemMiddleware } from './problem.js'
+import { RouteTable } from './routes-table.js'
 import { agentRoutes } from './routes/agents.js'
 import { deviceRoutes } from './routes/devices.js'
 import { healthRoutes } from './routes/health.js'
@@ -13,13 +14,18 @@ import { tokenRoutes } from './routes/tokens.js'
 
 export const ROUTE_MODULES = [healthRoutes, agentRoutes, packageRoutes, taskRoutes, deviceRoutes, tokenRoutes]
 
+/** The Koa application with the table of its routes (for the OpenAPI document). */
+export type CoordinatorApp = Koa<CoordinatorState> & { routes: RouteTable }
+
 /** The coordinator's Koa application; tests drive it through `app.callback()`. */
-export function createApp (services: Services): Koa<CoordinatorState> {
-  const app = new Koa<CoordinatorState>()
+export function createApp (services: Services): CoordinatorApp {
+  const app = new Koa<CoordinatorState>() as CoordinatorApp
   app.proxy = false
   app.silent = true
   const router = new Router<CoordinatorState>()
-  for (const module of ROUTE_MODULES) module(router, services)
+  const routes = new RouteTable(router)
+  app.routes = routes
+  for (const module of ROUTE_MODULES) module(routes, services)
   app.use(problemMiddleware(services.logger))
   app.use(async (ctx, next) => {
     ctx.set('X-Content-Type-Options', 'nosniff')

@@ -1,8 +1,8 @@
 import type { ParameterizedContext } from 'koa'
-import type Router from '@koa/router'
 import type { Principal } from '../auth/tokens.js'
 import type { DeviceRecord } from '../store/types.js'
 import type { Services } from '../services.js'
+import type { RouteTable } from './routes-table.js'
 
 export interface CoordinatorState {
   principal?: Principal
@@ -11,14 +11,6 @@ export interface CoordinatorState {
 }
 
 export type CoordinatorContext = ParameterizedContext<CoordinatorState>
-export type CoordinatorRouter = Router<CoordinatorState>
 
 /** A function that adds a group of routes. */
-export type RouteModule = (router: CoordinatorRouter, services: Services) => void
-
-export function requireDevice (ctx: CoordinatorContext): DeviceRecord {
-  if (ctx.state.device === undefined) {
-    ctx.throw(403, 'this route is for enrolled devices')
-  }
-  return ctx.state.device
-}
+export type RouteModule = (routes: RouteTable, services: Services) => void

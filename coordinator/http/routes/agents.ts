@@ -4,9 +4,7 @@ import { z } from 'zod'
 import { MAX_ASSIGNMENT_WAIT_SECONDS, MAX_STATUS_BATCH_RECORDS, SHA256_HEX, toHex } from '../../../protocol/index.js'
 import { enrollRequestSchema } from '../../devices/service.js'
 import { ApiError, NotFoundError, ValidationError } from '../../errors.js'
-import { parseWith } from '../../validation.js'
-import { readJson } from '../body.js'
-import { requireDevice, type RouteModule } from '../context.js'
+import type { RouteModule } from '../context.js'
 
 const statusBatchSchema = z.object({
   records: z.array(z.unknown()).min(1).max(MAX_STATUS_BATCH_RECORDS)
@@ -31,13 +29,21 @@ export function parseRange (header: string, size: number): { start: number, end:
   return { start, end }
 }
 
-export const agentRoutes: RouteModule = (router, services) => {
-  router.post('/v1/agents/enroll', async ctx => {
-    const request = parseWith(enrollRequestSchema, await readJson(ctx), 'enrollment')
-    const { device, credential } = await services.devices.enroll(request, ctx.ip)
+const assignmentsQuerySchema = z.object({
+  waitSeconds: z.coerce.number().min(0).max(MAX_ASSIGNMENT_WAIT_SECONDS).optional(),
+  etag: z.string().max(64).optional()
+}).strict()
+
+export const agentRoutes: RouteModule = (routes, services) => {
+  routes.add({
+    method: 'post', path: '/v1/agents/enroll', tag: 'agents', access: 'public', body: enrollRequestSchema,
+    summary: 'Enroll a device with an enrollment token: device id, credential and the coordinator key to pin',
+    responses: { 201: { description: 'the device id, its credential and the coordinator public key' }, 401: { description: 'the token is not valid, expired or used up' } }
+  }, async ({ ctx, body }) => {
+    const { device, credential } = await services.devices.enroll(body, ctx.ip)
     services.logger.info({ deviceId: device.id, hostname: device.hostname, site: device.site }, 'device enrolled')
     ctx.status = 201
-    ctx.body = {
+    return {
       deviceId: device.id,
       credential,
       peerId: device.peerId,
@@ -48,27 +54,29 @@ export const agentRoutes: RouteModule = (router, services) => {
     }
   })
 
-  router.get('/v1/agents/assignments', async ctx => {
-    const device = requireDevice(ctx)
-    const waitSeconds = ctx.query.waitSeconds === undefined ? 0 : Number(ctx.query.waitSeconds)
-    if (!Number.isFinite(waitSeconds) || waitSeconds < 0 || waitSeconds > MAX_ASSIGNMENT_WAIT_SECONDS) {
-      throw new ValidationError(`waitSeconds must be between 0 and ${MAX_ASSIGNMENT_WAIT_SECONDS}`)
-    }
-    const etag = typeof ctx.query.etag === 'string' && ctx.query.etag !== '' ? ctx.query.etag : undefined
+  routes.add({
+    method: 'get', path: '/v1/agents/assignments', tag: 'agents', access: 'device', query: assignmentsQuerySchema,
+    summary: 'The device\'s signed task manifests; with an etag, held open until they change',
+    responses: { 200: { description: 'etag, device, assignments, poll interval' } }
+  }, async ({ ctx, query, device }) => {
     const closed = new AbortController()
     ctx.req.on('close', () => { closed.abort() })
-    ctx.body = await services.assignments.waitFor(device.id, etag, waitSeconds * 1000, closed.signal)
+    const etag = query.etag !== undefined && query.etag !== '' ? query.etag : undefined
+    return await services.assignments.waitFor(device!.id, etag, (query.waitSeconds ?? 0) * 1000, closed.signal)
   })
 
-  router.post('/v1/agents/status', async ctx => {
-    const device = requireDevice(ctx)
-    const batch = parseWith(statusBatchSchema, await readJson(ctx), 'status batch')
-    ctx.body = await services.statuses.ingest(batch.records, device)
-  })
+  routes.add({
+    method: 'post', path: '/v1/agents/status', tag: 'agents', access: 'device', body: statusBatchSchema,
+    summary: 'A batch of device-signed status records; answers with the acknowledged ones',
+    responses: { 200: { description: 'acknowledged keys, rejections with reasons, duplicates' } }
+  }, async ({ body, device }) => await services.statuses.ingest(body.records, device!))
 
-  router.get('/v1/content/:sha256', async ctx => {
-    if (ctx.state.device === undefined && ctx.state.principal?.kind !== 'operator') ctx.throw(403)
-    const sha256 = ctx.params.sha256
+  routes.add({
+    method: 'get', path: '/v1/content/:sha256', tag: 'agents', access: 'device-or-viewer',
+    summary: 'The chunk origin: content by SHA-256, whole or a byte range',
+    responses: { 200: { description: 'the bytes', contentType: 'application/octet-stream' }, 206: { description: 'a byte range', contentType: 'application/octet-stream' }, 404: { description: 'not stored' } }
+  }, async ({ ctx, params }) => {
+    const sha256 = params.sha256
     if (!SHA256_HEX.test(sha256)) throw new ValidationError('not a SHA-256')
     const path = services.content.pathOf(sha256)
     let size: number
@@ -97,8 +105,9 @@ export const agentRoutes: RouteModule = (router, services) => {
     ctx.body = length === 0 ? '' : createReadStream(path, { start, end })
   })
 
-  router.get('/v1/stats', ctx => {
-    if (ctx.state.principal?.kind !== 'operator') ctx.throw(403)
-    ctx.body = { origin: services.origin }
-  })
+  routes.add({
+    method: 'get', path: '/v1/stats', tag: 'system', access: 'viewer',
+    summary: 'Counters of the coordinator: bytes and chunks the origin served',
+    responses: { 200: { description: '{ origin: { chunksServed, bytesServed } }' } }
+  }, () => ({ origin: services.origin }))
 }

@@ -1,21 +1,23 @@
-import { requireRole } from '../../auth/tokens.js'
 import type { RouteModule } from '../context.js'
 
-export const deviceRoutes: RouteModule = (router, services) => {
-  router.get('/v1/devices', async ctx => {
-    requireRole(ctx.state.principal, 'viewer')
-    const devices = await services.devices.list()
-    ctx.body = { devices: devices.map(device => services.devices.view(device)) }
-  })
+export const deviceRoutes: RouteModule = (routes, services) => {
+  routes.add({
+    method: 'get', path: '/v1/devices', tag: 'devices', access: 'viewer',
+    summary: 'List enrolled devices with site, groups, platform, online state and last contact',
+    responses: { 200: { description: '{ devices }' } }
+  }, async () => ({ devices: (await services.devices.list()).map(device => services.devices.view(device)) }))
 
-  router.get('/v1/devices/:id', async ctx => {
-    requireRole(ctx.state.principal, 'viewer')
-    const device = await services.devices.get(ctx.params.id)
+  routes.add({
+    method: 'get', path: '/v1/devices/:id', tag: 'devices', access: 'viewer',
+    summary: 'A device and its task history',
+    responses: { 200: { description: 'the device with its tasks' }, 404: { description: 'no such device' } }
+  }, async ({ params }) => {
+    const device = await services.devices.get(params.id)
     const tasks = []
     for (const task of await services.tasks.list()) {
       const row = await services.tasks.row(task.id, device.id)
       if (row !== undefined) tasks.push({ ...row, taskName: task.name, taskStatus: task.status })
     }
-    ctx.body = { ...services.devices.view(device), tasks }
+    return { ...services.devices.view(device), tasks }
   })
 }

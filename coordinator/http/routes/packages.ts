@@ -1,13 +1,15 @@
 import busboy from 'busboy'
 import type { Readable } from 'node:stream'
-import { requireRole } from '../../auth/tokens.js'
+import { z } from 'zod'
 import { ApiError, PayloadTooLargeError, UnsupportedMediaTypeError, ValidationError } from '../../errors.js'
-import { summarizePackage, type PackageMetadata, type PackageUpload } from '../../packages/service.js'
+import { packageMetadataSchema, summarizePackage, type PackageMetadata, type PackageUpload } from '../../packages/service.js'
 import type { Services } from '../../services.js'
 import type { CoordinatorContext, RouteModule } from '../context.js'
 
 /** Multipart overhead allowed beyond the package size when judging Content-Length. */
 const MULTIPART_SLACK_BYTES = 1024 * 1024
+
+const packageQuerySchema = z.object({ chunks: z.enum(['true', 'false']).optional() }).strict()
 
 /**
  * Reads a multipart upload: a `metadata` JSON field and one `file` part,
@@ -76,9 +78,13 @@ async function receiveUpload (ctx: CoordinatorContext, services: Services, uploa
   return metadata
 }
 
-export const packageRoutes: RouteModule = (router, services) => {
-  router.post('/v1/packages', async ctx => {
-    const principal = requireRole(ctx.state.principal, 'operator')
+export const packageRoutes: RouteModule = (routes, services) => {
+  routes.add({
+    method: 'post', path: '/v1/packages', tag: 'packages', access: 'operator',
+    rawBody: { contentType: 'multipart/form-data', description: 'a `metadata` field (JSON: name, version, description, publisher, kind, platform, arch, detection) and a `file` part', schema: packageMetadataSchema },
+    summary: 'Upload a package: streamed, chunked and hashed as it arrives',
+    responses: { 201: { description: 'the package' }, 409: { description: 'the same content is already a package' }, 413: { description: 'larger than the limit; nothing stored' } }
+  }, async ({ ctx, actor }) => {
     if (!ctx.is('multipart/form-data')) throw new UnsupportedMediaTypeError('upload a package as multipart/form-data with metadata and file parts')
     const declared = Number(ctx.get('content-length'))
     if (Number.isFinite(declared) && declared > services.packages.maxPackageSizeBytes + MULTIPART_SLACK_BYTES) {
@@ -93,31 +99,38 @@ export const packageRoutes: RouteModule = (router, services) => {
       await upload.abort()
       throw error
     }
-    const record = await upload.commit(metadata, principal.name)
-    services.logger.info({ packageId: record.id, name: record.name, sizeBytes: record.sizeBytes, by: principal.name }, 'package added')
+    const record = await upload.commit(metadata, actor)
+    services.logger.info({ packageId: record.id, name: record.name, sizeBytes: record.sizeBytes, by: actor }, 'package added')
     ctx.status = 201
     ctx.set('Location', `/v1/packages/${record.id}`)
-    ctx.body = summarizePackage(record)
+    return summarizePackage(record)
   })
 
-  router.get('/v1/packages', async ctx => {
-    requireRole(ctx.state.principal, 'viewer')
-    ctx.body = { packages: (await services.packages.list()).map(summarizePackage) }
+  routes.add({
+    method: 'get', path: '/v1/packages', tag: 'packages', access: 'viewer',
+    summary: 'List packages',
+    responses: { 200: { description: '{ packages }' } }
+  }, async () => ({ packages: (await services.packages.list()).map(summarizePackage) }))
+
+  routes.add({
+    method: 'get', path: '/v1/packages/:id', tag: 'packages', access: 'viewer', query: packageQuerySchema,
+    summary: 'A package; with chunks=true, its ordered chunk hashes',
+    responses: { 200: { description: 'the package' }, 404: { description: 'no such package' } }
+  }, async ({ params, query }) => {
+    const record = await services.packages.get(params.id)
+    return query.chunks === 'true' ? { ...summarizePackage(record), chunks: record.chunks } : summarizePackage(record)
   })
 
-  router.get('/v1/packages/:id', async ctx => {
-    requireRole(ctx.state.principal, 'viewer')
-    const record = await services.packages.get(ctx.params.id)
-    ctx.body = ctx.query.chunks === 'true' ? { ...summarizePackage(record), chunks: record.chunks } : summarizePackage(record)
-  })
-
-  router.delete('/v1/packages/:id', async ctx => {
-    const principal = requireRole(ctx.state.principal, 'operator')
-    await services.packages.get(ctx.params.id)
-    const cancelledTasks = await services.tasks.cancelForPackage(ctx.params.id)
-    const record = await services.packages.delete(ctx.params.id)
-    services.logger.info({ packageId: record.id, cancelledTasks, by: principal.name }, 'package deleted')
-    ctx.body = {
+  routes.add({
+    method: 'delete', path: '/v1/packages/:id', tag: 'packages', access: 'operator',
+    summary: 'Delete a package and its chunks; unfinished tasks that use it are cancelled',
+    responses: { 200: { description: 'what was deleted and which tasks were cancelled' }, 404: { description: 'no such package' } }
+  }, async ({ params, actor }) => {
+    await services.packages.get(params.id)
+    const cancelledTasks = await services.tasks.cancelForPackage(params.id)
+    const record = await services.packages.delete(params.id)
+    services.logger.info({ packageId: record.id, cancelledTasks, by: actor }, 'package deleted')
+    return {
       deleted: summarizePackage(record),
       cancelledTasks,
       message: cancelledTasks.length === 0 ? 'deleted; no unfinished task used it' : `deleted; ${cancelledTasks.length} unfinished task(s) that used it were cancelled`

@@ -1,22 +1,22 @@
-import { enrollmentTokenRequestSchema, requireRole } from '../../auth/tokens.js'
-import { parseWith } from '../../validation.js'
-import { readJson } from '../body.js'
+import { enrollmentTokenRequestSchema } from '../../auth/tokens.js'
 import type { RouteModule } from '../context.js'
 
-export const tokenRoutes: RouteModule = (router, services) => {
-  router.post('/v1/enrollment-tokens', async ctx => {
-    const principal = requireRole(ctx.state.principal, 'operator')
-    const body = ctx.request.length === undefined || ctx.request.length === 0 ? {} : await readJson(ctx)
-    const request = parseWith(enrollmentTokenRequestSchema, body, 'enrollment token')
-    const { token, secret } = await services.tokens.createEnrollmentToken(request, principal.name)
+export const tokenRoutes: RouteModule = (routes, services) => {
+  routes.add({
+    method: 'post', path: '/v1/enrollment-tokens', tag: 'enrollment', access: 'operator', body: enrollmentTokenRequestSchema, bodyOptional: true,
+    summary: 'Create an enrollment token (expiry, maximum uses, preset site and groups); the secret is shown once',
+    responses: { 201: { description: 'the token with its secret in `token`' } }
+  }, async ({ ctx, body, actor }) => {
+    const { token, secret } = await services.tokens.createEnrollmentToken(body, actor)
     ctx.status = 201
     const { hash, ...visible } = token
     void hash
-    ctx.body = { ...visible, token: secret }
+    return { ...visible, token: secret }
   })
 
-  router.get('/v1/enrollment-tokens', async ctx => {
-    requireRole(ctx.state.principal, 'operator')
-    ctx.body = { enrollmentTokens: (await services.tokens.listEnrollmentTokens()).map(({ hash, ...visible }) => { void hash; return visible }) }
-  })
+  routes.add({
+    method: 'get', path: '/v1/enrollment-tokens', tag: 'enrollment', access: 'operator',
+    summary: 'List enrollment tokens (without their secrets)',
+    responses: { 200: { description: '{ enrollmentTokens }' } }
+  }, async () => ({ enrollmentTokens: (await services.tokens.listEnrollmentTokens()).map(({ hash, ...visible }) => { void hash; return visible }) }))
 }
