@@ -3,6 +3,7 @@ import { mkdir } from 'node:fs/promises'
 import { ContentStore, DEFAULT_MAX_PACKAGE_BYTES } from '../protocol/index.js'
 import { TokenService } from './auth/tokens.js'
 import { DeviceService } from './devices/service.js'
+import { SiteService } from './sites/service.js'
 import { PackageService } from './packages/service.js'
 import { TaskService } from './tasks/service.js'
 import { AssignmentService } from './agents/assignments.js'
@@ -38,6 +39,7 @@ export interface Services {
   key: CoordinatorKey
   tokens: TokenService
   devices: DeviceService
+  sites: SiteService
   packages: PackageService
   tasks: TaskService
   assignments: AssignmentService
@@ -58,7 +60,14 @@ export async function openServices (init: ServicesInit): Promise<Services> {
   await content.open()
   const { key } = await loadOrCreateSigningKey(join(init.dataDir, 'signing-key.json'))
   const tokens = new TokenService({ store, now })
-  const devices = new DeviceService({ store, now })
+  const sites = new SiteService({ store, now })
+  await sites.open()
+  const devices = new DeviceService({ store, now, siteForAddress: address => sites.siteForAddress(address) })
+  sites.on('boundaries-changed', () => {
+    devices.replaceAll().then(moved => {
+      if (moved.length > 0) init.logger.info({ moved }, 'devices placed in other sites after a boundary change')
+    }, error => { init.logger.error({ err: error }, 'cannot place devices after a boundary change') })
+  })
   const packages = new PackageService({
     store,
     content,
@@ -87,6 +96,7 @@ export async function openServices (init: ServicesInit): Promise<Services> {
     key,
     tokens,
     devices,
+    sites,
     packages,
     tasks,
     assignments,

@@ -7,6 +7,7 @@ import { hashSecret } from '../auth/tokens.js'
 import { ApiError, ConflictError, NotFoundError, UnauthorizedError } from '../errors.js'
 import type { DeviceRecord, EnrollmentToken, Store, WriteOperation } from '../store/types.js'
 import { collect } from '../store/level-store.js'
+import { DEFAULT_SITE, followsAddress, placeDevice } from '../sites/placement.js'
 
 export const enrollRequestSchema = z.object({
   token: z.string().min(1).max(200),
@@ -21,7 +22,34 @@ export const enrollRequestSchema = z.object({
 
 export type EnrollRequest = z.infer<typeof enrollRequestSchema>
 
-export const DEFAULT_SITE = 'default'
+export { DEFAULT_SITE }
+
+/** Multiaddr text as an agent reports it; parsed by the agents that dial it. */
+const peerAddressSchema = z.string().min(2).max(300).regex(/^\/[\x21-\x7e]+$/, 'must be a multiaddr')
+
+export const selfReportSchema = z.object({
+  /** The agent's libp2p addresses; empty when peer sharing is off. */
+  peerAddresses: z.array(peerAddressSchema).max(32),
+  siteCache: z.boolean().optional(),
+  connectedPeers: z.number().int().min(0).max(100_000).optional(),
+  cache: z.object({
+    usedBytes: z.number().int().min(0),
+    limitBytes: z.number().int().min(0),
+    pinnedBytes: z.number().int().min(0),
+    packages: z.number().int().min(0)
+  }).strict().optional(),
+  /** The latest clear-cache request the agent carried out. */
+  clearedCacheRequest: z.number().int().min(0).optional()
+}).strict()
+
+export type SelfReport = z.infer<typeof selfReportSchema>
+
+/** What an agent last said about itself that is not worth a durable write. */
+interface LiveReport {
+  connectedPeers?: number
+  cache?: SelfReport['cache']
+  reportedAt: string
+}
 
 /** How long after its last contact a device still counts as online. */
 export const ONLINE_WINDOW_MS = 90_000
@@ -30,17 +58,33 @@ const LAST_SEEN_WRITE_INTERVAL_MS = 30_000
 
 export interface DeviceView extends DeviceRecord {
   online: boolean
+  /** Peers the agent was connected to at its last report. */
+  connectedPeers?: number
+  cache?: SelfReport['cache']
+  reportedAt?: string
+}
+
+export interface DeviceServiceInit {
+  store: Store
+  now?: () => number
+  /** The site of the first boundary containing an address. */
+  siteForAddress?: (address: string | undefined) => string | undefined
 }
 
 export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }> {
   private readonly store: Store
   private readonly now: () => number
   private readonly lastSeen = new Map<string, { at: number, address?: string, writtenAt: number }>()
+  private readonly live = new Map<string, LiveReport>()
+  /** Read-modify-write of one device record runs one at a time, so concurrent requests lose no field. */
+  private readonly locks = new Map<string, Promise<unknown>>()
+  private readonly siteForAddress: (address: string | undefined) => string | undefined
 
-  constructor (init: { store: Store, now?: () => number }) {
+  constructor (init: DeviceServiceInit) {
     super()
     this.store = init.store
     this.now = init.now ?? Date.now
+    this.siteForAddress = init.siteForAddress ?? (() => undefined)
   }
 
   async enroll (request: EnrollRequest, address: string | undefined): Promise<{ device: DeviceRecord, credential: string }> {
@@ -57,6 +101,7 @@ export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }>
       }
     }
     const credential = randomSecret('mdd')
+    const placement = placeDevice(request.site ?? token.site, this.siteForAddress(address))
     const device: DeviceRecord = {
       id: randomId('dev'),
       hostname: request.hostname,
@@ -64,7 +109,8 @@ export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }>
       peerId: peerIdOf(publicKey),
       platform: request.platform,
       arch: request.arch,
-      site: request.site ?? token.site ?? DEFAULT_SITE,
+      site: placement.site,
+      siteSource: placement.siteSource,
       groups: [...new Set([...(token.groups ?? []), ...(request.groups ?? [])])],
       status: 'active',
       enrolledAt: new Date(now).toISOString(),
@@ -92,6 +138,15 @@ export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }>
     return device
   }
 
+  private async exclusive<T> (deviceId: string, body: () => Promise<T>): Promise<T> {
+    const previous = this.locks.get(deviceId) ?? Promise.resolve()
+    const run = previous.then(body, body)
+    const settled = run.catch(() => {})
+    this.locks.set(deviceId, settled)
+    void settled.then(() => { if (this.locks.get(deviceId) === settled) this.locks.delete(deviceId) })
+    return await run
+  }
+
   /** Notes a contact from a device; persisted at most every 30 seconds per device. */
   async touch (device: DeviceRecord, address: string | undefined): Promise<void> {
     const now = this.now()
@@ -102,11 +157,88 @@ export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }>
     this.lastSeen.set(device.id, entry)
     if (now - writtenAt < LAST_SEEN_WRITE_INTERVAL_MS && address === device.lastAddress) return
     entry.writtenAt = now
-    const current = await this.store.collections.devices.get(device.id)
-    if (current === undefined) return
-    const updated: DeviceRecord = { ...current, lastSeenAt: new Date(now).toISOString() }
-    if (address !== undefined) updated.lastAddress = address
-    await this.store.write([{ type: 'put', collection: 'devices', key: device.id, value: updated }])
+    await this.exclusive(device.id, async () => {
+      const current = await this.store.collections.devices.get(device.id)
+      if (current === undefined) return
+      const updated: DeviceRecord = { ...current, lastSeenAt: new Date(now).toISOString() }
+      if (address !== undefined) updated.lastAddress = address
+      // A device whose site follows its address changes site when it roams.
+      const moved = address !== current.lastAddress && this.replace(updated)
+      await this.store.write([{ type: 'put', collection: 'devices', key: device.id, value: updated }])
+      if (moved) this.emit('changed', device.id)
+    })
+  }
+
+  /** Works the site out again from the device's address; returns whether it changed. */
+  private replace (device: DeviceRecord): boolean {
+    if (!followsAddress(device)) return false
+    const placement = placeDevice(undefined, this.siteForAddress(device.lastAddress))
+    if (placement.site === device.site && placement.siteSource === device.siteSource) return false
+    device.site = placement.site
+    device.siteSource = placement.siteSource
+    return true
+  }
+
+  /** Places every device whose site follows its address again (after a boundary change); returns the ids that moved. */
+  async replaceAll (): Promise<string[]> {
+    const moved: string[] = []
+    for (const device of await this.listActive()) {
+      if (!followsAddress(device)) continue
+      await this.exclusive(device.id, async () => {
+        const current = await this.store.collections.devices.get(device.id)
+        if (current === undefined) return
+        const updated = { ...current }
+        const address = this.lastSeen.get(device.id)?.address
+        if (address !== undefined) updated.lastAddress = address
+        if (!this.replace(updated)) return
+        await this.store.write([{ type: 'put', collection: 'devices', key: device.id, value: updated }])
+        moved.push(device.id)
+      })
+    }
+    for (const id of moved) this.emit('changed', id)
+    return moved
+  }
+
+  /**
+   * Takes an agent's report about itself. Addresses and the site-cache role
+   * are stored (and wake its site peers' assignment requests when they
+   * change); counters are kept in memory only.
+   */
+  async report (deviceId: string, report: SelfReport): Promise<void> {
+    const live: LiveReport = { reportedAt: new Date(this.now()).toISOString() }
+    if (report.connectedPeers !== undefined) live.connectedPeers = report.connectedPeers
+    if (report.cache !== undefined) live.cache = report.cache
+    this.live.set(deviceId, live)
+    const changed = await this.exclusive(deviceId, async () => {
+      const current = await this.get(deviceId)
+      const addresses = [...new Set(report.peerAddresses)]
+      const updated: DeviceRecord = { ...current, peerAddresses: addresses, siteCache: report.siteCache ?? false }
+      if (report.clearedCacheRequest !== undefined && report.clearedCacheRequest > (current.cacheClearedRequest ?? 0)) {
+        updated.cacheClearedRequest = Math.min(report.clearedCacheRequest, current.clearCacheRequest?.id ?? 0)
+      }
+      const differs = JSON.stringify(current.peerAddresses ?? []) !== JSON.stringify(addresses) ||
+        (current.siteCache ?? false) !== updated.siteCache ||
+        current.cacheClearedRequest !== updated.cacheClearedRequest
+      if (differs) await this.store.write([{ type: 'put', collection: 'devices', key: deviceId, value: updated }])
+      return differs
+    })
+    if (changed) this.emit('changed', deviceId)
+  }
+
+  /** Asks a device to empty its cache of everything no task needs; it does so at its next assignments answer. */
+  async requestCacheClear (deviceId: string, requestedBy: string): Promise<DeviceRecord> {
+    const updated = await this.exclusive(deviceId, async () => {
+      const current = await this.get(deviceId)
+      if (current.status !== 'active') throw new ConflictError('device-retired', `device ${deviceId} is not enrolled any more`)
+      const next: DeviceRecord = {
+        ...current,
+        clearCacheRequest: { id: (current.clearCacheRequest?.id ?? 0) + 1, requestedAt: new Date(this.now()).toISOString(), requestedBy }
+      }
+      await this.store.write([{ type: 'put', collection: 'devices', key: deviceId, value: next }])
+      return next
+    })
+    this.emit('changed', deviceId)
+    return updated
   }
 
   view (device: DeviceRecord): DeviceView {
@@ -115,6 +247,12 @@ export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }>
     const view: DeviceView = { ...device, online: device.status === 'active' && this.now() - lastSeenMs < ONLINE_WINDOW_MS }
     if (lastSeenMs > 0) view.lastSeenAt = new Date(lastSeenMs).toISOString()
     if (seen?.address !== undefined) view.lastAddress = seen.address
+    const live = this.live.get(device.id)
+    if (live !== undefined) {
+      if (live.connectedPeers !== undefined) view.connectedPeers = live.connectedPeers
+      if (live.cache !== undefined) view.cache = live.cache
+      view.reportedAt = live.reportedAt
+    }
     return view
   }
 

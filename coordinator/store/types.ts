@@ -52,6 +52,13 @@ export interface TaskRecord {
 
 export type DeviceStatus = 'active' | 'retired'
 
+/**
+ * Where a device's site came from: named at enrollment (by the agent or its
+ * enrollment token) and kept; or worked out from the first boundary that
+ * contains its address, and worked out again when it roams.
+ */
+export type SiteSource = 'declared' | 'boundary' | 'default'
+
 export interface DeviceRecord {
   id: string
   hostname: string
@@ -60,12 +67,41 @@ export interface DeviceRecord {
   platform: Platform
   arch: Architecture
   site: string
+  /** Absent on devices enrolled before boundaries existed: their site counts as declared. */
+  siteSource?: SiteSource
   groups: string[]
   status: DeviceStatus
   enrolledAt: string
   lastSeenAt?: string
   lastAddress?: string
   agentVersion?: string
+  /** The agent's libp2p addresses, as it reports them; handed to its site peers. */
+  peerAddresses?: string[]
+  /** The agent runs as its site's cache (distribution point): it prefetches the site's packages. */
+  siteCache?: boolean
+  /** The operator's latest request that the device clear its cache; ids only grow. */
+  clearCacheRequest?: { id: number, requestedAt: string, requestedBy: string }
+  /** The latest clear-cache request the device carried out. */
+  cacheClearedRequest?: number
+}
+
+/** A named site (SCCM's boundary group): devices of one site share content with each other. */
+export interface SiteRecord {
+  name: string
+  description?: string
+  createdAt: string
+  createdBy: string
+}
+
+/** An address range that places devices in a site. */
+export interface BoundaryRecord {
+  id: string
+  /** IPv4 or IPv6 CIDR, canonical form. */
+  cidr: string
+  site: string
+  description?: string
+  createdAt: string
+  createdBy: string
 }
 
 /** One device's latest state in one task. */
@@ -137,6 +173,8 @@ export interface Collections {
   operatorTokens: OperatorToken
   enrollmentTokens: EnrollmentToken
   credentials: CredentialRecord
+  sites: SiteRecord
+  boundaries: BoundaryRecord
   meta: unknown
 }
 

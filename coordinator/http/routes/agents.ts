@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { z } from 'zod'
 import { MAX_ASSIGNMENT_WAIT_SECONDS, MAX_STATUS_BATCH_RECORDS, SHA256_HEX, toHex } from '../../../protocol/index.js'
-import { enrollRequestSchema } from '../../devices/service.js'
+import { enrollRequestSchema, selfReportSchema } from '../../devices/service.js'
 import { ApiError, NotFoundError, ValidationError } from '../../errors.js'
 import type { RouteModule } from '../context.js'
 
@@ -63,6 +63,15 @@ export const agentRoutes: RouteModule = (routes, services) => {
     ctx.req.on('close', () => { closed.abort() })
     const etag = query.etag !== undefined && query.etag !== '' ? query.etag : undefined
     return await services.assignments.waitFor(device!.id, etag, (query.waitSeconds ?? 0) * 1000, closed.signal)
+  })
+
+  routes.add({
+    method: 'put', path: '/v1/agents/self', tag: 'agents', access: 'device', body: selfReportSchema,
+    summary: 'The agent\'s report about itself: libp2p addresses (handed to its site peers), site-cache role, connected peers, cache usage, the last cache clear it carried out',
+    responses: { 204: { description: 'stored' } }
+  }, async ({ ctx, body, device }) => {
+    await services.devices.report(device!.id, body)
+    ctx.status = 204
   })
 
   routes.add({

@@ -20,4 +20,14 @@ export const deviceRoutes: RouteModule = (routes, services) => {
     }
     return { ...services.devices.view(device), tasks }
   })
+
+  routes.add({
+    method: 'post', path: '/v1/devices/:id/clear-cache', tag: 'devices', access: 'operator',
+    summary: 'Ask a device to empty its chunk cache of every package no task needs; it does so at its next assignments answer',
+    responses: { 202: { description: 'the request id; the device view shows cacheClearedRequest once done' }, 404: { description: 'no such device' } }
+  }, async ({ ctx, params, actor }) => {
+    const device = await services.devices.requestCacheClear(params.id, actor)
+    ctx.status = 202
+    return { deviceId: device.id, clearCacheRequest: device.clearCacheRequest }
+  })
 }
