@@ -1,31 +1,308 @@
-import { ContentStore } from '../protocol/index.js'
+import { EventEmitter } from 'node:events'
+import { readFile, rename, stat, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { z } from 'zod'
+import { ContentNotFoundError, ContentStore, HashMismatchError, MIB, type ManifestPackage } from '../protocol/index.js'
+
+/** Default bound on the cache. */
+export const DEFAULT_CACHE_MAX_BYTES = 10 * 1024 * MIB
+/** Verified chunks kept in memory for serving peers, who ask for them piece by piece. */
+export const DEFAULT_SERVE_BUFFER_BYTES = 32 * MIB
+
+export interface ChunkCacheInit {
+  root: string
+  /** Bound on the bytes of stored chunks; packages a task needs may exceed it. @default 10 GiB */
+  maxBytes?: number
+  /** @default 32 MiB */
+  serveBufferBytes?: number
+  now?: () => number
+}
+
+const indexSchema = z.object({
+  version: z.literal(1),
+  packages: z.array(z.object({
+    id: z.string(),
+    sizeBytes: z.number().int().min(0),
+    chunkSizeBytes: z.number().int().min(1),
+    chunks: z.array(z.string()),
+    lastUsedAt: z.number()
+  }))
+})
+
+/** A package the cache knows the chunk list of: what it may serve and what it evicts as a unit. */
+export interface CachedPackage {
+  id: string
+  sizeBytes: number
+  chunkSizeBytes: number
+  chunks: string[]
+  lastUsedAt: number
+}
+
+export interface CacheStats {
+  usedBytes: number
+  limitBytes: number
+  /** Bytes of chunks that a pinned package holds. */
+  pinnedBytes: number
+  packages: number
+}
+
+/** The chunk is not in the cache, or its package is unknown. */
+export class ChunkNotCachedError extends Error {
+  constructor (message: string) {
+    super(message)
+    this.name = 'ChunkNotCachedError'
+  }
+}
 
 /**
  * The agent's chunk cache: content-addressed, written atomically, every read
- * checked against its hash. Writes are not flushed one by one: a chunk that
- * a crash damaged fails its hash check on the next read and is fetched again.
+ * checked against its hash. Writes are not flushed one by one: a chunk that a
+ * crash damaged fails its hash check on the next read and is fetched again.
+ *
+ * It knows the chunk lists of the packages it holds (to serve peers and to
+ * evict whole packages), keeps its size under a bound by evicting the least
+ * recently used packages that no task needs, and never evicts a package
+ * while a task pins it.
  */
-export class ChunkCache {
+export class ChunkCache extends EventEmitter<{ evicted: [packageId: string] }> {
   readonly content: ContentStore
+  readonly maxBytes: number
+  private readonly root: string
+  private readonly now: () => number
+  private readonly serveBufferBytes: number
+  /** Every stored chunk and its size. */
+  private readonly sizes = new Map<string, number>()
+  private usedBytes = 0
+  private readonly packages = new Map<string, CachedPackage>()
+  /** Package id → who needs it (task ids, prefetch ids). */
+  private readonly pins = new Map<string, Set<string>>()
+  private readonly serveBuffer = new Map<string, Buffer>()
+  private serveBufferUsed = 0
+  private saving: Promise<void> = Promise.resolve()
+  private evicting?: Promise<void>
 
-  constructor (root: string) {
-    this.content = new ContentStore(root)
+  constructor (init: ChunkCacheInit) {
+    super()
+    this.root = init.root
+    this.content = new ContentStore(init.root)
+    this.maxBytes = init.maxBytes ?? DEFAULT_CACHE_MAX_BYTES
+    this.serveBufferBytes = init.serveBufferBytes ?? DEFAULT_SERVE_BUFFER_BYTES
+    this.now = init.now ?? Date.now
+  }
+
+  private get indexPath (): string {
+    return join(this.root, 'index.json')
   }
 
   async open (): Promise<void> {
     await this.content.open()
+    for await (const sha256 of this.content.list()) {
+      const size = (await stat(this.content.pathOf(sha256)).catch(() => undefined))?.size
+      if (size === undefined) continue
+      this.sizes.set(sha256, size)
+      this.usedBytes += size
+    }
+    let text: string | undefined
+    try {
+      text = await readFile(this.indexPath, 'utf8')
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
+    }
+    if (text !== undefined) {
+      // A damaged index only costs the package list: the chunks stay and are evicted as orphans if need be.
+      const parsed = indexSchema.safeParse((() => { try { return JSON.parse(text) } catch { return undefined } })())
+      if (parsed.success) for (const entry of parsed.data.packages) this.packages.set(entry.id, entry)
+    }
   }
 
-  async has (sha256: string): Promise<boolean> {
-    return await this.content.has(sha256)
+  has (sha256: string): boolean {
+    return this.sizes.has(sha256)
   }
 
   /** Stores a chunk whose hash the caller has already checked against the manifest. */
   async put (bytes: Uint8Array, sha256: string): Promise<void> {
+    if (this.sizes.has(sha256)) return
     await this.content.put(bytes, sha256, { sync: false })
+    if (!this.sizes.has(sha256)) {
+      this.sizes.set(sha256, bytes.byteLength)
+      this.usedBytes += bytes.byteLength
+    }
+    if (this.usedBytes > this.maxBytes) void this.enforceLimit()
   }
 
   async get (sha256: string): Promise<Buffer> {
-    return await this.content.get(sha256)
+    try {
+      return await this.content.get(sha256)
+    } catch (error) {
+      if (error instanceof ContentNotFoundError || error instanceof HashMismatchError) this.forget(sha256)
+      throw error
+    }
+  }
+
+  private forget (sha256: string): void {
+    const size = this.sizes.get(sha256)
+    if (size === undefined) return
+    this.sizes.delete(sha256)
+    this.usedBytes -= size
+    this.dropServeBuffer(sha256)
+  }
+
+  /** Records a package's chunk list, so its chunks can be served and evicted together. */
+  register (pkg: Pick<ManifestPackage, 'id' | 'sizeBytes' | 'chunkSizeBytes' | 'chunks'>): void {
+    const existing = this.packages.get(pkg.id)
+    if (existing !== undefined) {
+      existing.lastUsedAt = this.now()
+      return
+    }
+    this.packages.set(pkg.id, { id: pkg.id, sizeBytes: pkg.sizeBytes, chunkSizeBytes: pkg.chunkSizeBytes, chunks: [...pkg.chunks], lastUsedAt: this.now() })
+    this.save()
+  }
+
+  package (packageId: string): CachedPackage | undefined {
+    return this.packages.get(packageId)
+  }
+
+  /** Which chunks of a known package are stored, one bit per chunk (most significant bit first). */
+  bitfield (packageId: string): { chunkCount: number, bits: Uint8Array, held: number } | undefined {
+    const pkg = this.packages.get(packageId)
+    if (pkg === undefined) return undefined
+    const bits = new Uint8Array(Math.ceil(pkg.chunks.length / 8))
+    let held = 0
+    for (const [index, sha256] of pkg.chunks.entries()) {
+      if (!this.sizes.has(sha256)) continue
+      bits[index >> 3] |= 0x80 >> (index & 7)
+      held++
+    }
+    return { chunkCount: pkg.chunks.length, bits, held }
+  }
+
+  /** Keeps a package from eviction while `holder` (a task) needs it. */
+  pin (pkg: Pick<ManifestPackage, 'id' | 'sizeBytes' | 'chunkSizeBytes' | 'chunks'>, holder: string): void {
+    this.register(pkg)
+    let holders = this.pins.get(pkg.id)
+    if (holders === undefined) {
+      holders = new Set()
+      this.pins.set(pkg.id, holders)
+    }
+    holders.add(holder)
+  }
+
+  unpin (packageId: string, holder: string): void {
+    const holders = this.pins.get(packageId)
+    if (holders === undefined) return
+    holders.delete(holder)
+    if (holders.size > 0) return
+    this.pins.delete(packageId)
+    const pkg = this.packages.get(packageId)
+    if (pkg !== undefined) pkg.lastUsedAt = this.now()
+    this.save()
+    if (this.usedBytes > this.maxBytes) void this.enforceLimit()
+  }
+
+  isPinned (packageId: string): boolean {
+    return this.pins.has(packageId)
+  }
+
+  /**
+   * A piece of a chunk for a peer. The chunk is read and verified once and
+   * kept in a bounded buffer, because a capped peer asks for it in many
+   * small pieces.
+   */
+  async readPiece (packageId: string, index: number, offset: number, length: number): Promise<Uint8Array> {
+    const pkg = this.packages.get(packageId)
+    const sha256 = pkg?.chunks[index]
+    if (sha256 === undefined || !this.sizes.has(sha256)) throw new ChunkNotCachedError(`chunk ${index} of ${packageId} is not cached`)
+    let bytes = this.serveBuffer.get(sha256)
+    if (bytes === undefined) {
+      bytes = await this.get(sha256)
+      this.serveBuffer.set(sha256, bytes)
+      this.serveBufferUsed += bytes.byteLength
+      for (const [key, value] of this.serveBuffer) {
+        if (this.serveBufferUsed <= this.serveBufferBytes || key === sha256) break
+        this.serveBuffer.delete(key)
+        this.serveBufferUsed -= value.byteLength
+      }
+    } else {
+      // Most recently used last.
+      this.serveBuffer.delete(sha256)
+      this.serveBuffer.set(sha256, bytes)
+    }
+    if (offset + length > bytes.byteLength) throw new ChunkNotCachedError(`chunk ${index} of ${packageId} has ${bytes.byteLength} bytes, not ${offset + length}`)
+    return bytes.subarray(offset, offset + length)
+  }
+
+  private dropServeBuffer (sha256: string): void {
+    const bytes = this.serveBuffer.get(sha256)
+    if (bytes === undefined) return
+    this.serveBuffer.delete(sha256)
+    this.serveBufferUsed -= bytes.byteLength
+  }
+
+  stats (): CacheStats {
+    const pinned = new Set<string>()
+    for (const packageId of this.pins.keys()) for (const sha256 of this.packages.get(packageId)?.chunks ?? []) pinned.add(sha256)
+    let pinnedBytes = 0
+    for (const sha256 of pinned) pinnedBytes += this.sizes.get(sha256) ?? 0
+    return { usedBytes: this.usedBytes, limitBytes: this.maxBytes, pinnedBytes, packages: this.packages.size }
+  }
+
+  /** Evicts until the cache is within its bound: orphan chunks first, then the least recently used unpinned packages. */
+  async enforceLimit (): Promise<void> {
+    this.evicting ??= (async () => {
+      try {
+        if (this.usedBytes > this.maxBytes) await this.evict(false)
+      } finally {
+        this.evicting = undefined
+      }
+    })()
+    await this.evicting
+  }
+
+  /** Removes every package no task needs, and chunks of no known package. Returns the bytes freed. */
+  async clear (): Promise<number> {
+    await this.evicting
+    const before = this.usedBytes
+    await this.evict(true)
+    return before - this.usedBytes
+  }
+
+  private async evict (everything: boolean): Promise<void> {
+    const pinnedChunks = new Set<string>()
+    for (const packageId of this.pins.keys()) for (const sha256 of this.packages.get(packageId)?.chunks ?? []) pinnedChunks.add(sha256)
+    const known = new Set<string>()
+    for (const pkg of this.packages.values()) for (const sha256 of pkg.chunks) known.add(sha256)
+    const enough = (): boolean => !everything && this.usedBytes <= this.maxBytes
+    for (const sha256 of [...this.sizes.keys()]) {
+      if (enough()) return
+      if (!known.has(sha256)) await this.deleteChunk(sha256)
+    }
+    const candidates = [...this.packages.values()].filter(pkg => !this.pins.has(pkg.id)).sort((a, b) => a.lastUsedAt - b.lastUsedAt)
+    for (const pkg of candidates) {
+      if (enough()) break
+      for (const sha256 of pkg.chunks) if (!pinnedChunks.has(sha256)) await this.deleteChunk(sha256)
+      this.packages.delete(pkg.id)
+      this.emit('evicted', pkg.id)
+    }
+    this.save()
+  }
+
+  private async deleteChunk (sha256: string): Promise<void> {
+    if (!this.sizes.has(sha256)) return
+    await this.content.delete(sha256)
+    this.forget(sha256)
+  }
+
+  /** Writes the package index; writes are serialized and atomic. */
+  private save (): void {
+    this.saving = this.saving.then(async () => {
+      const document = { version: 1, packages: [...this.packages.values()] }
+      const temporary = `${this.indexPath}.tmp`
+      await writeFile(temporary, JSON.stringify(document))
+      await rename(temporary, this.indexPath)
+    }).catch(() => {})
+  }
+
+  async flush (): Promise<void> {
+    await this.saving
   }
 }

@@ -17,13 +17,18 @@ export interface FetchOptions {
   onBytes?: (bytes: number) => void
 }
 
+/** Where chunks come from when no peer has them. */
+export interface ChunkOrigin {
+  fetchChunk: (request: ChunkRequest, options: FetchOptions) => Promise<Buffer>
+}
+
 /**
  * The coordinator's HTTP origin as a chunk source. With a bandwidth cap the
  * chunk is fetched as byte ranges no larger than the bucket's burst, each
  * requested only once the bucket has granted it, so the bytes on the wire
  * follow the cap and not only the bytes read.
  */
-export class OriginSource {
+export class OriginSource implements ChunkOrigin {
   constructor (private readonly client: CoordinatorClient) {}
 
   async fetchChunk (request: ChunkRequest, options: FetchOptions): Promise<Buffer> {

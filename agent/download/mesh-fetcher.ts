@@ -1,0 +1,203 @@
+import type { AbortOptions } from '@libp2p/interface'
+import type { Logger } from '../../protocol/logger.js'
+import { ChunkNotCachedError, type ChunkCache } from '../cache.js'
+import type { MeshNetwork } from '../p2p/network.js'
+import { PieceNotHeldError, type PieceRequest, type PieceSource } from '../protocols/chunk/index.js'
+import type { HaveMessage } from '../protocols/have/index.js'
+import type { DownloadProgress, FetchPackageOptions } from './downloader.js'
+import type { ChunkOrigin } from './origin-source.js'
+import { Swarm, type RemoteView, type SwarmInit } from './swarm.js'
+
+/** Packages per peer whose announcements are kept before this agent downloads them. */
+export const MAX_REMOTE_PACKAGES_PER_PEER = 64
+
+export interface MeshFetcherInit {
+  network: MeshNetwork
+  cache: ChunkCache
+  origin: ChunkOrigin
+  logger: Logger
+  /** Tuning passed to every download (picker, election, ban threshold). */
+  swarm?: Pick<SwarmInit, 'picker' | 'originAttempts' | 'badChunksBeforeBan' | 'now' | 'random'>
+  /** Called when a peer is banned or its ban lifts, so the connection gater follows. */
+  onBansChanged?: () => void
+}
+
+/**
+ * The mesh side of the agent: it keeps what peers announce, answers their
+ * interest from the cache, serves pieces, and runs one swarm per package
+ * being downloaded. The task runner reaches it through `fetchPackage`.
+ */
+export class MeshFetcher {
+  private readonly init: MeshFetcherInit
+  private readonly network: MeshNetwork
+  private readonly cache: ChunkCache
+  /** Peer → package → what it said. */
+  private readonly remote = new Map<string, Map<string, RemoteView>>()
+  private readonly swarms = new Map<string, { swarm: Swarm, done: Promise<unknown>, bans: Set<string> }>()
+  private readonly onConnected = (peer: string): void => { this.peerConnected(peer) }
+  private readonly onDisconnected = (peer: string): void => { this.peerDisconnected(peer) }
+  private readonly onMessage = (peer: string, message: HaveMessage): void => { this.message(peer, message) }
+
+  constructor (init: MeshFetcherInit) {
+    this.init = init
+    this.network = init.network
+    this.cache = init.cache
+  }
+
+  start (): void {
+    this.network.on('connected', this.onConnected)
+    this.network.on('disconnected', this.onDisconnected)
+    this.network.on('message', this.onMessage)
+    for (const peer of this.network.connectedPeers()) this.peerConnected(peer)
+  }
+
+  stop (): void {
+    this.network.off('connected', this.onConnected)
+    this.network.off('disconnected', this.onDisconnected)
+    this.network.off('message', this.onMessage)
+  }
+
+  /** Serves pieces of the packages the cache knows, from verified chunks only. */
+  readonly pieces: PieceSource = {
+    readPiece: async (request: PieceRequest, options?: AbortOptions): Promise<Uint8Array> => {
+      options?.signal?.throwIfAborted()
+      try {
+        return await this.cache.readPiece(request.packageId, request.index, request.offsetBytes, request.lengthBytes)
+      } catch (error) {
+        if (error instanceof ChunkNotCachedError || (error as Error).name === 'ContentNotFoundError' || (error as Error).name === 'HashMismatchError') {
+          throw new PieceNotHeldError((error as Error).message)
+        }
+        throw error
+      }
+    }
+  }
+
+  /** Whether a download currently bans the peer (the gater refuses it and nothing is served to it). */
+  isBanned (peer: string): boolean {
+    for (const { bans } of this.swarms.values()) if (bans.has(peer)) return true
+    return false
+  }
+
+  bannedPeers (): Set<string> {
+    const out = new Set<string>()
+    for (const { bans } of this.swarms.values()) for (const peer of bans) out.add(peer)
+    return out
+  }
+
+  private view (peer: string, packageId: string): RemoteView {
+    let packages = this.remote.get(peer)
+    if (packages === undefined) {
+      packages = new Map()
+      this.remote.set(peer, packages)
+    }
+    let view = packages.get(packageId)
+    if (view === undefined) {
+      view = { interested: false, fetching: new Map() }
+      packages.set(packageId, view)
+      if (packages.size > MAX_REMOTE_PACKAGES_PER_PEER) packages.delete(packages.keys().next().value!)
+    }
+    return view
+  }
+
+  private peerConnected (peer: string): void {
+    for (const { swarm } of this.swarms.values()) {
+      this.network.send(peer, { type: 'interested', packageId: swarm.pkg.id, chunkCount: swarm.pkg.chunks.length, bits: swarm.bitfield })
+    }
+  }
+
+  private peerDisconnected (peer: string): void {
+    this.remote.delete(peer)
+    for (const { swarm } of this.swarms.values()) swarm.onPeerLeft(peer)
+  }
+
+  private message (peer: string, message: HaveMessage): void {
+    const view = this.view(peer, message.packageId)
+    switch (message.type) {
+      case 'interested':
+      case 'bitfield':
+        view.bits = message.bits
+        view.chunkCount = message.chunkCount
+        if (message.type === 'interested') view.interested = true
+        break
+      case 'have':
+        if (view.bits !== undefined && message.index < (view.chunkCount ?? 0)) view.bits[message.index >> 3] |= 0x80 >> (message.index & 7)
+        view.fetching.delete(message.index)
+        break
+      case 'fetching':
+        view.fetching.set(message.index, Date.now())
+        break
+      case 'not-interested':
+        view.interested = false
+        view.fetching.clear()
+        break
+    }
+    const active = this.swarms.get(message.packageId)
+    if (active !== undefined) {
+      if (!active.bans.has(peer)) active.swarm.onMessage(peer, message)
+      return
+    }
+    // A downloader asks what we hold: a seeder answers from the cache.
+    if (message.type === 'interested') {
+      const held = this.cache.bitfield(message.packageId)
+      if (held !== undefined && held.held > 0 && held.chunkCount === message.chunkCount) {
+        this.network.send(peer, { type: 'bitfield', packageId: message.packageId, chunkCount: held.chunkCount, bits: held.bits })
+      }
+    }
+  }
+
+  private interestedPeers (packageId: string): string[] {
+    const out: string[] = []
+    for (const [peer, packages] of this.remote) if (packages.get(packageId)?.interested === true) out.push(peer)
+    return out
+  }
+
+  /** Brings a package's chunks into the cache from peers first, from the origin as the election says. */
+  readonly fetchPackage = async (options: FetchPackageOptions): Promise<DownloadProgress> => {
+    this.cache.register(options.pkg)
+    // Two tasks with one package: the second waits for the first and then finds the chunks here.
+    for (let existing = this.swarms.get(options.pkg.id); existing !== undefined; existing = this.swarms.get(options.pkg.id)) {
+      await existing.done.catch(() => {})
+      options.signal.throwIfAborted()
+    }
+    const bans = new Set<string>()
+    const swarm = new Swarm({
+      ...this.init.swarm,
+      pkg: options.pkg,
+      network: this.network,
+      cache: this.cache,
+      origin: this.init.origin,
+      logger: this.init.logger.child({ taskId: options.taskId, packageId: options.pkg.id }),
+      ...(options.bucket !== undefined ? { bucket: options.bucket } : {}),
+      ...(options.onProgress !== undefined ? { onProgress: options.onProgress } : {}),
+      interestedPeers: () => this.interestedPeers(options.pkg.id),
+      ban: peer => {
+        bans.add(peer)
+        this.init.onBansChanged?.()
+      },
+      signal: options.signal
+    })
+    if (swarm.complete) {
+      const progress = await swarm.run()
+      return progress
+    }
+    const entry = { swarm, done: Promise.resolve() as Promise<unknown>, bans }
+    this.swarms.set(options.pkg.id, entry)
+    for (const [peer, packages] of this.remote) {
+      const view = packages.get(options.pkg.id)
+      if (view !== undefined) swarm.seed(peer, view)
+    }
+    const bits = swarm.bitfield
+    for (const peer of this.network.connectedPeers()) {
+      this.network.send(peer, { type: 'interested', packageId: options.pkg.id, chunkCount: options.pkg.chunks.length, bits })
+    }
+    const running = swarm.run()
+    entry.done = running
+    try {
+      return await running
+    } finally {
+      this.swarms.delete(options.pkg.id)
+      for (const peer of this.network.connectedPeers()) this.network.send(peer, { type: 'not-interested', packageId: options.pkg.id })
+      if (bans.size > 0) this.init.onBansChanged?.()
+    }
+  }
+}

@@ -1,0 +1,384 @@
+import { OriginElection, type OriginElectionInit } from './election.js'
+
+export const DEFAULT_MAX_REQUESTS_PER_PEER = 4
+export const DEFAULT_MAX_REQUESTS = 16
+export const DEFAULT_MAX_ORIGIN_REQUESTS = 4
+export const DEFAULT_PEER_FAILURES_BEFORE_REST = 3
+export const DEFAULT_PEER_REST_MS = 5000
+
+export type RequestSource = { kind: 'peer', peer: string } | { kind: 'origin', reason: 'elected' | 'fallback' }
+
+/** A chunk to fetch now, from where. */
+export interface PickedRequest {
+  id: number
+  index: number
+  source: RequestSource
+  /** Endgame: the chunk is already requested elsewhere. */
+  duplicate: boolean
+}
+
+/** Why a request ended without the chunk. */
+export type FailureKind =
+  /** The peer said it does not hold the chunk. */
+  | 'not-cached'
+  /** The peer refused for another reason (busy, banned us) or the transfer broke. */
+  | 'error'
+  /** The peer sent bytes that fail the chunk's hash. */
+  | 'bad-data'
+  /** This side gave the request up (endgame duplicate, shutdown). */
+  | 'cancelled'
+
+export interface PiecePickerInit extends Omit<OriginElectionInit, 'now'> {
+  chunkCount: number
+  /** Chunks already held. */
+  held?: Iterable<number>
+  now: () => number
+  /** Uniform in [0, 1): breaks ties. */
+  random: () => number
+  /** @default DEFAULT_MAX_REQUESTS_PER_PEER */
+  maxRequestsPerPeer?: number
+  /** Requests in flight over every source. @default DEFAULT_MAX_REQUESTS */
+  maxRequests?: number
+  /** @default DEFAULT_MAX_ORIGIN_REQUESTS */
+  maxOriginRequests?: number
+  /** Failures in a row after which a peer is rested. @default 3 */
+  peerFailuresBeforeRest?: number
+  /** @default 5000 */
+  peerRestMs?: number
+}
+
+interface PeerState {
+  bits: Uint8Array
+  interested: boolean
+  inFlight: number
+  failures: number
+  restUntil: number
+}
+
+const hasBit = (bits: Uint8Array, index: number): boolean => (bits[index >> 3] & (0x80 >> (index & 7))) !== 0
+const setBit = (bits: Uint8Array, index: number): void => { bits[index >> 3] |= 0x80 >> (index & 7) }
+const clearBit = (bits: Uint8Array, index: number): void => { bits[index >> 3] &= ~(0x80 >> (index & 7)) }
+
+/**
+ * Decides which chunk to ask of which source; it is not responsible for
+ * sending nor receiving pieces (kraken's scheduler policy). Rarest first
+ * among connected peers with a random tie-break; a bounded number of
+ * requests per peer, to the origin and in all; chunks no peer holds go to
+ * the origin through the election; in the endgame, chunks already requested
+ * are asked of a second peer and the slower copy is cancelled.
+ */
+export class PiecePicker {
+  readonly chunkCount: number
+  private readonly now: () => number
+  private readonly random: () => number
+  private readonly maxPerPeer: number
+  private readonly maxRequests: number
+  private readonly maxOrigin: number
+  private readonly failuresBeforeRest: number
+  private readonly restMs: number
+  readonly election: OriginElection
+  private readonly held: Uint8Array
+  private heldCount = 0
+  /** How many usable peers hold each chunk. */
+  private readonly availability: Int32Array
+  private readonly peers = new Map<string, PeerState>()
+  private readonly banned = new Set<string>()
+  private readonly requests = new Map<number, PickedRequest>()
+  private readonly byChunk = new Map<number, Set<number>>()
+  /** Chunks the origin may not be asked for again before this time (after a failure). */
+  private readonly originNotBefore = new Map<number, number>()
+  private originInFlight = 0
+  private nextId = 1
+  private wake?: number
+
+  constructor (init: PiecePickerInit) {
+    this.chunkCount = init.chunkCount
+    this.now = init.now
+    this.random = init.random
+    this.maxPerPeer = init.maxRequestsPerPeer ?? DEFAULT_MAX_REQUESTS_PER_PEER
+    this.maxRequests = init.maxRequests ?? DEFAULT_MAX_REQUESTS
+    this.maxOrigin = init.maxOriginRequests ?? DEFAULT_MAX_ORIGIN_REQUESTS
+    this.failuresBeforeRest = init.peerFailuresBeforeRest ?? DEFAULT_PEER_FAILURES_BEFORE_REST
+    this.restMs = init.peerRestMs ?? DEFAULT_PEER_REST_MS
+    this.election = new OriginElection({ ...init, now: init.now })
+    this.held = new Uint8Array(Math.ceil(init.chunkCount / 8))
+    this.availability = new Int32Array(init.chunkCount)
+    for (const index of init.held ?? []) this.markHeld(index)
+  }
+
+  get complete (): boolean {
+    return this.heldCount === this.chunkCount
+  }
+
+  get missing (): number {
+    return this.chunkCount - this.heldCount
+  }
+
+  get inFlight (): number {
+    return this.requests.size
+  }
+
+  isHeld (index: number): boolean {
+    return hasBit(this.held, index)
+  }
+
+  isBanned (peer: string): boolean {
+    return this.banned.has(peer)
+  }
+
+  private markHeld (index: number): void {
+    if (index < 0 || index >= this.chunkCount || hasBit(this.held, index)) return
+    setBit(this.held, index)
+    this.heldCount++
+    this.election.settled(index)
+  }
+
+  private peer (id: string): PeerState | undefined {
+    if (this.banned.has(id)) return undefined
+    let state = this.peers.get(id)
+    if (state === undefined) {
+      state = { bits: new Uint8Array(this.held.byteLength), interested: false, inFlight: 0, failures: 0, restUntil: 0 }
+      this.peers.set(id, state)
+    }
+    return state
+  }
+
+  /** A peer's whole holding (its `interested` or `bitfield` message). */
+  peerBitfield (id: string, bits: Uint8Array, interested?: boolean): void {
+    const state = this.peer(id)
+    if (state === undefined) return
+    for (let index = 0; index < this.chunkCount; index++) {
+      const before = hasBit(state.bits, index)
+      const after = hasBit(bits, index)
+      if (before !== after) this.availability[index] += after ? 1 : -1
+      if (after) this.election.settled(index)
+    }
+    state.bits = new Uint8Array(this.held.byteLength)
+    state.bits.set(bits.subarray(0, state.bits.byteLength))
+    if (interested !== undefined) this.peerInterested(id, interested)
+  }
+
+  peerHave (id: string, index: number): void {
+    const state = this.peer(id)
+    if (state === undefined || index >= this.chunkCount) return
+    this.election.progress(id)
+    this.election.settled(index)
+    if (hasBit(state.bits, index)) return
+    setBit(state.bits, index)
+    this.availability[index]++
+  }
+
+  peerFetching (id: string, index: number): void {
+    if (this.banned.has(id) || index >= this.chunkCount) return
+    this.election.fetching(id, index)
+  }
+
+  peerInterested (id: string, interested: boolean): void {
+    const state = this.peer(id)
+    if (state === undefined) return
+    state.interested = interested
+    if (interested) this.election.addCandidate(id)
+    else this.election.removeCandidate(id)
+  }
+
+  /** The peer disconnected: it is no source and no candidate any more. Its requests fail on their own. */
+  peerLeft (id: string): void {
+    const state = this.peers.get(id)
+    this.election.removeCandidate(id)
+    if (state === undefined) return
+    for (let index = 0; index < this.chunkCount; index++) if (hasBit(state.bits, index)) this.availability[index]--
+    state.bits.fill(0)
+    state.interested = false
+    if (state.inFlight === 0) this.peers.delete(id)
+  }
+
+  /** Never asks this peer again for this download. */
+  ban (id: string): void {
+    this.peerLeft(id)
+    this.banned.add(id)
+  }
+
+  private peerUsable (state: PeerState, now: number): boolean {
+    return state.inFlight < this.maxPerPeer && state.restUntil <= now
+  }
+
+  /** The requests to start now. */
+  next (): PickedRequest[] {
+    const now = this.now()
+    this.wake = undefined
+    const picks: PickedRequest[] = []
+    const pick = (index: number, source: RequestSource, duplicate: boolean): void => {
+      const request: PickedRequest = { id: this.nextId++, index, source, duplicate }
+      this.requests.set(request.id, request)
+      let ids = this.byChunk.get(index)
+      if (ids === undefined) {
+        ids = new Set()
+        this.byChunk.set(index, ids)
+      }
+      ids.add(request.id)
+      if (source.kind === 'peer') this.peers.get(source.peer)!.inFlight++
+      else this.originInFlight++
+      picks.push(request)
+    }
+    const free = (): boolean => this.requests.size < this.maxRequests
+    const peerCandidates: number[] = []
+    const originCandidates: number[] = []
+    let unassigned = 0
+    for (let index = 0; index < this.chunkCount; index++) {
+      if (hasBit(this.held, index) || this.byChunk.has(index)) continue
+      unassigned++
+      if (this.availability[index] > 0) peerCandidates.push(index)
+      else originCandidates.push(index)
+    }
+    // Rarest first; the shuffle before the stable sort is the random tie-break.
+    this.shuffle(peerCandidates)
+    peerCandidates.sort((a, b) => this.availability[a] - this.availability[b])
+    for (const index of peerCandidates) {
+      if (!free()) break
+      const holder = this.holderFor(index, now)
+      if (holder === undefined) continue
+      pick(index, { kind: 'peer', peer: holder }, false)
+      unassigned--
+    }
+    const noteWake = (until: number | undefined): void => {
+      if (until !== undefined && (this.wake === undefined || until < this.wake)) this.wake = until
+    }
+    const decideOrigin = (starving: boolean): void => {
+      for (const index of originCandidates) {
+        if (!free() || this.originInFlight >= this.maxOrigin) return
+        if (this.byChunk.has(index)) continue
+        const notBefore = this.originNotBefore.get(index) ?? 0
+        if (notBefore > now) {
+          noteWake(notBefore)
+          continue
+        }
+        const decision = this.election.decide(index, starving)
+        if (decision.action === 'fetch') {
+          pick(index, { kind: 'origin', reason: decision.reason }, false)
+          unassigned--
+        } else {
+          noteWake(decision.until)
+        }
+      }
+    }
+    decideOrigin(false)
+    if (this.requests.size === 0) decideOrigin(true)
+    for (const state of this.peers.values()) if (state.restUntil > now) noteWake(state.restUntil)
+    if (unassigned === 0 && free()) this.endgame(now, pick)
+    return picks
+  }
+
+  /** Every missing chunk is requested: ask a second peer for those with one source, so a slow peer does not hold the end. */
+  private endgame (now: number, pick: (index: number, source: RequestSource, duplicate: boolean) => void): void {
+    for (const [index, ids] of this.byChunk) {
+      if (this.requests.size >= this.maxRequests) return
+      if (ids.size !== 1) continue
+      const busy = new Set<string>()
+      for (const id of ids) {
+        const source = this.requests.get(id)!.source
+        if (source.kind === 'peer') busy.add(source.peer)
+      }
+      const holder = this.holderFor(index, now, busy)
+      if (holder !== undefined) pick(index, { kind: 'peer', peer: holder }, true)
+    }
+  }
+
+  private holderFor (index: number, now: number, exclude?: ReadonlySet<string>): string | undefined {
+    let best: string | undefined
+    let bestLoad = Number.POSITIVE_INFINITY
+    let ties = 0
+    for (const [id, state] of this.peers) {
+      if (!hasBit(state.bits, index) || !this.peerUsable(state, now) || exclude?.has(id) === true) continue
+      if (state.inFlight < bestLoad) {
+        best = id
+        bestLoad = state.inFlight
+        ties = 1
+      } else if (state.inFlight === bestLoad) {
+        // Reservoir choice among the least loaded: each is equally likely.
+        ties++
+        if (this.random() * ties < 1) best = id
+      }
+    }
+    return best
+  }
+
+  private shuffle (items: number[]): void {
+    for (let i = items.length - 1; i > 0; i--) {
+      const j = Math.floor(this.random() * (i + 1))
+      const swap = items[i]
+      items[i] = items[j]
+      items[j] = swap
+    }
+  }
+
+  /** When waiting may end without any other event: the caller calls `next` again then. */
+  wakeAt (): number | undefined {
+    return this.wake
+  }
+
+  private release (request: PickedRequest): void {
+    this.requests.delete(request.id)
+    const ids = this.byChunk.get(request.index)
+    ids?.delete(request.id)
+    if (ids?.size === 0) this.byChunk.delete(request.index)
+    if (request.source.kind === 'origin') {
+      this.originInFlight--
+      return
+    }
+    const state = this.peers.get(request.source.peer)
+    if (state === undefined) return
+    state.inFlight--
+    if (state.inFlight === 0 && !state.interested && state.bits.every(byte => byte === 0)) {
+      // A peer that left keeps its entry only while it had requests.
+      this.peers.delete(request.source.peer)
+    }
+  }
+
+  /** The chunk arrived, verified and stored: returns the other requests for it, which the caller cancels. */
+  completed (id: number): PickedRequest[] {
+    const request = this.requests.get(id)
+    if (request === undefined) return []
+    this.release(request)
+    if (request.source.kind === 'peer') {
+      const state = this.peers.get(request.source.peer)
+      if (state !== undefined) state.failures = 0
+    }
+    this.markHeld(request.index)
+    const others = [...(this.byChunk.get(request.index) ?? [])].map(other => this.requests.get(other)!)
+    for (const other of others) this.release(other)
+    this.originNotBefore.delete(request.index)
+    return others
+  }
+
+  /**
+   * The request ended without the chunk. A peer that fails again and again
+   * is rested for a while; one that says it does not hold the chunk loses
+   * that bit. `retryAfterMs` keeps the origin from being asked again at once.
+   */
+  failed (id: number, kind: FailureKind, retryAfterMs = 0): void {
+    const request = this.requests.get(id)
+    if (request === undefined) return
+    this.release(request)
+    if (request.source.kind === 'origin') {
+      if (retryAfterMs > 0) this.originNotBefore.set(request.index, this.now() + retryAfterMs)
+      return
+    }
+    if (kind === 'cancelled') return
+    const state = this.peers.get(request.source.peer)
+    if (state === undefined) return
+    if (kind === 'not-cached' && hasBit(state.bits, request.index)) {
+      clearBit(state.bits, request.index)
+      this.availability[request.index]--
+    }
+    state.failures++
+    if (state.failures >= this.failuresBeforeRest) {
+      state.restUntil = this.now() + this.restMs
+      state.failures = 0
+    }
+  }
+
+  /** Requests in flight for a chunk (for tests and diagnostics). */
+  requestsFor (index: number): PickedRequest[] {
+    return [...(this.byChunk.get(index) ?? [])].map(id => this.requests.get(id)!)
+  }
+}

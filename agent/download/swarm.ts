@@ -1,0 +1,323 @@
+import { createHash } from 'node:crypto'
+import { chunkLengthOf, describeError, HashMismatchError, type ManifestPackage } from '../../protocol/index.js'
+import type { Logger } from '../../protocol/logger.js'
+import type { ChunkCache } from '../cache.js'
+import { ChunkUnavailableError } from '../errors.js'
+import type { MeshNetwork } from '../p2p/network.js'
+import { MAX_PIECE_BYTES, PieceRefusedError } from '../protocols/chunk/index.js'
+import type { HaveMessage } from '../protocols/have/index.js'
+import type { DownloadProgress } from './downloader.js'
+import type { ChunkOrigin } from './origin-source.js'
+import { PiecePicker, type FailureKind, type PickedRequest, type PiecePickerInit } from './picker.js'
+import { take, type TokenBucket } from './token-bucket.js'
+
+/** Origin attempts per chunk before the download fails. */
+export const DEFAULT_ORIGIN_ATTEMPTS = 3
+/** Pause before the origin is asked again for a chunk that failed. */
+export const ORIGIN_RETRY_PAUSE_MS = 250
+/** Bad chunks from one peer after which it is banned for the rest of the download (the first disconnects it). */
+export const DEFAULT_BAD_CHUNKS_BEFORE_BAN = 2
+
+/** What a peer said about this package before or while it downloads. */
+export interface RemoteView {
+  bits?: Uint8Array
+  chunkCount?: number
+  interested: boolean
+  fetching: Map<number, number>
+}
+
+export interface SwarmInit {
+  pkg: ManifestPackage
+  network: MeshNetwork
+  cache: ChunkCache
+  origin: ChunkOrigin
+  logger: Logger
+  /** Caps the device's download across every source. */
+  bucket?: TokenBucket
+  /** Tuning of the picker and the election. */
+  picker?: Partial<Omit<PiecePickerInit, 'chunkCount' | 'packageId' | 'self' | 'now' | 'random' | 'held'>>
+  /** @default DEFAULT_ORIGIN_ATTEMPTS */
+  originAttempts?: number
+  /** @default DEFAULT_BAD_CHUNKS_BEFORE_BAN */
+  badChunksBeforeBan?: number
+  /** Peers that are interested in the package, to tell of new chunks. */
+  interestedPeers: () => Iterable<string>
+  /** Bans a peer for as long as this download runs. */
+  ban: (peer: string) => void
+  onProgress?: (progress: DownloadProgress) => void
+  now?: () => number
+  random?: () => number
+  signal: AbortSignal
+}
+
+interface Running {
+  request: PickedRequest
+  controller: AbortController
+}
+
+/**
+ * One package's download through the mesh: it feeds what peers announce to
+ * the picker, carries out the picker's requests (peers piece by piece,
+ * origin by byte range; the bucket paces both), checks every chunk's hash
+ * before it is stored or announced, and tells its peers.
+ */
+export class Swarm {
+  readonly pkg: ManifestPackage
+  private readonly init: SwarmInit
+  private readonly network: MeshNetwork
+  private readonly picker: PiecePicker
+  private readonly progress: DownloadProgress
+  private readonly running = new Map<number, Running>()
+  private readonly originFailures = new Map<number, { count: number, last: unknown }>()
+  private readonly badChunks = new Map<string, number>()
+  private readonly now: () => number
+  private wakeUp?: () => void
+  private fatal?: Error
+  private readonly pieceBytes: number
+
+  constructor (init: SwarmInit) {
+    this.init = init
+    this.pkg = init.pkg
+    this.network = init.network
+    this.now = init.now ?? Date.now
+    const held: number[] = []
+    let heldBytes = 0
+    for (const [index, sha256] of init.pkg.chunks.entries()) {
+      if (!init.cache.has(sha256)) continue
+      held.push(index)
+      heldBytes += chunkLengthOf(init.pkg, index)
+    }
+    this.picker = new PiecePicker({
+      ...init.picker,
+      chunkCount: init.pkg.chunks.length,
+      packageId: init.pkg.id,
+      self: init.network.selfId,
+      held,
+      now: this.now,
+      random: init.random ?? Math.random
+    })
+    this.progress = {
+      bytesTotal: init.pkg.sizeBytes,
+      bytesDone: heldBytes,
+      chunksTotal: init.pkg.chunks.length,
+      chunksDone: held.length,
+      bytesFromPeers: 0,
+      bytesFromOrigin: 0
+    }
+    // Capped, a piece is no larger than the bucket's burst so that the bytes on the wire follow the cap.
+    this.pieceBytes = Math.min(MAX_PIECE_BYTES, init.bucket?.pieceBytes ?? MAX_PIECE_BYTES)
+  }
+
+  get bitfield (): Uint8Array {
+    const bits = new Uint8Array(Math.ceil(this.pkg.chunks.length / 8))
+    for (let index = 0; index < this.pkg.chunks.length; index++) if (this.picker.isHeld(index)) bits[index >> 3] |= 0x80 >> (index & 7)
+    return bits
+  }
+
+  get complete (): boolean {
+    return this.picker.complete
+  }
+
+  isBanned (peer: string): boolean {
+    return this.picker.isBanned(peer)
+  }
+
+  /** What a peer had said before the download began. */
+  seed (peer: string, view: RemoteView): void {
+    if (view.bits !== undefined && view.chunkCount === this.pkg.chunks.length) this.picker.peerBitfield(peer, view.bits)
+    if (view.interested) this.picker.peerInterested(peer, true)
+    for (const [index] of view.fetching) this.picker.peerFetching(peer, index)
+  }
+
+  onMessage (peer: string, message: HaveMessage): void {
+    switch (message.type) {
+      case 'interested':
+      case 'bitfield':
+        if (message.chunkCount !== this.pkg.chunks.length) return
+        this.picker.peerBitfield(peer, message.bits, message.type === 'interested' ? true : undefined)
+        break
+      case 'have':
+        this.picker.peerHave(peer, message.index)
+        break
+      case 'fetching':
+        this.picker.peerFetching(peer, message.index)
+        break
+      case 'not-interested':
+        this.picker.peerInterested(peer, false)
+        break
+    }
+    this.kick()
+  }
+
+  onPeerLeft (peer: string): void {
+    this.picker.peerLeft(peer)
+    this.kick()
+  }
+
+  private kick (): void {
+    const wake = this.wakeUp
+    this.wakeUp = undefined
+    wake?.()
+  }
+
+  /** Runs until every chunk is held, the download fails, or the signal aborts. */
+  async run (): Promise<DownloadProgress> {
+    const { signal } = this.init
+    const onAbort = (): void => { this.kick() }
+    signal.addEventListener('abort', onAbort)
+    this.init.onProgress?.({ ...this.progress })
+    try {
+      while (!this.picker.complete) {
+        signal.throwIfAborted()
+        if (this.fatal !== undefined) throw this.fatal
+        for (const request of this.picker.next()) this.start(request)
+        if (this.picker.complete) break
+        await this.idle()
+      }
+      if (this.fatal !== undefined) throw this.fatal
+      return { ...this.progress }
+    } finally {
+      signal.removeEventListener('abort', onAbort)
+      for (const running of this.running.values()) running.controller.abort(new Error('the download ended'))
+    }
+  }
+
+  /** Waits for anything that may change the picker's mind: an event, a request's end, or its timer. */
+  private async idle (): Promise<void> {
+    const wakeAt = this.picker.wakeAt()
+    await new Promise<void>(resolve => {
+      let timer: NodeJS.Timeout | undefined
+      this.wakeUp = () => {
+        if (timer !== undefined) clearTimeout(timer)
+        resolve()
+      }
+      if (wakeAt !== undefined) timer = setTimeout(() => { this.kick() }, Math.max(0, wakeAt - this.now()))
+      if (this.init.signal.aborted) this.kick()
+    })
+  }
+
+  private start (request: PickedRequest): void {
+    const controller = new AbortController()
+    this.running.set(request.id, { request, controller })
+    const signal = AbortSignal.any([this.init.signal, controller.signal])
+    const work = request.source.kind === 'peer'
+      ? this.fromPeer(request, request.source.peer, signal)
+      : this.fromOrigin(request, signal)
+    void work.finally(() => {
+      this.running.delete(request.id)
+      this.kick()
+    })
+  }
+
+  private async fromPeer (request: PickedRequest, peer: string, signal: AbortSignal): Promise<void> {
+    const lengthBytes = chunkLengthOf(this.pkg, request.index)
+    const sha256 = this.pkg.chunks[request.index]
+    let bytes: Uint8Array
+    try {
+      const pieces: Uint8Array[] = []
+      for (let offset = 0; offset < lengthBytes; offset += this.pieceBytes) {
+        const pieceLength = Math.min(this.pieceBytes, lengthBytes - offset)
+        if (this.init.bucket !== undefined) await take(this.init.bucket, pieceLength, signal)
+        try {
+          pieces.push(await this.network.requestPiece(peer, { packageId: this.pkg.id, index: request.index, offsetBytes: offset, lengthBytes: pieceLength }, { signal }))
+        } catch (error) {
+          this.init.bucket?.refund(pieceLength)
+          throw error
+        }
+      }
+      bytes = pieces.length === 1 ? pieces[0] : Buffer.concat(pieces)
+    } catch (error) {
+      const kind: FailureKind = signal.aborted ? 'cancelled' : error instanceof PieceRefusedError && error.status === 'not-cached' ? 'not-cached' : 'error'
+      if (kind !== 'cancelled') this.init.logger.debug({ peer, index: request.index, err: describeError(error) }, 'a peer request failed')
+      this.picker.failed(request.id, kind)
+      return
+    }
+    const actual = createHash('sha256').update(bytes).digest('hex')
+    if (actual !== sha256) {
+      this.picker.failed(request.id, 'bad-data')
+      await this.badChunk(peer, request.index, actual)
+      return
+    }
+    if (!await this.store(request, bytes, signal)) return
+    this.progress.bytesFromPeers += bytes.byteLength
+    this.report()
+  }
+
+  /** A chunk that fails its hash: the peer is disconnected, and banned after repeats. */
+  private async badChunk (peer: string, index: number, actual: string): Promise<void> {
+    const count = (this.badChunks.get(peer) ?? 0) + 1
+    this.badChunks.set(peer, count)
+    const banned = count >= (this.init.badChunksBeforeBan ?? DEFAULT_BAD_CHUNKS_BEFORE_BAN)
+    this.init.logger.warn({ peer, index, expected: this.pkg.chunks[index], actual, badChunks: count, packageId: this.pkg.id }, banned ? 'peer banned: it sent chunks that fail their hash' : 'a peer sent a chunk that fails its hash; disconnecting it')
+    if (banned) {
+      this.picker.ban(peer)
+      this.init.ban(peer)
+    } else {
+      this.picker.peerLeft(peer)
+    }
+    await this.network.hangUp(peer)
+  }
+
+  private async fromOrigin (request: PickedRequest, signal: AbortSignal): Promise<void> {
+    const index = request.index
+    // Others wait for this chunk rather than fetch it too.
+    for (const peer of this.network.connectedPeers()) this.network.send(peer, { type: 'fetching', packageId: this.pkg.id, index })
+    let bytes: Buffer
+    try {
+      bytes = await this.init.origin.fetchChunk(
+        { index, sha256: this.pkg.chunks[index], lengthBytes: chunkLengthOf(this.pkg, index) },
+        this.init.bucket !== undefined ? { signal, bucket: this.init.bucket } : { signal }
+      )
+    } catch (error) {
+      if (signal.aborted) {
+        this.picker.failed(request.id, 'cancelled')
+        return
+      }
+      const failures = this.originFailures.get(index) ?? { count: 0, last: undefined }
+      failures.count++
+      failures.last = error
+      this.originFailures.set(index, failures)
+      const attempts = this.init.originAttempts ?? DEFAULT_ORIGIN_ATTEMPTS
+      if (failures.count >= attempts) {
+        const reason = error instanceof HashMismatchError
+          ? `chunk ${index} failed its hash check ${attempts} times (${describeError(error)})`
+          : `chunk ${index} could not be fetched: ${describeError(error)}`
+        this.fatal ??= new ChunkUnavailableError(index, reason, { cause: error })
+      }
+      this.picker.failed(request.id, 'error', ORIGIN_RETRY_PAUSE_MS * failures.count)
+      return
+    }
+    if (!await this.store(request, bytes, signal)) return
+    this.progress.bytesFromOrigin += bytes.byteLength
+    this.report()
+  }
+
+  /** Stores a verified chunk, settles the picker and tells interested peers. */
+  private async store (request: PickedRequest, bytes: Uint8Array, signal: AbortSignal): Promise<boolean> {
+    if (this.picker.isHeld(request.index)) {
+      this.picker.failed(request.id, 'cancelled')
+      return false
+    }
+    try {
+      await this.init.cache.put(bytes, this.pkg.chunks[request.index])
+    } catch (error) {
+      this.picker.failed(request.id, 'cancelled')
+      if (!signal.aborted) this.fatal ??= error as Error
+      return false
+    }
+    // An endgame copy may have landed while this one was written.
+    if (this.picker.isHeld(request.index)) {
+      this.picker.failed(request.id, 'cancelled')
+      return false
+    }
+    for (const other of this.picker.completed(request.id)) this.running.get(other.id)?.controller.abort(new Error('fetched from another source'))
+    this.progress.bytesDone += bytes.byteLength
+    this.progress.chunksDone++
+    for (const peer of this.init.interestedPeers()) this.network.send(peer, { type: 'have', packageId: this.pkg.id, index: request.index })
+    return true
+  }
+
+  private report (): void {
+    this.init.onProgress?.({ ...this.progress })
+  }
+}

@@ -1,0 +1,195 @@
+import { EventEmitter } from 'node:events'
+import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { describeError } from '../../protocol/index.js'
+import type { Logger } from '../../protocol/logger.js'
+import * as chunk from '../protocols/chunk/index.js'
+import * as have from '../protocols/have/index.js'
+import type { HaveMessage } from '../protocols/have/index.js'
+import { asError } from '../protocols/frames.js'
+import type { TokenBucket } from '../download/token-bucket.js'
+
+export interface MeshNetworkEvents {
+  /** The announcement channel to the peer is open: it can be told what this agent wants and holds. */
+  connected: [peer: string]
+  disconnected: [peer: string]
+  message: [peer: string, message: HaveMessage]
+}
+
+/** The peer is not connected (any more). */
+export class PeerNotConnectedError extends Error {
+  readonly peer: string
+  constructor (peer: string) {
+    super(`peer ${peer} is not connected`)
+    this.name = 'PeerNotConnectedError'
+    this.peer = peer
+  }
+}
+
+/**
+ * What the exchange logic needs of the network. The libp2p implementation
+ * below is the only code that touches streams; tests of the logic use a
+ * stub.
+ */
+export interface MeshNetwork extends EventEmitter<MeshNetworkEvents> {
+  readonly selfId: string
+  /** Peers whose announcement channel is open. */
+  connectedPeers: () => string[]
+  /** Queues an announcement to one peer; dropped if the peer is not connected. */
+  send: (peer: string, message: HaveMessage) => void
+  /** Asks a connected peer for a piece; throws PeerNotConnectedError, PieceRefusedError, PieceStalledError… */
+  requestPiece: (peer: string, request: chunk.PieceRequest, options: chunk.RequestPieceOptions) => Promise<Uint8Array>
+  /** Closes every connection to the peer. */
+  hangUp: (peer: string) => Promise<void>
+}
+
+export interface Libp2pMeshNetworkInit {
+  node: Libp2p
+  logger: Logger
+  /** What this agent serves to peers. */
+  pieces: chunk.PieceSource
+  /** Paces every upload of this agent. */
+  uploadBucket?: TokenBucket
+  /** @default chunk.DEFAULT_MAX_CONCURRENT_UPLOADS */
+  maxConcurrentUploads?: number
+  /** Whether a peer may be served (a peer that a download banned is not). */
+  mayServe?: (peer: string) => boolean
+  /** Bytes uploaded to a peer. */
+  onUploaded?: (peer: string, bytes: number) => void
+}
+
+/** The have/interest and chunk protocols over a libp2p node. */
+export class Libp2pMeshNetwork extends EventEmitter<MeshNetworkEvents> implements MeshNetwork {
+  readonly selfId: string
+  private readonly node: Libp2p
+  private readonly logger: Logger
+  private readonly server: chunk.ChunkServer
+  private readonly senders = new Map<string, have.HaveSender>()
+  private readonly opening = new Set<string>()
+  private readonly stopController = new AbortController()
+  private readonly onPeerConnect = (event: CustomEvent<PeerId>): void => { void this.openChannel(event.detail.toString()) }
+  private readonly onPeerDisconnect = (event: CustomEvent<PeerId>): void => { this.closeChannel(event.detail.toString()) }
+
+  constructor (init: Libp2pMeshNetworkInit) {
+    super()
+    this.node = init.node
+    this.selfId = init.node.peerId.toString()
+    this.logger = init.logger
+    this.server = new chunk.ChunkServer({
+      source: init.pieces,
+      ...(init.uploadBucket !== undefined ? { uploadBucket: init.uploadBucket } : {}),
+      ...(init.maxConcurrentUploads !== undefined ? { maxConcurrentUploads: init.maxConcurrentUploads } : {}),
+      ...(init.mayServe !== undefined ? { mayServe: init.mayServe } : {}),
+      ...(init.onUploaded !== undefined ? { onUploaded: init.onUploaded } : {})
+    })
+  }
+
+  async start (): Promise<void> {
+    await this.node.handle(have.PROTOCOL, (stream: Stream, connection: Connection) => { void this.readChannel(stream, connection.remotePeer.toString()) }, {
+      maxInboundStreams: have.MAX_INBOUND_STREAMS,
+      maxOutboundStreams: have.MAX_OUTBOUND_STREAMS
+    })
+    await this.node.handle(chunk.PROTOCOL, (stream: Stream, connection: Connection) => {
+      void this.server.handle(stream, connection.remotePeer.toString(), { signal: this.stopController.signal })
+    }, {
+      maxInboundStreams: chunk.MAX_INBOUND_STREAMS,
+      maxOutboundStreams: chunk.MAX_OUTBOUND_STREAMS
+    })
+    this.node.addEventListener('peer:connect', this.onPeerConnect)
+    this.node.addEventListener('peer:disconnect', this.onPeerDisconnect)
+    for (const peer of this.node.getPeers()) void this.openChannel(peer.toString())
+  }
+
+  async stop (): Promise<void> {
+    this.stopController.abort()
+    this.node.removeEventListener('peer:connect', this.onPeerConnect)
+    this.node.removeEventListener('peer:disconnect', this.onPeerDisconnect)
+    await Promise.all([...this.senders.values()].map(async sender => { await sender.close({ signal: AbortSignal.timeout(1000) }) }))
+    this.senders.clear()
+    await this.node.unhandle([have.PROTOCOL, chunk.PROTOCOL])
+  }
+
+  get activeUploads (): number {
+    return this.server.activeUploads
+  }
+
+  connectedPeers (): string[] {
+    return [...this.senders.keys()]
+  }
+
+  private async openChannel (peer: string): Promise<void> {
+    if (this.senders.has(peer) || this.opening.has(peer) || this.stopController.signal.aborted) return
+    this.opening.add(peer)
+    try {
+      const stream = await this.node.dialProtocol(peerIdFromString(peer), have.PROTOCOL, {
+        signal: AbortSignal.any([this.stopController.signal, AbortSignal.timeout(have.OPEN_TIMEOUT_MS)])
+      })
+      if (this.node.getConnections(peerIdFromString(peer)).length === 0) {
+        stream.abort(new PeerNotConnectedError(peer))
+        return
+      }
+      const sender = new have.HaveSender(stream, {
+        onError: error => {
+          this.logger.debug({ peer, err: describeError(error) }, 'announcement channel failed')
+          if (this.senders.get(peer) === sender) void this.hangUp(peer)
+        }
+      })
+      this.senders.set(peer, sender)
+      this.logger.debug({ peer }, 'peer connected')
+      this.emit('connected', peer)
+    } catch (error) {
+      // A peer that refuses us (not enrolled here, or it banned us) drops the connection; nothing to keep.
+      this.logger.debug({ peer, err: describeError(error) }, 'cannot open the announcement channel')
+    } finally {
+      this.opening.delete(peer)
+    }
+  }
+
+  private closeChannel (peer: string): void {
+    const sender = this.senders.get(peer)
+    if (sender === undefined) return
+    this.senders.delete(peer)
+    void sender.close({ signal: AbortSignal.timeout(1000) })
+    this.logger.debug({ peer }, 'peer disconnected')
+    this.emit('disconnected', peer)
+  }
+
+  private async readChannel (stream: Stream, peer: string): Promise<void> {
+    try {
+      await have.readHaveMessages(stream, message => { this.emit('message', peer, message) }, { signal: this.stopController.signal })
+    } catch (error) {
+      if (this.stopController.signal.aborted) return
+      const reason = asError(error)
+      stream.abort(reason)
+      if (reason instanceof have.MalformedHaveMessageError || reason.name === 'FrameTooLargeError') {
+        this.logger.warn({ peer, err: describeError(reason) }, 'a peer sent a malformed announcement; disconnecting it')
+        await this.hangUp(peer)
+      }
+    }
+  }
+
+  send (peer: string, message: HaveMessage): void {
+    this.senders.get(peer)?.send(message)
+  }
+
+  async requestPiece (peer: string, request: chunk.PieceRequest, options: chunk.RequestPieceOptions): Promise<Uint8Array> {
+    const connection = this.node.getConnections(peerIdFromString(peer)).find(candidate => candidate.status === 'open')
+    if (connection === undefined) throw new PeerNotConnectedError(peer)
+    const stream = await connection.newStream(chunk.PROTOCOL, {
+      signal: AbortSignal.any([options.signal, AbortSignal.timeout(chunk.OPEN_TIMEOUT_MS)]),
+      maxOutboundStreams: chunk.MAX_OUTBOUND_STREAMS
+    })
+    try {
+      return await chunk.requestPiece(stream, request, options)
+    } catch (error) {
+      const reason = asError(error)
+      stream.abort(reason)
+      throw reason
+    }
+  }
+
+  async hangUp (peer: string): Promise<void> {
+    this.closeChannel(peer)
+    await this.node.hangUp(peerIdFromString(peer), { signal: AbortSignal.timeout(2000) }).catch(() => {})
+  }
+}

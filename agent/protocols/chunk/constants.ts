@@ -1,0 +1,26 @@
+import { KIB, MIB } from '../../../protocol/index.js'
+
+/** A piece of a chunk (package, chunk index, byte offset, length) asked of a peer. */
+export const PROTOCOL = '/meshdeploy/chunk/1.0.0'
+
+/** A request is a fixed 44 bytes; anything longer is refused. */
+export const REQUEST_BYTES = 32 + 4 + 4 + 4
+/** Largest piece one request may ask for; larger chunks are asked for in pieces. */
+export const MAX_PIECE_BYTES = 1 * MIB
+/** The answer's bytes travel in frames of at most this size (smaller when the sender is capped). */
+export const MAX_DATA_FRAME_BYTES = 256 * KIB
+/** Answer header: a status byte and the length that follows. */
+export const HEADER_BYTES = 1 + 4
+/** Requests a peer may have open on one connection; more are reset by libp2p. */
+export const MAX_INBOUND_STREAMS = 32
+export const MAX_OUTBOUND_STREAMS = 32
+/** Uploads this agent serves at once over all connections; more are answered `busy`. */
+export const DEFAULT_MAX_CONCURRENT_UPLOADS = 48
+/** A requester must send its request within this long. */
+export const REQUEST_READ_TIMEOUT_MS = 10_000
+/** Opening a request stream (protocol negotiation included). */
+export const OPEN_TIMEOUT_MS = 10_000
+/** Longest silence between two frames of an answer before the request counts as stalled. */
+export const IDLE_TIMEOUT_MS = 15_000
+/** A sender that cannot write a frame within this long gives the request up. */
+export const WRITE_TIMEOUT_MS = 30_000

@@ -1,0 +1,132 @@
+import type { AbortOptions, Stream } from '@libp2p/interface'
+import { Uint8ArrayList } from 'uint8arraylist'
+import { take, type TokenBucket } from '../../download/token-bucket.js'
+import { FrameReader, asError, encodeFrame, sendBytes } from '../frames.js'
+import {
+  DEFAULT_MAX_CONCURRENT_UPLOADS, MAX_DATA_FRAME_BYTES, REQUEST_BYTES, REQUEST_READ_TIMEOUT_MS, WRITE_TIMEOUT_MS
+} from './constants.js'
+import { MalformedPieceMessageError, PieceNotHeldError } from './errors.js'
+import { decodePieceRequest, encodePieceHeader, type PieceRequest, type PieceStatus } from './messages.js'
+
+/** Where served pieces come from; throws PieceNotHeldError for what it does not hold. */
+export interface PieceSource {
+  readPiece: (request: PieceRequest, options?: AbortOptions) => Promise<Uint8Array>
+}
+
+export interface ChunkServerInit {
+  source: PieceSource
+  /** Paces every upload of this agent together (`--upload-kbps`). */
+  uploadBucket?: TokenBucket
+  /** @default DEFAULT_MAX_CONCURRENT_UPLOADS */
+  maxConcurrentUploads?: number
+  /** @default REQUEST_READ_TIMEOUT_MS */
+  requestReadTimeoutMs?: number
+  /** @default WRITE_TIMEOUT_MS */
+  writeTimeoutMs?: number
+  /** Whether the remote peer may be served at all (a peer banned by a download is refused). */
+  mayServe?: (remotePeer: string) => boolean
+  /** Bytes written to a peer, for accounting. */
+  onUploaded?: (remotePeer: string, bytes: number) => void
+}
+
+/**
+ * Answers piece requests: one request per stream, the answer a header and
+ * data frames. With an upload cap each frame is no larger than the bucket's
+ * burst and is sent only once granted, so what leaves the agent follows the
+ * cap over any one-second window.
+ */
+export class ChunkServer {
+  private readonly init: ChunkServerInit
+  private active = 0
+
+  constructor (init: ChunkServerInit) {
+    this.init = init
+  }
+
+  get activeUploads (): number {
+    return this.active
+  }
+
+  async handle (stream: Stream, remotePeer: string, handlerOptions: AbortOptions = {}): Promise<void> {
+    // A requester that gives up closes the stream: stop waiting for the upload bucket then.
+    const gone = new AbortController()
+    const onClose = (): void => { gone.abort(new Error('the stream closed')) }
+    stream.addEventListener('close', onClose, { once: true })
+    const options: AbortOptions = { signal: anySignal(handlerOptions.signal, gone.signal) }
+    try {
+      await this.serve(stream, remotePeer, options)
+    } finally {
+      stream.removeEventListener('close', onClose)
+    }
+  }
+
+  private async serve (stream: Stream, remotePeer: string, options: AbortOptions): Promise<void> {
+    const writeTimeoutMs = this.init.writeTimeoutMs ?? WRITE_TIMEOUT_MS
+    const answer = async (status: PieceStatus): Promise<void> => {
+      await sendBytes(stream, encodeFrame(encodePieceHeader(status, 0)), { signal: AbortSignal.timeout(writeTimeoutMs) })
+      await stream.close({ signal: AbortSignal.timeout(writeTimeoutMs) })
+    }
+    try {
+      const reader = new FrameReader(stream, { maxFrameBytes: REQUEST_BYTES, maxBufferBytes: 4 * REQUEST_BYTES })
+      const readSignal = anySignal(options.signal, AbortSignal.timeout(this.init.requestReadTimeoutMs ?? REQUEST_READ_TIMEOUT_MS))
+      const frame = await reader.read({ signal: readSignal })
+      if (frame === null) throw new MalformedPieceMessageError('the stream ended before a request')
+      let request: PieceRequest
+      try {
+        request = decodePieceRequest(frame)
+      } catch (error) {
+        await answer('invalid')
+        return
+      }
+      if (this.init.mayServe?.(remotePeer) === false) {
+        await answer('refused')
+        return
+      }
+      if (this.active >= (this.init.maxConcurrentUploads ?? DEFAULT_MAX_CONCURRENT_UPLOADS)) {
+        await answer('busy')
+        return
+      }
+      this.active++
+      try {
+        let bytes: Uint8Array
+        try {
+          bytes = await this.init.source.readPiece(request, options)
+        } catch (error) {
+          await answer(error instanceof PieceNotHeldError ? 'not-cached' : 'invalid')
+          return
+        }
+        await this.send(stream, bytes, remotePeer, writeTimeoutMs, options)
+      } finally {
+        this.active--
+      }
+    } catch (error) {
+      stream.abort(asError(error))
+    }
+  }
+
+  private async send (stream: Stream, bytes: Uint8Array, remotePeer: string, writeTimeoutMs: number, options: AbortOptions): Promise<void> {
+    const bucket = this.init.uploadBucket
+    const frameBytes = Math.min(MAX_DATA_FRAME_BYTES, bucket?.pieceBytes ?? MAX_DATA_FRAME_BYTES)
+    const header = encodeFrame(encodePieceHeader('ok', bytes.byteLength))
+    let pending: Uint8ArrayList | undefined = header
+    for (let offset = 0; offset < bytes.byteLength; offset += frameBytes) {
+      const slice = bytes.subarray(offset, Math.min(bytes.byteLength, offset + frameBytes))
+      if (bucket !== undefined) await take(bucket, slice.byteLength, options.signal)
+      const frame = encodeFrame(slice)
+      if (pending !== undefined) {
+        pending.append(frame)
+        await sendBytes(stream, pending, { signal: anySignal(options.signal, AbortSignal.timeout(writeTimeoutMs)) })
+        pending = undefined
+      } else {
+        await sendBytes(stream, frame, { signal: anySignal(options.signal, AbortSignal.timeout(writeTimeoutMs)) })
+      }
+      this.init.onUploaded?.(remotePeer, slice.byteLength)
+    }
+    if (pending !== undefined) await sendBytes(stream, pending, { signal: AbortSignal.timeout(writeTimeoutMs) })
+    await stream.close({ signal: AbortSignal.timeout(writeTimeoutMs) })
+  }
+}
+
+function anySignal (...signals: Array<AbortSignal | undefined>): AbortSignal {
+  return AbortSignal.any(signals.filter((signal): signal is AbortSignal => signal !== undefined))
+}

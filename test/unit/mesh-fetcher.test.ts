@@ -1,0 +1,127 @@
+import test from 'ava'
+import { makePackage, stubSite } from '../helpers/mesh-stub.js'
+import { TokenBucket } from '../../agent/download/token-bucket.js'
+
+const fetch = (node: { fetcher: import('../../agent/download/mesh-fetcher.js').MeshFetcher }, pkg: import('../../protocol/index.js').ManifestPackage, signal = AbortSignal.timeout(30_000)) =>
+  node.fetcher.fetchPackage({ taskId: 'task', pkg, signal })
+
+test('five downloaders of one site fetch about one copy from the origin and the rest from each other', async t => {
+  const { pkg, chunks } = makePackage(200, 16 * 1024)
+  const site = await stubSite(5, chunks)
+  try {
+    site.hub.connectAll()
+    const results = await Promise.all(site.nodes.map(async node => await fetch(node, pkg)))
+    for (const [index, result] of results.entries()) {
+      t.is(result.chunksDone, 200, `node ${index} holds every chunk`)
+      t.is(result.bytesFromPeers + result.bytesFromOrigin, pkg.sizeBytes - (result.bytesDone - result.bytesFromPeers - result.bytesFromOrigin))
+      for (const sha256 of pkg.chunks) t.true(site.nodes[index].cache.has(sha256))
+    }
+    const fromOrigin = results.reduce((sum, result) => sum + result.bytesFromOrigin, 0)
+    t.is(fromOrigin, site.origin.bytesServed)
+    t.true(site.origin.bytesServed <= pkg.sizeBytes * 1.02, `origin served ${site.origin.bytesServed / pkg.sizeBytes} copies`)
+    t.true(results.every(result => result.bytesFromOrigin > 0), 'the origin work is spread over the downloaders')
+  } finally {
+    await site.close()
+  }
+})
+
+test('a peer that serves corrupt chunks is disconnected, then banned, and everyone else completes', async t => {
+  const { pkg, chunks } = makePackage(60, 16 * 1024)
+  const site = await stubSite(4, chunks)
+  try {
+    const [bad, ...good] = site.nodes
+    await fetch(bad, pkg)
+    bad.network.corrupt = true
+    const banned: string[] = []
+    for (const node of good) node.fetcher['init'].onBansChanged = () => { banned.push(node.id) }
+    site.hub.connectAll()
+    // The corrupt peer comes back after every disconnection, as discovery would redial it.
+    const redial = setInterval(() => { for (const node of good) site.hub.connect(bad.id, node.id) }, 20)
+    const results = await Promise.all(good.map(async node => await fetch(node, pkg)))
+    clearInterval(redial)
+    for (const result of results) t.is(result.chunksDone, 60)
+    t.true(banned.length >= 1, 'at least one downloader banned the corrupt peer')
+    for (const node of good) for (const sha256 of pkg.chunks) t.true(node.cache.has(sha256))
+  } finally {
+    await site.close()
+  }
+})
+
+test('a serving peer that leaves mid-transfer costs only its requests', async t => {
+  const { pkg, chunks } = makePackage(80, 16 * 1024)
+  const site = await stubSite(3, chunks)
+  try {
+    const [seed, a, b] = site.nodes
+    await fetch(seed, pkg)
+    site.hub.connectAll()
+    let stored = 0
+    const slow = new TokenBucket({ bytesPerSecond: 2 * 1024 * 1024 })
+    const runs = [a, b].map(async node => await node.fetcher.fetchPackage({
+      taskId: 'task', pkg, bucket: slow, signal: AbortSignal.timeout(30_000),
+      onProgress: progress => {
+        stored = Math.max(stored, progress.chunksDone)
+        if (stored >= 20 && site.hub.nodes.has(seed.id)) {
+          site.hub.nodes.delete(seed.id)
+          site.hub.disconnect(seed.id, a.id)
+          site.hub.disconnect(seed.id, b.id)
+        }
+      }
+    }))
+    const results = await Promise.all(runs)
+    for (const result of results) {
+      t.is(result.chunksDone, 80)
+      t.true(result.bytesFromPeers > 0)
+    }
+  } finally {
+    await site.close()
+  }
+})
+
+test('a silent peer stalls only its requests; the others go elsewhere', async t => {
+  const { pkg, chunks } = makePackage(30, 16 * 1024)
+  const site = await stubSite(3, chunks)
+  try {
+    const [silent, seed, downloader] = site.nodes
+    await fetch(silent, pkg)
+    await fetch(seed, pkg)
+    silent.network.silent = true
+    site.hub.connectAll()
+    const result = await fetch(downloader, pkg)
+    t.is(result.chunksDone, 30)
+    t.is(result.bytesFromOrigin, 0)
+  } finally {
+    await site.close()
+  }
+})
+
+test('an origin that keeps failing a chunk fails the download with the reason', async t => {
+  const { pkg, chunks } = makePackage(3, 16 * 1024)
+  const site = await stubSite(1, chunks)
+  try {
+    site.origin.failuresLeft = 100
+    const error = await t.throwsAsync(fetch(site.nodes[0], pkg))
+    t.is(error?.name, 'ChunkUnavailableError')
+    t.regex(error!.message, /failed its hash check 3 times \(HashMismatchError/)
+  } finally {
+    await site.close()
+  }
+})
+
+test('a seeder answers interest from its cache; a chunk already held is not fetched again', async t => {
+  const { pkg, chunks } = makePackage(10, 16 * 1024)
+  const site = await stubSite(2, chunks)
+  try {
+    const [seed, downloader] = site.nodes
+    await fetch(seed, pkg)
+    const servedBefore = site.origin.bytesServed
+    site.hub.connectAll()
+    const result = await fetch(downloader, pkg)
+    t.is(result.bytesFromPeers, pkg.sizeBytes)
+    t.is(site.origin.bytesServed, servedBefore)
+    const again = await fetch(downloader, pkg)
+    t.is(again.bytesFromPeers + again.bytesFromOrigin, 0)
+    t.is(again.chunksDone, 10)
+  } finally {
+    await site.close()
+  }
+})
