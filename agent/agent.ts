@@ -7,6 +7,9 @@ import {
 } from '../protocol/index.js'
 import type { Logger } from '../protocol/logger.js'
 import { ChunkCache } from './cache.js'
+import { Mesh, type MeshSettings } from './p2p/mesh.js'
+import { Prefetcher } from './site-cache.js'
+import { SelfReporter } from './self-report.js'
 import { CoordinatorClient, type AssignmentAnswer } from './coordinator-client.js'
 import { CoordinatorError } from './errors.js'
 import { loadOrEnroll, type Identity } from './identity.js'
@@ -37,7 +40,18 @@ export interface AgentInit {
   /** Tolerated difference between this clock and the coordinator's. @default 5 minutes */
   clockSkewMs?: number
   now?: () => number
+  /** Sharing chunks with site peers over libp2p; false: every byte from the origin. @default enabled */
+  mesh?: MeshSettings | false
+  /** Bound on the chunk cache. @default 10 GiB */
+  cacheMaxBytes?: number
+  /** Act as the site's cache: fetch the packages of tasks that target the site ahead and keep them. @default false */
+  siteCache?: boolean
 }
+
+/** Where the agent keeps its last allow-list, so a restart admits peers before the coordinator answers. */
+const ALLOWED_PEERS_KEY = 'allowedPeerIds'
+/** The last clear-cache request carried out. */
+const CLEARED_CACHE_KEY = 'clearedCacheRequest'
 
 interface Running {
   controller: AbortController
@@ -69,18 +83,28 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly now: () => number
   private readonly running = new Map<string, Running>()
   private readonly retryTimers = new Map<string, NodeJS.Timeout>()
+  /** Task id → the package it pins in the cache. */
+  private readonly pinned = new Map<string, string>()
   private readonly stopController = new AbortController()
   private loop?: Promise<void>
   private lastAnswer?: AssignmentAnswer
   private readonly origin: OriginSource
+  /** The libp2p side; absent when peer sharing is off. */
+  mesh?: Mesh
+  private reporter?: SelfReporter
+  private prefetcher?: Prefetcher
+  private clearedCacheRequest = 0
 
-  /** Fetches a package's missing chunks from the origin. */
-  private readonly fetchPackage: PackageFetcher = async options => await downloadPackage({
-    ...options,
-    cache: this.cache,
-    origin: this.origin,
-    ...(this.init.downloadConcurrency !== undefined ? { concurrency: this.init.downloadConcurrency } : {})
-  })
+  /** Fetches a package's missing chunks: through the mesh (site peers first), or from the origin alone. */
+  private readonly fetchPackage: PackageFetcher = async options => {
+    if (this.mesh !== undefined) return await this.mesh.fetchPackage(options)
+    return await downloadPackage({
+      ...options,
+      cache: this.cache,
+      origin: this.origin,
+      ...(this.init.downloadConcurrency !== undefined ? { concurrency: this.init.downloadConcurrency } : {})
+    })
+  }
 
   private constructor (init: AgentInit, identity: Identity, client: CoordinatorClient, store: AgentStore, cache: ChunkCache) {
     super()
@@ -112,10 +136,11 @@ export class Agent extends EventEmitter<AgentEvents> {
         ...(init.hostname !== undefined ? { hostname: init.hostname } : {})
       })
       client.setCredential(identity.credential)
-      const cache = new ChunkCache(join(init.dataDir, 'cache'))
+      const cache = new ChunkCache({ root: join(init.dataDir, 'cache'), ...(init.cacheMaxBytes !== undefined ? { maxBytes: init.cacheMaxBytes } : {}) })
       await cache.open()
       const agent = new Agent(init, identity, client, store, cache)
       agent.logger.info({ enrolled, site: identity.site, peerId: identity.peerId }, enrolled ? 'enrolled' : 'identity loaded')
+      await agent.startMesh()
       agent.loop = agent.assignmentLoop()
       agent.outbox.flushSoon()
       return agent
@@ -123,6 +148,64 @@ export class Agent extends EventEmitter<AgentEvents> {
       await store.close()
       throw error
     }
+  }
+
+  /** Starts the libp2p node (unless peer sharing is off), the self reports and the site cache role. */
+  private async startMesh (): Promise<void> {
+    this.clearedCacheRequest = await this.store.getMeta<number>(CLEARED_CACHE_KEY) ?? 0
+    if (this.init.mesh !== false) {
+      this.mesh = await Mesh.start({
+        ...this.init.mesh,
+        identity: this.identity,
+        cache: this.cache,
+        origin: this.origin,
+        logger: this.logger,
+        allowedPeerIds: await this.store.getMeta<string[]>(ALLOWED_PEERS_KEY) ?? []
+      })
+      this.mesh.on('changed', () => { this.reporter?.soon() })
+    }
+    if (this.init.siteCache === true) {
+      this.prefetcher = new Prefetcher({
+        cache: this.cache,
+        fetchPackage: this.fetchPackage,
+        logger: this.logger,
+        verify: (taskId, envelope) => {
+          const { manifest } = openManifest(envelope, {
+            keys: trustKeys(this.identity.coordinatorPublicKey),
+            now: this.now(),
+            ...(this.init.clockSkewMs !== undefined ? { clockSkewMs: this.init.clockSkewMs } : {})
+          })
+          if (manifest.taskId !== taskId) throw new MalformedError(`the manifest is for task ${manifest.taskId}, not ${taskId}`)
+          return manifest
+        }
+      })
+    }
+    this.reporter = new SelfReporter({
+      client: this.client,
+      logger: this.logger,
+      snapshot: () => ({
+        peerAddresses: this.mesh?.addresses() ?? [],
+        siteCache: this.init.siteCache === true,
+        connectedPeers: this.mesh?.connectedPeers() ?? 0,
+        cache: this.cache.stats(),
+        ...(this.clearedCacheRequest > 0 ? { clearedCacheRequest: this.clearedCacheRequest } : {})
+      })
+    })
+    this.reporter.start()
+  }
+
+  /** The mesh part of an assignments answer: allow-list, site peers, a cache clear, the site cache's prefetches. */
+  private async applyMesh (answer: AssignmentAnswer): Promise<void> {
+    if (answer.allowedPeerIds !== undefined) await this.store.putMeta(ALLOWED_PEERS_KEY, answer.allowedPeerIds)
+    await this.mesh?.apply(answer)
+    if (answer.clearCacheRequest !== undefined && answer.clearCacheRequest > this.clearedCacheRequest) {
+      const freedBytes = await this.cache.clear()
+      this.clearedCacheRequest = answer.clearCacheRequest
+      await this.store.putMeta(CLEARED_CACHE_KEY, this.clearedCacheRequest)
+      this.logger.info({ request: answer.clearCacheRequest, freedBytes, ...this.cache.stats() }, 'cache cleared at the operator\'s request')
+      this.reporter?.soon(0)
+    }
+    this.prefetcher?.apply(answer.prefetch ?? [])
   }
 
   get installRoot (): string {
@@ -142,6 +225,7 @@ export class Agent extends EventEmitter<AgentEvents> {
           etag = answer.etag
           this.lastAnswer = answer
           this.emit('assignments', answer)
+          await this.applyMesh(answer)
           await this.reconcile(answer)
         }
         this.outbox.flushSoon()
@@ -183,6 +267,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       if (listed.has(taskId)) continue
       clearTimeout(timer)
       this.retryTimers.delete(taskId)
+      this.unpinTask(taskId)
       const task = await this.store.getTask(taskId)
       if (task !== undefined && !SETTLED_STATES.has(task.state) && task.final !== true) {
         await this.outbox.record({ ...task }, { state: 'cancelled', bytesTotal: 0, bytesDone: 0, bytesFromPeers: task.bytesFromPeers, bytesFromOrigin: task.bytesFromOrigin, message: 'the task was withdrawn' })
@@ -236,7 +321,13 @@ export class Agent extends EventEmitter<AgentEvents> {
     } else {
       task = existing
     }
-    if (SETTLED_STATES.has(task.state) || task.final === true) return
+    if (SETTLED_STATES.has(task.state) || task.final === true) {
+      this.unpinTask(task.taskId)
+      return
+    }
+    // The package stays in the cache while the task needs it, retries included.
+    this.cache.pin(manifest.package, manifest.taskId)
+    this.pinned.set(manifest.taskId, manifest.package.id)
     const waitMs = (task.retryAt ?? 0) - this.now()
     if (waitMs > 0) {
       this.scheduleRetry(manifest, task, waitMs)
@@ -276,6 +367,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.logger.info({ taskId: result.taskId, state: result.state, attempt: result.attempt }, 'task attempt ended')
       if (result.retryAt !== undefined && result.final !== true && !this.stopController.signal.aborted) {
         this.scheduleRetry(manifest, result, result.retryAt - this.now())
+      } else if (SETTLED_STATES.has(result.state) || result.final === true) {
+        this.unpinTask(result.taskId)
       }
     }, error => {
       // The attempt could not even record its failure (a full disk, say): the state stays as it was and the next assignment answer tries again.
@@ -285,6 +378,13 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.running.delete(task.taskId)
     })
     this.running.set(task.taskId, { controller, runner, revision: manifest.revision, done })
+  }
+
+  private unpinTask (taskId: string): void {
+    const packageId = this.pinned.get(taskId)
+    if (packageId === undefined) return
+    this.pinned.delete(taskId)
+    this.cache.unpin(packageId, taskId)
   }
 
   /** The last assignments answer, for diagnostics. */
@@ -297,6 +397,10 @@ export class Agent extends EventEmitter<AgentEvents> {
     for (const timer of this.retryTimers.values()) clearTimeout(timer)
     await this.loop
     await Promise.all([...this.running.values()].map(async running => { await running.done }))
+    await this.prefetcher?.stop()
+    await this.reporter?.stop()
+    await this.mesh?.stop()
+    await this.cache.flush()
     await this.outbox.stop()
     this.client.close()
     await this.store.close()

@@ -1,6 +1,5 @@
 import { EventEmitter } from 'node:events'
 import { readFile, rename, stat, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
 import { z } from 'zod'
 import { ContentNotFoundError, ContentStore, HashMismatchError, MIB, type ManifestPackage } from '../protocol/index.js'
 
@@ -11,6 +10,8 @@ export const DEFAULT_SERVE_BUFFER_BYTES = 32 * MIB
 
 export interface ChunkCacheInit {
   root: string
+  /** The package index, beside the chunks rather than among them. @default `${root}-index.json` */
+  indexPath?: string
   /** Bound on the bytes of stored chunks; packages a task needs may exceed it. @default 10 GiB */
   maxBytes?: number
   /** @default 32 MiB */
@@ -68,6 +69,7 @@ export class ChunkCache extends EventEmitter<{ evicted: [packageId: string] }> {
   readonly content: ContentStore
   readonly maxBytes: number
   private readonly root: string
+  private readonly indexPath: string
   private readonly now: () => number
   private readonly serveBufferBytes: number
   /** Every stored chunk and its size. */
@@ -84,15 +86,13 @@ export class ChunkCache extends EventEmitter<{ evicted: [packageId: string] }> {
   constructor (init: ChunkCacheInit) {
     super()
     this.root = init.root
+    this.indexPath = init.indexPath ?? `${init.root}-index.json`
     this.content = new ContentStore(init.root)
     this.maxBytes = init.maxBytes ?? DEFAULT_CACHE_MAX_BYTES
     this.serveBufferBytes = init.serveBufferBytes ?? DEFAULT_SERVE_BUFFER_BYTES
     this.now = init.now ?? Date.now
   }
 
-  private get indexPath (): string {
-    return join(this.root, 'index.json')
-  }
 
   async open (): Promise<void> {
     await this.content.open()

@@ -28,7 +28,24 @@ export interface AssignmentAnswer {
   etag: string
   device: { id: string, site: string, groups: string[] }
   assignments: Array<{ taskId: string, revision: number, manifest: SignedEnvelope }>
+  /** The site's other devices and their libp2p addresses. */
+  peers?: Array<{ deviceId: string, peerId: string, addresses: string[] }>
+  /** Peer ids of every enrolled device: nobody else may connect. */
+  allowedPeerIds?: string[]
+  /** For a site cache: tasks of its site to fetch ahead. */
+  prefetch?: Array<{ taskId: string, revision: number, manifest: SignedEnvelope }>
+  /** A clear-cache request not carried out yet. */
+  clearCacheRequest?: number
   pollIntervalSeconds: number
+}
+
+/** What the agent tells the coordinator about itself. */
+export interface SelfReport {
+  peerAddresses: string[]
+  siteCache: boolean
+  connectedPeers: number
+  cache: { usedBytes: number, limitBytes: number, pinnedBytes: number, packages: number }
+  clearedCacheRequest?: number
 }
 
 export interface StatusAnswer {
@@ -89,6 +106,11 @@ export class CoordinatorClient {
     const query = new URLSearchParams({ waitSeconds: String(waitSeconds) })
     if (etag !== undefined) query.set('etag', etag)
     return await this.json<AssignmentAnswer>('GET', `/v1/agents/assignments?${query.toString()}`, undefined, { ...options, timeoutMs: options.timeoutMs ?? (waitSeconds * 1000 + this.requestTimeoutMs) })
+  }
+
+  async reportSelf (report: SelfReport, options: RequestOptions = {}): Promise<void> {
+    const { status, body, contentType } = await this.request('PUT', '/v1/agents/self', report, { ...options, maxBytes: this.maxJsonBytes })
+    if (status < 200 || status >= 300) throw this.errorOf(status, body, contentType)
   }
 
   async postStatus (records: SignedEnvelope[], options: RequestOptions = {}): Promise<StatusAnswer> {

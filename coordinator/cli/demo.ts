@@ -135,7 +135,9 @@ export async function runDemo (options: DemoOptions = {}): Promise<number> {
       await mkdir(join(data, 'root'), { recursive: true })
       const agent = await startProcess([
         'agent', 'start', '--data', data, '--coordinator', url, '--enroll-token', enrollToken,
-        '--site', site, '--hostname', hostname, '--install-root', join(data, 'root'), '--log-level', 'warn'
+        '--site', site, '--hostname', hostname, '--install-root', join(data, 'root'), '--log-level', 'warn',
+        // On loopback: no multicast in the host namespace; agents find their site peers through the coordinator's list.
+        '--listen', '/ip4/127.0.0.1/tcp/0', '--mdns', 'off'
       ], join(root, `${hostname}.log`), 'agent-started')
       children.push(agent.child)
     }))
@@ -183,8 +185,15 @@ export async function runDemo (options: DemoOptions = {}): Promise<number> {
     say('summary')
     say(`  wall time            ${formatDuration(Date.now() - started)} in all, ${formatDuration(taskMs)} from task creation to the last device`)
     say(`  package              ${formatBytes(pkg.sizeBytes)}; ${agentCount} devices need ${formatBytes(pkg.sizeBytes * agentCount)}`)
-    say(`  served by the origin ${formatBytes(originBytes)} (${(originBytes / pkg.sizeBytes).toFixed(2)} × the package)`)
-    say(`  from peers           ${formatBytes(progress.bytesFromPeers)} (${(progress.peerShare * 100).toFixed(0)}% of what devices received)`)
+    const siteNames = [...new Set(results.map(({ row }) => row.site))].sort()
+    say(`  served by the origin ${formatBytes(originBytes)} (${(originBytes / pkg.sizeBytes).toFixed(2)} × the package for ${siteNames.length} sites: about one copy per site is the goal)`)
+    for (const site of siteNames) {
+      const rows = results.filter(({ row }) => row.site === site).map(({ row }) => row)
+      const fromOrigin = rows.reduce((sum, row) => sum + row.bytesFromOrigin, 0)
+      const fromPeers = rows.reduce((sum, row) => sum + row.bytesFromPeers, 0)
+      say(`    ${site.padEnd(18)} ${rows.length} devices: origin ${formatBytes(fromOrigin)} (${(fromOrigin / pkg.sizeBytes).toFixed(2)} copies), peers ${formatBytes(fromPeers)}`)
+    }
+    say(`  from peers           ${formatBytes(progress.bytesFromPeers)} (${(progress.peerShare * 100).toFixed(0)}% of what devices received); from the origin ${formatBytes(progress.bytesFromOrigin)}`)
     say(`  devices              ${progress.succeeded} succeeded, ${progress.failed} failed of ${progress.total}`)
     say(allGood ? '\nevery device succeeded and its installed files match the package' : '\nthe demo FAILED: not every device succeeded with matching files')
     return allGood ? 0 : 1

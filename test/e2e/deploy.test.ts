@@ -42,7 +42,7 @@ test('a coordinator and three agents deploy a package; installed files match', a
     t.deepEqual(rows.map(row => row.state), ['succeeded', 'succeeded', 'succeeded'])
     for (const row of rows) {
       t.is(row.exitCode, 0)
-      t.is(row.bytesFromOrigin, pkg.sizeBytes)
+      t.is(row.bytesFromOrigin + row.bytesFromPeers, pkg.sizeBytes, 'every byte counted once, from peers or from the origin')
     }
     for (const agent of agents) {
       t.is(await sha256OfFile(join(agent.installRoot, 'opt/meshdeploy-demo/payload.bin')), sample.payloadSha256)

@@ -24,8 +24,8 @@ const started = new Set<ChildProcess>()
 process.on('exit', () => { for (const child of started) child.kill('SIGKILL') })
 
 /** Runs `meshdeploy …` and waits for its start event; `prefix` runs it through another command (ip netns exec …). */
-export async function startMeshdeploy (args: string[], logFile: string, expectedEvent: string, options: { prefix?: string[], timeoutMs?: number, env?: NodeJS.ProcessEnv } = {}): Promise<ManagedProcess> {
-  const [command, ...commandArgs] = [...(options.prefix ?? []), process.execPath, BIN, ...args]
+export async function startMeshdeploy (args: string[], logFile: string, expectedEvent: string, options: { prefix?: string[], timeoutMs?: number, env?: NodeJS.ProcessEnv, command?: string[] } = {}): Promise<ManagedProcess> {
+  const [command, ...commandArgs] = [...(options.prefix ?? []), ...(options.command ?? [process.execPath, BIN]), ...args]
   const child = spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env })
   started.add(child)
   const log = createWriteStream(logFile, { flags: 'a' })
@@ -102,6 +102,14 @@ export interface AgentOptions {
   dataDir?: string
   extraArgs?: string[]
   prefix?: string[]
+  /** Runs another entry point than the meshdeploy command (a test wrapper), e.g. [node, --import, tsx, file]. */
+  command?: string[]
+  /**
+   * `loopback` (default): the libp2p node listens on 127.0.0.1 and mDNS is
+   * off, as nothing may multicast in the host namespace; peers are found
+   * through the coordinator's list. `as-given`: only what extraArgs say.
+   */
+  mesh?: 'loopback' | 'as-given'
 }
 
 export async function startAgentProcess (options: AgentOptions): Promise<AgentProcess> {
@@ -112,8 +120,12 @@ export async function startAgentProcess (options: AgentOptions): Promise<AgentPr
   if (options.enrollToken !== undefined) args.push('--enroll-token', options.enrollToken)
   if (options.site !== undefined) args.push('--site', options.site)
   if (options.groups !== undefined) args.push('--groups', options.groups.join(','))
+  if ((options.mesh ?? 'loopback') === 'loopback') args.push('--listen', '/ip4/127.0.0.1/tcp/0', '--mdns', 'off')
   args.push(...(options.extraArgs ?? []))
-  const managed = await startMeshdeploy(args, `${dataDir}.log`, 'agent-started', options.prefix !== undefined ? { prefix: options.prefix } : {})
+  const managed = await startMeshdeploy(args, `${dataDir}.log`, 'agent-started', {
+    ...(options.prefix !== undefined ? { prefix: options.prefix } : {}),
+    ...(options.command !== undefined ? { command: options.command } : {})
+  })
   return { ...managed, dataDir, installRoot, deviceId: managed.event.deviceId as string }
 }
 

@@ -1,0 +1,156 @@
+import { EventEmitter } from 'node:events'
+import type { Libp2p } from '@libp2p/interface'
+import type { Logger } from '../../protocol/logger.js'
+import type { ChunkCache } from '../cache.js'
+import type { PackageFetcher } from '../download/downloader.js'
+import { MeshFetcher, type MeshFetcherInit } from '../download/mesh-fetcher.js'
+import type { ChunkOrigin } from '../download/origin-source.js'
+import { TokenBucket } from '../download/token-bucket.js'
+import type { Identity } from '../identity.js'
+import type { PieceSource } from '../protocols/chunk/index.js'
+import { Discovery } from './discovery.js'
+import { PeerGate } from './gater.js'
+import { Libp2pMeshNetwork } from './network.js'
+import { announcedAddresses, createMeshNode, mdnsServiceTagOf, type MeshNodeInit } from './node.js'
+
+export interface MeshSettings {
+  /** @default DEFAULT_LISTEN (all interfaces, port 8651) */
+  listen?: string[]
+  /** Addresses to announce instead of the listening ones. */
+  announce?: string[]
+  /** @default true */
+  mdns?: boolean
+  /** Dial the site peers the coordinator lists. @default true */
+  usePeerList?: boolean
+  /** Cap on what this agent uploads to peers, bytes per second; absent: none. */
+  uploadBytesPerSecond?: number
+  /**
+   * Alters the pieces this agent serves. For tests only (a peer that serves
+   * corrupt chunks); no command-line option or environment variable sets it.
+   */
+  servePieces?: (source: PieceSource) => PieceSource
+  /** Tuning of the downloads (picker, election). */
+  swarm?: MeshFetcherInit['swarm']
+  /** Tuning of the node (limits, timeouts). */
+  node?: Pick<MeshNodeInit, 'maxConnections' | 'maxIncomingPendingConnections' | 'inboundConnectionThreshold' | 'dialTimeoutMs' | 'upgradeTimeoutMs' | 'mdnsIntervalMs'>
+}
+
+export interface MeshInit extends MeshSettings {
+  identity: Identity
+  cache: ChunkCache
+  origin: ChunkOrigin
+  logger: Logger
+  /** The allow-list the agent last had, so a restart does not wait for the coordinator. */
+  allowedPeerIds?: string[]
+}
+
+/**
+ * The agent's part in its site's mesh: a libp2p node whose peer id is the
+ * device key's, a gate that admits only enrolled devices, discovery of the
+ * site peers, and the fetcher that gets chunks from them first.
+ */
+export class Mesh extends EventEmitter<{ changed: [] }> {
+  readonly node: Libp2p
+  readonly gate: PeerGate
+  readonly fetcher: MeshFetcher
+  private readonly network: Libp2pMeshNetwork
+  private readonly discovery: Discovery
+  private readonly logger: Logger
+  private lastAddresses = ''
+
+  private constructor (node: Libp2p, gate: PeerGate, network: Libp2pMeshNetwork, fetcher: MeshFetcher, discovery: Discovery, logger: Logger) {
+    super()
+    this.node = node
+    this.gate = gate
+    this.network = network
+    this.fetcher = fetcher
+    this.discovery = discovery
+    this.logger = logger
+  }
+
+  static async start (init: MeshInit): Promise<Mesh> {
+    const logger = init.logger.child({ component: 'mesh' })
+    let fetcher: MeshFetcher | undefined
+    const gate = new PeerGate({ isBanned: peer => fetcher?.isBanned(peer) ?? false })
+    gate.setAllowed(init.allowedPeerIds ?? [])
+    const node = await createMeshNode({
+      ...init.node,
+      key: init.identity.key,
+      ...(init.listen !== undefined ? { listen: init.listen } : {}),
+      ...(init.announce !== undefined ? { announce: init.announce } : {}),
+      mdns: init.mdns ?? true,
+      mdnsServiceTag: mdnsServiceTagOf(init.identity.coordinatorKeyId),
+      gater: gate.connectionGater()
+    })
+    try {
+      if (node.peerId.toString() !== init.identity.peerId) throw new Error(`the node's peer id ${node.peerId.toString()} is not the enrolled ${init.identity.peerId}`)
+      const uploadBucket = init.uploadBytesPerSecond !== undefined ? new TokenBucket({ bytesPerSecond: init.uploadBytesPerSecond }) : undefined
+      const pieces: PieceSource = { readPiece: async (request, options) => await fetcher!.pieces.readPiece(request, options) }
+      const network = new Libp2pMeshNetwork({
+        node,
+        logger,
+        pieces: init.servePieces?.(pieces) ?? pieces,
+        ...(uploadBucket !== undefined ? { uploadBucket } : {}),
+        mayServe: peer => gate.allows(peer)
+      })
+      fetcher = new MeshFetcher({
+        network,
+        cache: init.cache,
+        origin: init.origin,
+        logger,
+        ...(init.swarm !== undefined ? { swarm: init.swarm } : {}),
+        onBansChanged: () => {
+          for (const peer of fetcher!.bannedPeers()) void network.hangUp(peer)
+        }
+      })
+      const discovery = new Discovery({ node, gate, logger, usePeerList: init.usePeerList ?? true })
+      const mesh = new Mesh(node, gate, network, fetcher, discovery, logger)
+      await network.start()
+      fetcher.start()
+      discovery.start()
+      network.on('connected', () => { mesh.emit('changed') })
+      network.on('disconnected', () => { mesh.emit('changed') })
+      node.addEventListener('self:peer:update', () => {
+        const addresses = mesh.addresses().join(' ')
+        if (addresses === mesh.lastAddresses) return
+        mesh.lastAddresses = addresses
+        mesh.emit('changed')
+      })
+      mesh.lastAddresses = mesh.addresses().join(' ')
+      logger.info({ peerId: node.peerId.toString(), addresses: mesh.addresses(), mdns: init.mdns ?? true, usePeerList: init.usePeerList ?? true }, 'mesh node listening')
+      return mesh
+    } catch (error) {
+      await node.stop()
+      throw error
+    }
+  }
+
+  get fetchPackage (): PackageFetcher {
+    return this.fetcher.fetchPackage
+  }
+
+  addresses (): string[] {
+    return announcedAddresses(this.node)
+  }
+
+  connectedPeers (): number {
+    return this.network.connectedPeers().length
+  }
+
+  /** Takes the allow-list and the site peer list of an assignments answer. */
+  async apply (answer: { allowedPeerIds?: string[], peers?: Array<{ peerId: string, addresses: string[] }> }): Promise<void> {
+    if (answer.allowedPeerIds !== undefined) {
+      const removed = this.gate.setAllowed(answer.allowedPeerIds)
+      await this.discovery.allowListChanged(removed)
+    }
+    if (answer.peers !== undefined) this.discovery.setPeerList(answer.peers)
+  }
+
+  async stop (): Promise<void> {
+    this.discovery.stop()
+    this.fetcher.stop()
+    await this.network.stop()
+    await this.node.stop()
+    this.logger.debug('mesh node stopped')
+  }
+}

@@ -1,0 +1,100 @@
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { privateKeyFromRaw } from '@libp2p/crypto/keys'
+import { identify } from '@libp2p/identify'
+import type { ConnectionGater, Libp2p } from '@libp2p/interface'
+import { mdns } from '@libp2p/mdns'
+import { tcp } from '@libp2p/tcp'
+import { isLoopback } from '@libp2p/utils'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
+import type { Ed25519KeyPair } from '../../protocol/index.js'
+
+export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/8651']
+export const DEFAULT_MAX_CONNECTIONS = 128
+export const DEFAULT_MAX_INCOMING_PENDING_CONNECTIONS = 32
+/** New inbound connections per second from one address: loopback and a NATed site put many peers behind one. */
+export const DEFAULT_INBOUND_CONNECTION_THRESHOLD = 100
+export const DEFAULT_DIAL_TIMEOUT_MS = 10_000
+export const DEFAULT_UPGRADE_TIMEOUT_MS = 10_000
+export const DEFAULT_MDNS_INTERVAL_MS = 5000
+export const AGENT_USER_AGENT = 'meshdeploy-agent'
+
+export interface MeshNodeInit {
+  /** The device key: the peer id follows from it. */
+  key: Ed25519KeyPair
+  /** @default ['/ip4/0.0.0.0/tcp/8651'] */
+  listen?: string[]
+  /** Addresses to announce instead of the listening ones (a port forward, a fixed name). */
+  announce?: string[]
+  /** Discover site peers with multicast DNS. @default true */
+  mdns?: boolean
+  /** Peers answer only queries with their organisation's tag. */
+  mdnsServiceTag: string
+  /** @default 5000 */
+  mdnsIntervalMs?: number
+  gater: ConnectionGater
+  /** @default 128 */
+  maxConnections?: number
+  /** @default 32 */
+  maxIncomingPendingConnections?: number
+  /** @default 100 */
+  inboundConnectionThreshold?: number
+  /** @default 10000 */
+  dialTimeoutMs?: number
+  /** @default 10000 */
+  upgradeTimeoutMs?: number
+}
+
+/** The organisation's mDNS service tag, from the coordinator key the agent pinned. */
+export function mdnsServiceTagOf (coordinatorKeyId: string): string {
+  return `_meshdeploy-${coordinatorKeyId.slice(0, 16)}._udp.local`
+}
+
+/**
+ * What the node tells others (mDNS answers, identify, the coordinator's
+ * list): loopback addresses only when there is nothing else, so a LAN
+ * never hears of 127.0.0.1 while loopback tests still find each other.
+ */
+export function announceable (addresses: Multiaddr[]): Multiaddr[] {
+  const routable = addresses.filter(address => !isLoopback(address))
+  return routable.length > 0 ? routable : addresses
+}
+
+/** Creates and starts the agent's libp2p node: tcp, noise, yamux, identify, mDNS when enabled, explicit limits. */
+export async function createMeshNode (init: MeshNodeInit): Promise<Libp2p> {
+  const privateKey = privateKeyFromRaw(new Uint8Array([...init.key.secretKey, ...init.key.publicKey]))
+  const listen = init.listen ?? DEFAULT_LISTEN
+  for (const address of [...listen, ...(init.announce ?? [])]) multiaddr(address)
+  return await createLibp2p({
+    privateKey,
+    nodeInfo: { name: 'meshdeploy', userAgent: AGENT_USER_AGENT },
+    addresses: {
+      listen,
+      ...(init.announce !== undefined && init.announce.length > 0 ? { announce: init.announce } : {}),
+      announceFilter: announceable
+    },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionGater: init.gater,
+    connectionManager: {
+      maxConnections: init.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+      maxIncomingPendingConnections: init.maxIncomingPendingConnections ?? DEFAULT_MAX_INCOMING_PENDING_CONNECTIONS,
+      inboundConnectionThreshold: init.inboundConnectionThreshold ?? DEFAULT_INBOUND_CONNECTION_THRESHOLD,
+      dialTimeout: init.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS,
+      inboundUpgradeTimeout: init.upgradeTimeoutMs ?? DEFAULT_UPGRADE_TIMEOUT_MS
+    },
+    peerDiscovery: init.mdns ?? true
+      ? [mdns({ serviceTag: init.mdnsServiceTag, interval: init.mdnsIntervalMs ?? DEFAULT_MDNS_INTERVAL_MS })]
+      : [],
+    services: {
+      identify: identify()
+    }
+  })
+}
+
+/** The node's announced addresses without the /p2p/ suffix, as the coordinator hands them out. */
+export function announcedAddresses (node: Libp2p): string[] {
+  return node.getMultiaddrs().map(address => address.toString().replace(/\/p2p\/[^/]+$/, ''))
+}
