@@ -119,10 +119,13 @@ export class ChunkCache extends EventEmitter<{ evicted: [packageId: string] }> {
     return this.sizes.has(sha256)
   }
 
-  /** Stores a chunk whose hash the caller has already checked against the manifest. */
-  async put (bytes: Uint8Array, sha256: string): Promise<void> {
+  /**
+   * Stores a chunk. `hashChecked`: the caller has just hashed these very
+   * bytes against the manifest, so they are not hashed again.
+   */
+  async put (bytes: Uint8Array, sha256: string, options: { hashChecked?: boolean } = {}): Promise<void> {
     if (this.sizes.has(sha256)) return
-    await this.content.put(bytes, sha256, { sync: false })
+    await this.content.put(bytes, sha256, { sync: false, hashChecked: options.hashChecked === true })
     if (!this.sizes.has(sha256)) {
       this.sizes.set(sha256, bytes.byteLength)
       this.usedBytes += bytes.byteLength

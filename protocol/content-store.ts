@@ -11,6 +11,11 @@ export interface PutOptions {
    * durability. @default true
    */
   sync?: boolean
+  /**
+   * The caller computed the SHA-256 of exactly these bytes and it matched
+   * `sha256`: skip hashing them again. @default false
+   */
+  hashChecked?: boolean
 }
 
 /**
@@ -23,6 +28,8 @@ export class ContentStore {
   readonly root: string
   private readonly temporary: string
   private readonly unsynced = new Set<string>()
+  /** Prefix folders known to exist. */
+  private readonly folders = new Set<string>()
 
   constructor (root: string) {
     this.root = root
@@ -56,13 +63,17 @@ export class ContentStore {
    * was new.
    */
   async put (bytes: Uint8Array, sha256?: string, options: PutOptions = {}): Promise<{ sha256: string, created: boolean }> {
-    const actual = createHash('sha256').update(bytes).digest('hex')
+    const actual = options.hashChecked === true && sha256 !== undefined ? sha256 : createHash('sha256').update(bytes).digest('hex')
     if (sha256 !== undefined && actual !== sha256) throw new HashMismatchError(sha256, actual, 'chunk')
     const target = this.pathOf(actual)
     if (await this.has(actual)) return { sha256: actual, created: false }
     const sync = options.sync ?? true
     const temporary = join(this.temporary, `${actual}.${randomBytes(6).toString('hex')}`)
-    await mkdir(join(this.root, actual.slice(0, 2)), { recursive: true })
+    const folder = actual.slice(0, 2)
+    if (!this.folders.has(folder)) {
+      await mkdir(join(this.root, folder), { recursive: true })
+      this.folders.add(folder)
+    }
     const handle = await open(temporary, 'w', 0o644)
     try {
       await handle.writeFile(bytes)

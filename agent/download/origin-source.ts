@@ -17,7 +17,7 @@ export interface FetchOptions {
   onBytes?: (bytes: number) => void
 }
 
-/** Where chunks come from when no peer has them. */
+/** Where chunks come from when no peer has them. The bytes returned have been checked against `request.sha256`. */
 export interface ChunkOrigin {
   fetchChunk: (request: ChunkRequest, options: FetchOptions) => Promise<Buffer>
 }

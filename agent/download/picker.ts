@@ -205,6 +205,7 @@ export class PiecePicker {
   /** The requests to start now. */
   next (): PickedRequest[] {
     const now = this.now()
+    if (this.requests.size >= this.maxRequests) return []
     this.wake = undefined
     const picks: PickedRequest[] = []
     const pick = (index: number, source: RequestSource, duplicate: boolean): void => {

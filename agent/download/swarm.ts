@@ -238,7 +238,7 @@ export class Swarm {
       await this.badChunk(peer, request.index, actual)
       return
     }
-    if (!await this.store(request, bytes, signal)) return
+    if (!await this.store(request, bytes, signal, true)) return
     this.progress.bytesFromPeers += bytes.byteLength
     this.report()
   }
@@ -287,19 +287,19 @@ export class Swarm {
       this.picker.failed(request.id, 'error', ORIGIN_RETRY_PAUSE_MS * failures.count)
       return
     }
-    if (!await this.store(request, bytes, signal)) return
+    if (!await this.store(request, bytes, signal, true)) return
     this.progress.bytesFromOrigin += bytes.byteLength
     this.report()
   }
 
   /** Stores a verified chunk, settles the picker and tells interested peers. */
-  private async store (request: PickedRequest, bytes: Uint8Array, signal: AbortSignal): Promise<boolean> {
+  private async store (request: PickedRequest, bytes: Uint8Array, signal: AbortSignal, hashChecked = false): Promise<boolean> {
     if (this.picker.isHeld(request.index)) {
       this.picker.failed(request.id, 'cancelled')
       return false
     }
     try {
-      await this.init.cache.put(bytes, this.pkg.chunks[request.index])
+      await this.init.cache.put(bytes, this.pkg.chunks[request.index], { hashChecked })
     } catch (error) {
       this.picker.failed(request.id, 'cancelled')
       if (!signal.aborted) this.fatal ??= error as Error

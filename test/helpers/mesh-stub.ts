@@ -45,6 +45,7 @@ export class StubOrigin implements ChunkOrigin {
     }
     if (options.bucket !== undefined) await take(options.bucket, request.lengthBytes, options.signal)
     const bytes = this.chunks.get(request.sha256)!
+    if (createHash('sha256').update(bytes).digest('hex') !== request.sha256) throw new HashMismatchError(request.sha256, 'other', 'chunk')
     this.bytesServed += bytes.byteLength
     return bytes
   }

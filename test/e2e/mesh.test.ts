@@ -1,0 +1,195 @@
+import '../../protocol/polyfill.js'
+import test from 'ava'
+import { randomBytes } from 'node:crypto'
+import { readFile, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { multiaddr } from '@multiformats/multiaddr'
+import { generateKeyPair, sha256OfFile, toHex } from '../../protocol/index.js'
+import { silentLogger } from '../../protocol/logger.js'
+import { createMeshNode, mdnsServiceTagOf } from '../../agent/p2p/node.js'
+import { PeerGate } from '../../agent/p2p/gater.js'
+import * as chunk from '../../agent/protocols/chunk/index.js'
+import { startAgentProcess, startCoordinatorProcess, waitFor, type AgentProcess, type CoordinatorProcess } from '../helpers/processes.js'
+
+const SETTLED = new Set(['succeeded', 'already-installed', 'not-applicable', 'cancelled', 'expired'])
+const CORRUPTING_AGENT = [process.execPath, '--import', 'tsx', resolve(import.meta.dirname, '../helpers/corrupting-agent.ts')]
+const MIB = 1024 * 1024
+
+async function settled (coordinator: CoordinatorProcess, taskId: string, count: number, timeoutMs = 180_000): Promise<any[]> {
+  return await waitFor(async () => {
+    const { devices } = await coordinator.api.get(`/v1/tasks/${taskId}/devices`)
+    return devices.length === count && devices.every((row: any) => SETTLED.has(row.state) || (row.state === 'failed' && row.final === true)) ? devices : undefined
+  }, `task ${taskId} to settle`, timeoutMs, 250)
+}
+
+/** Waits until every agent reports that it is connected to all the others. */
+async function meshFormed (coordinator: CoordinatorProcess, agents: AgentProcess[]): Promise<void> {
+  await waitFor(async () => {
+    const { devices } = await coordinator.api.get('/v1/devices')
+    const ours = devices.filter((device: any) => agents.some(agent => agent.deviceId === device.id))
+    return ours.length === agents.length && ours.every((device: any) => device.connectedPeers >= agents.length - 1) ? true : undefined
+  }, 'the site peers to connect', 60_000, 250)
+}
+
+async function randomFile (folder: string, name: string, bytes: number): Promise<string> {
+  const file = join(folder, name)
+  await writeFile(file, randomBytes(bytes))
+  return file
+}
+
+async function site (coordinator: CoordinatorProcess, count: number, prefix: string, extra: Partial<Parameters<typeof startAgentProcess>[0]> = {}): Promise<AgentProcess[]> {
+  const { token } = await coordinator.api.post('/v1/enrollment-tokens', { maxUses: count })
+  return await Promise.all(Array.from({ length: count }, async (_, index) => await startAgentProcess({
+    coordinatorUrl: coordinator.url, enrollToken: token, hostname: `${prefix}-${index + 1}`, site: 'branch', ...extra
+  })))
+}
+
+async function stopAll (agents: AgentProcess[], coordinator: CoordinatorProcess | undefined, work: string): Promise<void> {
+  await Promise.all(agents.map(async agent => { await agent.stop() }))
+  await coordinator?.stop()
+  await rm(work, { recursive: true, force: true })
+}
+
+test.serial('five agents of one site fetch a 64 MiB package; the origin serves about one copy', async t => {
+  const coordinator = await startCoordinatorProcess({ chunkSizeKiB: 64 })
+  const work = await mkdtemp(join(tmpdir(), 'md-e2e-mesh-'))
+  let agents: AgentProcess[] = []
+  try {
+    agents = await site(coordinator, 5, 'pc')
+    await meshFormed(coordinator, agents)
+    const file = await randomFile(work, 'payload.bin', 64 * MIB)
+    const pkg = await coordinator.api.uploadPackage(file, { name: 'payload', version: '1' })
+    const before = (await coordinator.api.get('/v1/stats')).origin.bytesServed
+    const task = await coordinator.api.post('/v1/tasks', { packageId: pkg.id, action: 'distribute-files', destination: '/srv/payload', targets: { sites: ['branch'] }, maxAttempts: 1 })
+    const rows = await settled(coordinator, task.id, 5)
+    const served = (await coordinator.api.get('/v1/stats')).origin.bytesServed - before
+    t.deepEqual(rows.map(row => row.state), Array(5).fill('succeeded'))
+    for (const row of rows) t.is(row.bytesFromPeers + row.bytesFromOrigin, pkg.sizeBytes)
+    for (const agent of agents) t.is(await sha256OfFile(join(agent.installRoot, 'srv/payload/payload.bin')), pkg.sha256)
+    t.true(served <= 1.05 * pkg.sizeBytes, `the origin served ${(served / pkg.sizeBytes).toFixed(3)} copies`)
+    const view = await coordinator.api.get(`/v1/tasks/${task.id}`)
+    t.is(view.progress.bytesFromOrigin, rows.reduce((sum, row) => sum + row.bytesFromOrigin, 0))
+    t.true(view.progress.peerShare >= 0.75, `peer share ${view.progress.peerShare}`)
+    t.log(`origin served ${(served / pkg.sizeBytes).toFixed(3)} copies; peer share ${(view.progress.peerShare * 100).toFixed(0)}%`)
+    for (const row of rows) {
+      const { records } = await coordinator.api.get(`/v1/tasks/${task.id}/devices/${row.deviceId}/history`)
+      t.log(row.hostname, records.map((r: any) => `${r.state}@${r.at - Date.parse(task.createdAt)}`).join(' '))
+    }
+  } finally {
+    await stopAll(agents, coordinator, work)
+  }
+})
+
+test.serial('an agent serving corrupt chunks is banned, and every honest device completes', async t => {
+  const coordinator = await startCoordinatorProcess({ chunkSizeKiB: 64 })
+  const work = await mkdtemp(join(tmpdir(), 'md-e2e-mesh-'))
+  const agents: AgentProcess[] = []
+  try {
+    const [corrupt] = await site(coordinator, 1, 'corrupt', { command: CORRUPTING_AGENT })
+    agents.push(corrupt)
+    const file = await randomFile(work, 'payload.bin', 4 * MIB)
+    const pkg = await coordinator.api.uploadPackage(file, { name: 'payload', version: '1' })
+    // The corrupt agent gets the package first, so it holds every chunk and is every honest device's first choice.
+    const seeding = await coordinator.api.post('/v1/tasks', { packageId: pkg.id, action: 'distribute-files', destination: '/srv/a', targets: { deviceIds: [corrupt.deviceId] }, maxAttempts: 1 })
+    t.is((await settled(coordinator, seeding.id, 1))[0].state, 'succeeded')
+    const honest = await site(coordinator, 3, 'honest')
+    agents.push(...honest)
+    await meshFormed(coordinator, agents)
+    const task = await coordinator.api.post('/v1/tasks', { packageId: pkg.id, action: 'distribute-files', destination: '/srv/b', targets: { deviceIds: honest.map(agent => agent.deviceId) }, maxAttempts: 1 })
+    const rows = await settled(coordinator, task.id, 3)
+    t.deepEqual(rows.map(row => row.state), ['succeeded', 'succeeded', 'succeeded'])
+    for (const agent of honest) t.is(await sha256OfFile(join(agent.installRoot, 'srv/b/payload.bin')), pkg.sha256)
+    const bans = await Promise.all(honest.map(async agent => (await readFile(agent.logFile, 'utf8')).split('\n').filter(line => line.includes('peer banned') && line.includes(corrupt.event.peerId as string)).length))
+    t.true(bans.some(count => count > 0), `ban log lines per honest agent: ${bans.join(', ')}`)
+    for (const row of rows) t.is(row.bytesFromPeers + row.bytesFromOrigin, pkg.sizeBytes, 'only verified bytes count')
+  } finally {
+    await stopAll(agents, coordinator, work)
+  }
+})
+
+test.serial('a serving peer killed mid-transfer does not stop the others', async t => {
+  const coordinator = await startCoordinatorProcess({ chunkSizeKiB: 64 })
+  const work = await mkdtemp(join(tmpdir(), 'md-e2e-mesh-'))
+  const agents: AgentProcess[] = []
+  try {
+    const [seed] = await site(coordinator, 1, 'seed')
+    agents.push(seed)
+    const file = await randomFile(work, 'payload.bin', 8 * MIB)
+    const pkg = await coordinator.api.uploadPackage(file, { name: 'payload', version: '1' })
+    const seeding = await coordinator.api.post('/v1/tasks', { packageId: pkg.id, action: 'distribute-files', destination: '/srv/a', targets: { deviceIds: [seed.deviceId] }, maxAttempts: 1 })
+    t.is((await settled(coordinator, seeding.id, 1))[0].state, 'succeeded')
+    const others = await site(coordinator, 3, 'pc')
+    agents.push(...others)
+    await meshFormed(coordinator, agents)
+    // Capped, so that the transfer is still under way when the seed dies.
+    const task = await coordinator.api.post('/v1/tasks', { packageId: pkg.id, action: 'distribute-files', destination: '/srv/b', targets: { deviceIds: others.map(agent => agent.deviceId) }, bandwidthKBps: 1024, maxAttempts: 1 })
+    await waitFor(async () => {
+      const { devices } = await coordinator.api.get(`/v1/tasks/${task.id}/devices`)
+      return devices.some((row: any) => row.bytesFromPeers >= pkg.sizeBytes / 5) ? true : undefined
+    }, 'a fifth of the package from peers', 60_000, 100)
+    await seed.kill()
+    const rows = await settled(coordinator, task.id, 3)
+    t.deepEqual(rows.map(row => row.state), ['succeeded', 'succeeded', 'succeeded'])
+    for (const agent of others) t.is(await sha256OfFile(join(agent.installRoot, 'srv/b/payload.bin')), pkg.sha256)
+    t.true(rows.every(row => row.bytesFromPeers > 0), 'every device had bytes from peers')
+    t.log(rows.map(row => `${row.hostname}: peers ${row.bytesFromPeers}, origin ${row.bytesFromOrigin}`).join('; '))
+  } finally {
+    await stopAll(agents, coordinator, work)
+  }
+})
+
+test.serial('a peer id that is not an enrolled device cannot connect; an enrolled one can', async t => {
+  const coordinator = await startCoordinatorProcess({ chunkSizeKiB: 64 })
+  const work = await mkdtemp(join(tmpdir(), 'md-e2e-mesh-'))
+  const agents: AgentProcess[] = []
+  const nodes: Array<Awaited<ReturnType<typeof createMeshNode>>> = []
+  try {
+    const [agent] = await site(coordinator, 1, 'pc')
+    agents.push(agent)
+    const address = multiaddr(`${agent.event.peerAddresses[0] as string}/p2p/${agent.event.peerId as string}`)
+    const keyId = JSON.parse(await readFile(join(agent.dataDir, 'agent.json'), 'utf8')).coordinatorPublicKey
+    const dialer = async (key: ReturnType<typeof generateKeyPair>): Promise<Awaited<ReturnType<typeof createMeshNode>>> => {
+      const gate = new PeerGate()
+      gate.setAllowed([agent.event.peerId as string])
+      const node = await createMeshNode({ key, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, mdnsServiceTag: mdnsServiceTagOf(keyId), gater: gate.connectionGater() })
+      nodes.push(node)
+      return node
+    }
+    const request = { packageId: 'ab'.repeat(32), index: 0, offsetBytes: 0, lengthBytes: 10 }
+    const ask = async (node: Awaited<ReturnType<typeof createMeshNode>>): Promise<unknown> => {
+      const connection = await node.dial(address, { signal: AbortSignal.timeout(5000) })
+      const stream = await connection.newStream(chunk.PROTOCOL, { signal: AbortSignal.timeout(5000) })
+      return await chunk.requestPiece(stream, request, { signal: AbortSignal.timeout(5000) })
+    }
+
+    const strangerKey = generateKeyPair()
+    const stranger = await dialer(strangerKey)
+    const refused = await t.throwsAsync(ask(stranger))
+    t.not(refused?.name, 'PieceRefusedError', `the stranger never gets as far as a request: ${refused?.name}`)
+    await new Promise(resolve => setTimeout(resolve, 200))
+    t.is(stranger.getConnections().length, 0, 'the agent dropped the connection')
+
+    // The same key once enrolled: the agent learns of it with its next assignments answer.
+    const { token } = await coordinator.api.post('/v1/enrollment-tokens', {})
+    await fetch(`${coordinator.url}/v1/agents/enroll`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ token, publicKey: toHex(strangerKey.publicKey), hostname: 'now-enrolled', platform: 'linux', arch: 'x64', site: 'branch' })
+    }).then(response => { if (response.status !== 201) throw new Error(`enroll: ${response.status}`) })
+    await stranger.stop()
+    const enrolled = await dialer(strangerKey)
+    const answer = await waitFor(async () => {
+      try {
+        await ask(enrolled)
+        return 'served'
+      } catch (error) {
+        return error instanceof chunk.PieceRefusedError ? error.status : undefined
+      }
+    }, 'the enrolled peer to be admitted', 30_000, 250)
+    t.is(answer, 'not-cached', 'admitted: the agent answers, and it holds no such package')
+    void silentLogger
+  } finally {
+    await Promise.all(nodes.map(async node => { await node.stop() }))
+    await stopAll(agents, coordinator, work)
+  }
+})
