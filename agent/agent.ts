@@ -192,6 +192,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       })
     })
     this.reporter.start()
+    this.cache.on('changed', () => { this.reporter?.soon() })
   }
 
   /** The mesh part of an assignments answer: allow-list, site peers, a cache clear, the site cache's prefetches. */

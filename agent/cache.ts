@@ -65,7 +65,7 @@ export class ChunkNotCachedError extends Error {
  * recently used packages that no task needs, and never evicts a package
  * while a task pins it.
  */
-export class ChunkCache extends EventEmitter<{ evicted: [packageId: string] }> {
+export class ChunkCache extends EventEmitter<{ evicted: [packageId: string], changed: [] }> {
   readonly content: ContentStore
   readonly maxBytes: number
   private readonly root: string
@@ -129,6 +129,7 @@ export class ChunkCache extends EventEmitter<{ evicted: [packageId: string] }> {
     if (!this.sizes.has(sha256)) {
       this.sizes.set(sha256, bytes.byteLength)
       this.usedBytes += bytes.byteLength
+      this.emit('changed')
     }
     if (this.usedBytes > this.maxBytes) void this.enforceLimit()
   }
@@ -148,6 +149,7 @@ export class ChunkCache extends EventEmitter<{ evicted: [packageId: string] }> {
     this.sizes.delete(sha256)
     this.usedBytes -= size
     this.dropServeBuffer(sha256)
+    this.emit('changed')
   }
 
   /** Records a package's chunk list, so its chunks can be served and evicted together. */

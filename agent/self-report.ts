@@ -24,6 +24,7 @@ export interface SelfReporterInit {
 export class SelfReporter {
   private readonly init: SelfReporterInit
   private timer?: NodeJS.Timeout
+  private dueAt = 0
   private sending?: Promise<void>
   private again = false
   private stopped = false
@@ -37,14 +38,19 @@ export class SelfReporter {
     this.soon(0)
   }
 
-  /** Reports after the debounce delay (or `delayMs`). */
+  /** Reports after the debounce delay (or `delayMs`); a report already due sooner is kept. */
   soon (delayMs = this.init.debounceMs ?? DEFAULT_REPORT_DEBOUNCE_MS): void {
     if (this.stopped) return
     if (this.sending !== undefined) {
       this.again = true
       return
     }
-    if (this.timer !== undefined) clearTimeout(this.timer)
+    const dueAt = Date.now() + delayMs
+    if (this.timer !== undefined) {
+      if (this.dueAt <= dueAt) return
+      clearTimeout(this.timer)
+    }
+    this.dueAt = dueAt
     this.timer = setTimeout(() => { this.sending = this.send() }, delayMs)
     this.timer.unref()
   }

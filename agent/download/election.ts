@@ -19,7 +19,7 @@ export function rendezvousWinner (packageId: string, index: number, candidates: 
   return best
 }
 
-export const DEFAULT_GATHER_MS = 1000
+export const DEFAULT_GATHER_MS = 2000
 export const DEFAULT_ELECTION_TIMEOUT_MS = 10_000
 export const DEFAULT_FETCH_TIMEOUT_MS = 60_000
 
@@ -31,7 +31,7 @@ export interface OriginElectionInit {
   /**
    * After joining, no origin fetch starts for this long, so that every
    * downloader of the site has said it is one and all elect alike.
-   * @default 1000
+   * @default 2000
    */
   gatherMs?: number
   /**

@@ -103,6 +103,18 @@ export class MeshFetcher {
     for (const { swarm } of this.swarms.values()) {
       this.network.send(peer, { type: 'interested', packageId: swarm.pkg.id, chunkCount: swarm.pkg.chunks.length, bits: swarm.bitfield })
     }
+    // Interest that arrived before the channel opened is answered now.
+    for (const [packageId, view] of this.remote.get(peer) ?? []) {
+      if (view.interested && !this.swarms.has(packageId)) this.answerInterest(peer, packageId, view.chunkCount ?? -1)
+    }
+  }
+
+  /** A seeder tells a downloader what it holds, from the cache. */
+  private answerInterest (peer: string, packageId: string, chunkCount: number): void {
+    const held = this.cache.bitfield(packageId)
+    if (held !== undefined && held.held > 0 && held.chunkCount === chunkCount) {
+      this.network.send(peer, { type: 'bitfield', packageId, chunkCount: held.chunkCount, bits: held.bits })
+    }
   }
 
   private peerDisconnected (peer: string): void {
@@ -137,12 +149,7 @@ export class MeshFetcher {
       return
     }
     // A downloader asks what we hold: a seeder answers from the cache.
-    if (message.type === 'interested') {
-      const held = this.cache.bitfield(message.packageId)
-      if (held !== undefined && held.held > 0 && held.chunkCount === message.chunkCount) {
-        this.network.send(peer, { type: 'bitfield', packageId: message.packageId, chunkCount: held.chunkCount, bits: held.bits })
-      }
-    }
+    if (message.type === 'interested') this.answerInterest(peer, message.packageId, message.chunkCount)
   }
 
   private interestedPeers (packageId: string): string[] {

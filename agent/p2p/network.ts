@@ -66,6 +66,8 @@ export class Libp2pMeshNetwork extends EventEmitter<MeshNetworkEvents> implement
   private readonly server: chunk.ChunkServer
   private readonly senders = new Map<string, have.HaveSender>()
   private readonly opening = new Set<string>()
+  /** Messages for a connected peer whose channel is still opening: sent once it is open. */
+  private readonly pending = new Map<string, HaveMessage[]>()
   private readonly stopController = new AbortController()
   private readonly onPeerConnect = (event: CustomEvent<PeerId>): void => { void this.openChannel(event.detail.toString()) }
   private readonly onPeerDisconnect = (event: CustomEvent<PeerId>): void => { this.closeChannel(event.detail.toString()) }
@@ -135,6 +137,8 @@ export class Libp2pMeshNetwork extends EventEmitter<MeshNetworkEvents> implement
         }
       })
       this.senders.set(peer, sender)
+      for (const message of this.pending.get(peer) ?? []) sender.send(message)
+      this.pending.delete(peer)
       this.logger.debug({ peer }, 'peer connected')
       this.emit('connected', peer)
     } catch (error) {
@@ -142,10 +146,12 @@ export class Libp2pMeshNetwork extends EventEmitter<MeshNetworkEvents> implement
       this.logger.debug({ peer, err: describeError(error) }, 'cannot open the announcement channel')
     } finally {
       this.opening.delete(peer)
+      this.pending.delete(peer)
     }
   }
 
   private closeChannel (peer: string): void {
+    this.pending.delete(peer)
     const sender = this.senders.get(peer)
     if (sender === undefined) return
     this.senders.delete(peer)
@@ -169,7 +175,16 @@ export class Libp2pMeshNetwork extends EventEmitter<MeshNetworkEvents> implement
   }
 
   send (peer: string, message: HaveMessage): void {
-    this.senders.get(peer)?.send(message)
+    const sender = this.senders.get(peer)
+    if (sender !== undefined) {
+      sender.send(message)
+      return
+    }
+    // A peer whose announcements arrive before our channel to it is open must still get the answers.
+    if (!this.opening.has(peer)) return
+    const queue = this.pending.get(peer) ?? []
+    if (queue.length < have.MAX_QUEUED_MESSAGES) queue.push(message)
+    this.pending.set(peer, queue)
   }
 
   async requestPiece (peer: string, request: chunk.PieceRequest, options: chunk.RequestPieceOptions): Promise<Uint8Array> {

@@ -2,6 +2,7 @@ import { Command } from 'commander'
 import { coordinatorCommand } from './commands/coordinator.js'
 import { deviceCommand } from './commands/devices.js'
 import { packageCommand } from './commands/packages.js'
+import { boundaryCommand, siteCommand } from './commands/sites.js'
 import { taskCommand } from './commands/tasks.js'
 import { enrollmentTokenCommand } from './commands/tokens.js'
 import { runDemo } from './demo.js'
@@ -25,6 +26,8 @@ Exit codes: 0 ok, 1 a watched task had failures, 2 usage, 3 refused by the API, 
   program.addCommand(packageCommand())
   program.addCommand(taskCommand())
   program.addCommand(deviceCommand())
+  program.addCommand(siteCommand())
+  program.addCommand(boundaryCommand())
   program.addCommand(enrollmentTokenCommand())
   program.command('demo')
     .description('run a coordinator and agents on loopback and deploy a real package to them, with live progress')

@@ -193,3 +193,41 @@ test.serial('a peer id that is not an enrolled device cannot connect; an enrolle
     await stopAll(agents, coordinator, work)
   }
 })
+
+test.serial('a site cache fetches its site\'s packages ahead; devices then fetch from it; a cleared cache keeps only what tasks need', async t => {
+  const coordinator = await startCoordinatorProcess({ chunkSizeKiB: 64 })
+  const work = await mkdtemp(join(tmpdir(), 'md-e2e-mesh-'))
+  const agents: AgentProcess[] = []
+  try {
+    // Two laptops enroll, then go offline.
+    const laptops = await site(coordinator, 2, 'laptop', { groups: ['laptops'] })
+    await Promise.all(laptops.map(async laptop => { await laptop.stop() }))
+    const [cacheAgent] = await site(coordinator, 1, 'dp', { extraArgs: ['--site-cache'] })
+    agents.push(cacheAgent)
+    const file = await randomFile(work, 'payload.bin', 4 * MIB)
+    const pkg = await coordinator.api.uploadPackage(file, { name: 'payload', version: '1' })
+    const task = await coordinator.api.post('/v1/tasks', { packageId: pkg.id, action: 'distribute-files', destination: '/srv/payload', targets: { groups: ['laptops'] }, maxAttempts: 1 })
+    t.is(task.resolvedDevices, 2, 'the site cache is not a target')
+    await waitFor(async () => {
+      const view = await coordinator.api.get(`/v1/devices/${cacheAgent.deviceId}`)
+      return view.cache?.usedBytes >= pkg.sizeBytes ? true : undefined
+    }, 'the site cache to hold the package', 60_000, 250)
+    const servedBefore = (await coordinator.api.get('/v1/stats')).origin.bytesServed
+    for (const laptop of laptops) agents.push(await startAgentProcess({ coordinatorUrl: coordinator.url, hostname: laptop.event.deviceId, dataDir: laptop.dataDir }))
+    const rows = await settled(coordinator, task.id, 2)
+    t.deepEqual(rows.map(row => row.state), ['succeeded', 'succeeded'])
+    for (const row of rows) t.is(row.bytesFromPeers, pkg.sizeBytes, `${row.hostname} fetched everything from its site`)
+    t.is((await coordinator.api.get('/v1/stats')).origin.bytesServed - servedBefore, 0, 'the origin served nothing more')
+
+    // The laptop's task is over: a clear empties its cache. The site cache keeps the package while the task runs.
+    for (const device of [laptops[0].deviceId, cacheAgent.deviceId]) await coordinator.api.post(`/v1/devices/${device}/clear-cache`)
+    const cleared = await waitFor(async () => {
+      const views = await Promise.all([laptops[0].deviceId, cacheAgent.deviceId].map(async id => await coordinator.api.get(`/v1/devices/${id}`)))
+      return views.every(view => view.cacheClearedRequest === 1 && view.cache !== undefined) ? views : undefined
+    }, 'both devices to clear their caches', 60_000, 250)
+    await waitFor(async () => (await coordinator.api.get(`/v1/devices/${laptops[0].deviceId}`)).cache.usedBytes === 0 ? true : undefined, 'the laptop cache to be empty', 30_000, 250)
+    t.true(cleared[1].cache.usedBytes >= pkg.sizeBytes, 'the site cache keeps the pinned package')
+  } finally {
+    await stopAll(agents, coordinator, work)
+  }
+})

@@ -1,6 +1,6 @@
 import { Command } from 'commander'
 import { clientFrom, print, printJson, run, withApiOptions } from '../context.js'
-import { table } from '../format.js'
+import { formatBytes, table } from '../format.js'
 
 export function deviceCommand (): Command {
   const device = new Command('device').description('enrolled devices')
@@ -27,8 +27,24 @@ export function deviceCommand (): Command {
         const view = await client.get(`/v1/devices/${id}`)
         client.close()
         if (options.json === true) return printJson(view)
-        print(`${view.id}  ${view.hostname}\n  site ${view.site}, groups ${view.groups.join(',') || '-'}, ${view.platform}/${view.arch}, ${view.online ? 'online' : 'offline'}, last contact ${view.lastSeenAt ?? 'never'}\n  peer id ${view.peerId}\n`)
+        const mesh = [
+          `  peer id ${view.peerId as string}, ${view.connectedPeers ?? 0} peers connected, addresses ${(view.peerAddresses ?? []).join(' ') || '- (peer sharing off)'}`,
+          view.siteCache === true ? '  site cache: prefetches the packages of its site\'s tasks' : undefined,
+          view.cache !== undefined ? `  cache ${formatBytes(view.cache.usedBytes)} of ${formatBytes(view.cache.limitBytes)} (${formatBytes(view.cache.pinnedBytes)} pinned, ${view.cache.packages as number} packages)` : undefined
+        ].filter(line => line !== undefined).join('\n')
+        print(`${view.id}  ${view.hostname}\n  site ${view.site} (${view.siteSource ?? 'declared'}), groups ${view.groups.join(',') || '-'}, ${view.platform}/${view.arch}, ${view.online ? 'online' : 'offline'}, last contact ${view.lastSeenAt ?? 'never'}\n${mesh}\n`)
         print(table(['TASK', 'NAME', 'STATE', 'ATTEMPT', 'EXIT', 'UPDATED', 'MESSAGE'], view.tasks.map((t: any) => [t.taskId, t.taskName, t.state, t.attempt, t.exitCode, t.updatedAt, t.message?.slice(0, 60)])))
+      })
+    })
+  withApiOptions(device.command('clear-cache <id>'))
+    .description('ask a device to empty its chunk cache of every package no task needs')
+    .action(async (id: string, options) => {
+      await run(async () => {
+        const client = clientFrom(options)
+        const answer = await client.post(`/v1/devices/${id}/clear-cache`)
+        client.close()
+        if (options.json === true) return printJson(answer)
+        print(`clear-cache request ${answer.clearCacheRequest.id as number} sent to ${id}; the device carries it out at its next assignments answer`)
       })
     })
   return device
