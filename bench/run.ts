@@ -2,6 +2,9 @@ import '../protocol/polyfill.js'
 import { parseArgs } from 'node:util'
 import { publish, type ScenarioResult } from './report.js'
 import { ingestOrigin } from './scenarios/ingest-origin.js'
+import { meshCap } from './scenarios/mesh-cap.js'
+import { meshOriginShare } from './scenarios/mesh-origin-share.js'
+import { meshThroughput } from './scenarios/mesh-throughput.js'
 
 interface Scenario {
   description: string
@@ -13,6 +16,27 @@ export const SCENARIOS: Record<string, Scenario> = {
   'ingest-origin': {
     description: 'upload ingest of a 1 GiB file against sha256sum, and one agent fetching it from the origin on loopback (--size-mib)',
     run: async options => await ingestOrigin(options['size-mib'] !== undefined ? { sizeMiB: Number(options['size-mib']) } : {})
+  },
+  'mesh-throughput': {
+    description: 'one agent fetching from one peer, uncapped, against a raw libp2p noise+yamux stream of the same bytes (--size-mib, --repeats)',
+    run: async options => await meshThroughput({
+      ...(options['size-mib'] !== undefined ? { sizeMiB: Number(options['size-mib']) } : {}),
+      ...(options.repeats !== undefined ? { repeats: Number(options.repeats) } : {})
+    })
+  },
+  'mesh-origin-share': {
+    description: 'origin bytes per site ÷ package size when 2, 5 and 10 agents of one site fetch it at once (--size-mib, --agents 2,5,10)',
+    run: async options => await meshOriginShare({
+      ...(options['size-mib'] !== undefined ? { sizeMiB: Number(options['size-mib']) } : {}),
+      ...(options.agents !== undefined ? { agents: options.agents.split(',').map(Number) } : {})
+    })
+  },
+  'mesh-cap': {
+    description: 'a capped device\'s wire rate ÷ its cap, average and worst one-second window, from a peer and from the origin (--size-mib, --cap-kbps)',
+    run: async options => await meshCap({
+      ...(options['size-mib'] !== undefined ? { sizeMiB: Number(options['size-mib']) } : {}),
+      ...(options['cap-kbps'] !== undefined ? { capKBps: Number(options['cap-kbps']) } : {})
+    })
   }
 }
 
@@ -23,7 +47,10 @@ async function main (): Promise<void> {
     options: {
       scenario: { type: 'string', multiple: true },
       list: { type: 'boolean' },
-      'size-mib': { type: 'string' }
+      'size-mib': { type: 'string' },
+      repeats: { type: 'string' },
+      agents: { type: 'string' },
+      'cap-kbps': { type: 'string' }
     },
     allowPositionals: false
   })
@@ -40,7 +67,7 @@ async function main (): Promise<void> {
       return
     }
     process.stdout.write(`== ${name}: ${scenario.description}\n`)
-    await publish(await scenario.run({ 'size-mib': values['size-mib'] }))
+    await publish(await scenario.run({ 'size-mib': values['size-mib'], repeats: values.repeats, agents: values.agents, 'cap-kbps': values['cap-kbps'] }))
   }
 }
 

@@ -20,6 +20,8 @@ export interface MeshFetcherInit {
   swarm?: Pick<SwarmInit, 'picker' | 'originAttempts' | 'badChunksBeforeBan' | 'now' | 'random'>
   /** Called when a peer is banned or its ban lifts, so the connection gater follows. */
   onBansChanged?: () => void
+  /** Site peers this agent knows of, connected or not: with none, nobody is waited for before the origin. */
+  knownPeers?: () => number
 }
 
 /**
@@ -167,8 +169,11 @@ export class MeshFetcher {
       options.signal.throwIfAborted()
     }
     const bans = new Set<string>()
+    // Alone in its site, a device has nobody to agree with: no gathering before it asks the origin.
+    const alone = this.network.connectedPeers().length === 0 && (this.init.knownPeers?.() ?? 0) === 0
     const swarm = new Swarm({
       ...this.init.swarm,
+      ...(alone ? { picker: { ...this.init.swarm?.picker, gatherMs: 0 } } : {}),
       pkg: options.pkg,
       network: this.network,
       cache: this.cache,

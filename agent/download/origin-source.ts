@@ -38,10 +38,23 @@ export class OriginSource implements ChunkOrigin {
       bytes = await this.client.fetchContent(request.sha256, undefined, request.lengthBytes, { signal: options.signal, onData: options.onBytes })
     } else {
       const pieces: Buffer[] = []
-      for (let start = 0; start < request.lengthBytes; start += options.bucket.pieceBytes) {
-        const end = Math.min(request.lengthBytes, start + options.bucket.pieceBytes)
-        await take(options.bucket, end - start, options.signal)
-        pieces.push(await this.client.fetchContent(request.sha256, { start, end }, end - start, { signal: options.signal, onData: options.onBytes }))
+      const bucket = options.bucket
+      const endOf = (start: number): number => Math.min(request.lengthBytes, start + bucket.pieceBytes)
+      let grant = take(bucket, endOf(0), options.signal)
+      for (let start = 0; start < request.lengthBytes; start += bucket.pieceBytes) {
+        await grant
+        const end = endOf(start)
+        const piece = this.client.fetchContent(request.sha256, { start, end }, end - start, { signal: options.signal, onData: options.onBytes })
+        // The next range is reserved while this one travels: the bucket's wait and the request's latency overlap.
+        const next = end
+        grant = next < request.lengthBytes ? take(bucket, endOf(next) - next, options.signal) : Promise.resolve()
+        try {
+          pieces.push(await piece)
+        } catch (error) {
+          bucket.refund(end - start)
+          if (next < request.lengthBytes) void grant.then(() => { bucket.refund(endOf(next) - next) }, () => {})
+          throw error
+        }
       }
       bytes = Buffer.concat(pieces)
     }

@@ -215,13 +215,23 @@ export class Swarm {
     let bytes: Uint8Array
     try {
       const pieces: Uint8Array[] = []
+      const bucket = this.init.bucket
+      const lengthAt = (offset: number): number => Math.min(this.pieceBytes, lengthBytes - offset)
+      let grant: Promise<void> = bucket !== undefined ? take(bucket, lengthAt(0), signal) : Promise.resolve()
       for (let offset = 0; offset < lengthBytes; offset += this.pieceBytes) {
-        const pieceLength = Math.min(this.pieceBytes, lengthBytes - offset)
-        if (this.init.bucket !== undefined) await take(this.init.bucket, pieceLength, signal)
+        await grant
+        const pieceLength = lengthAt(offset)
+        const piece = this.network.requestPiece(peer, { packageId: this.pkg.id, index: request.index, offsetBytes: offset, lengthBytes: pieceLength }, { signal })
+        // The next piece is reserved while this one travels: the bucket's wait and the request's latency overlap.
+        const next = offset + this.pieceBytes
+        grant = bucket !== undefined && next < lengthBytes ? take(bucket, lengthAt(next), signal) : Promise.resolve()
         try {
-          pieces.push(await this.network.requestPiece(peer, { packageId: this.pkg.id, index: request.index, offsetBytes: offset, lengthBytes: pieceLength }, { signal }))
+          pieces.push(await piece)
         } catch (error) {
-          this.init.bucket?.refund(pieceLength)
+          if (bucket !== undefined) {
+            bucket.refund(pieceLength)
+            if (next < lengthBytes) void grant.then(() => { bucket.refund(lengthAt(next)) }, () => {})
+          }
           throw error
         }
       }

@@ -93,7 +93,9 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
         ...(uploadBucket !== undefined ? { uploadBucket } : {}),
         mayServe: peer => gate.allows(peer)
       })
+      let discovery: Discovery | undefined
       fetcher = new MeshFetcher({
+        knownPeers: () => discovery?.book.size ?? 0,
         network,
         cache: init.cache,
         origin: init.origin,
@@ -103,7 +105,7 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
           for (const peer of fetcher!.bannedPeers()) void network.hangUp(peer)
         }
       })
-      const discovery = new Discovery({ node, gate, logger, usePeerList: init.usePeerList ?? true })
+      discovery = new Discovery({ node, gate, logger, usePeerList: init.usePeerList ?? true })
       const mesh = new Mesh(node, gate, network, fetcher, discovery, logger)
       await network.start()
       fetcher.start()

@@ -13,6 +13,7 @@ if (socketPath === undefined || host === undefined || port === undefined) {
 rmSync(socketPath, { force: true })
 const server = createServer(client => {
   const upstream = createConnection({ host, port: Number(port) })
+  upstream.setNoDelay(true)
   client.pipe(upstream).pipe(client)
   client.on('error', () => { upstream.destroy() })
   upstream.on('error', () => { client.destroy() })

@@ -279,6 +279,7 @@ export class Lab {
       createInterface({ input: forwarder.stdout! }).once('line', () => { clearTimeout(timer); resolve() })
     })
     const server = createServer(client => {
+      client.setNoDelay(true)
       const upstream = createConnection(socketPath)
       client.pipe(upstream).pipe(client)
       client.on('error', () => { upstream.destroy() })
