@@ -125,7 +125,8 @@ export class ChunkCache extends EventEmitter<{ evicted: [packageId: string], cha
    */
   async put (bytes: Uint8Array, sha256: string, options: { hashChecked?: boolean } = {}): Promise<void> {
     if (this.sizes.has(sha256)) return
-    await this.content.put(bytes, sha256, { sync: false, hashChecked: options.hashChecked === true })
+    // The in-memory map says the chunk is absent: no lookup on disk first (a rename over an equal file is harmless).
+    await this.content.put(bytes, sha256, { sync: false, hashChecked: options.hashChecked === true, checkExisting: false })
     if (!this.sizes.has(sha256)) {
       this.sizes.set(sha256, bytes.byteLength)
       this.usedBytes += bytes.byteLength

@@ -16,6 +16,8 @@ export interface PutOptions {
    * `sha256`: skip hashing them again. @default false
    */
   hashChecked?: boolean
+  /** Look for the content before writing it. A caller that tracks what the store holds skips the lookup. @default true */
+  checkExisting?: boolean
 }
 
 /**
@@ -66,7 +68,7 @@ export class ContentStore {
     const actual = options.hashChecked === true && sha256 !== undefined ? sha256 : createHash('sha256').update(bytes).digest('hex')
     if (sha256 !== undefined && actual !== sha256) throw new HashMismatchError(sha256, actual, 'chunk')
     const target = this.pathOf(actual)
-    if (await this.has(actual)) return { sha256: actual, created: false }
+    if (options.checkExisting !== false && await this.has(actual)) return { sha256: actual, created: false }
     const sync = options.sync ?? true
     const temporary = join(this.temporary, `${actual}.${randomBytes(6).toString('hex')}`)
     const folder = actual.slice(0, 2)

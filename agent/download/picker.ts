@@ -1,6 +1,6 @@
 import { OriginElection, type OriginElectionInit } from './election.js'
 
-export const DEFAULT_MAX_REQUESTS_PER_PEER = 4
+export const DEFAULT_MAX_REQUESTS_PER_PEER = 8
 export const DEFAULT_MAX_REQUESTS = 16
 export const DEFAULT_MAX_ORIGIN_REQUESTS = 4
 export const DEFAULT_PEER_FAILURES_BEFORE_REST = 3

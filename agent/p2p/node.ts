@@ -9,6 +9,7 @@ import { isLoopback } from '@libp2p/utils'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import type { Ed25519KeyPair } from '../../protocol/index.js'
+import { MAX_PIECE_BYTES } from '../protocols/chunk/constants.js'
 
 export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/8651']
 export const DEFAULT_MAX_CONNECTIONS = 128
@@ -18,6 +19,11 @@ export const DEFAULT_INBOUND_CONNECTION_THRESHOLD = 100
 export const DEFAULT_DIAL_TIMEOUT_MS = 10_000
 export const DEFAULT_UPGRADE_TIMEOUT_MS = 10_000
 export const DEFAULT_MDNS_INTERVAL_MS = 5000
+/**
+ * Each piece travels on a fresh stream: a window that holds a whole piece
+ * (1 MiB and its framing) spares it a window-update round trip per 256 KiB.
+ */
+export const DEFAULT_STREAM_WINDOW_BYTES = MAX_PIECE_BYTES + 64 * 1024
 export const AGENT_USER_AGENT = 'meshdeploy-agent'
 
 export interface MeshNodeInit {
@@ -44,6 +50,8 @@ export interface MeshNodeInit {
   dialTimeoutMs?: number
   /** @default 10000 */
   upgradeTimeoutMs?: number
+  /** Initial yamux receive window of a stream. @default 1 MiB + 64 KiB */
+  streamWindowBytes?: number
 }
 
 /** The organisation's mDNS service tag, from the coordinator key the agent pinned. */
@@ -76,7 +84,7 @@ export async function createMeshNode (init: MeshNodeInit): Promise<Libp2p> {
     },
     transports: [tcp()],
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    streamMuxers: [yamux({ streamOptions: { initialStreamWindowSize: init.streamWindowBytes ?? DEFAULT_STREAM_WINDOW_BYTES } })],
     connectionGater: init.gater,
     connectionManager: {
       maxConnections: init.maxConnections ?? DEFAULT_MAX_CONNECTIONS,

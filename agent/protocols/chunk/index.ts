@@ -1,6 +1,6 @@
 import type { Stream } from '@libp2p/interface'
 import { FrameReader, encodeFrame, sendBytes } from '../frames.js'
-import { HEADER_BYTES, IDLE_TIMEOUT_MS, MAX_DATA_FRAME_BYTES } from './constants.js'
+import { HEADER_BYTES, IDLE_TIMEOUT_MS, MAX_DATA_FRAME_BYTES, MAX_PIECE_BYTES } from './constants.js'
 import { MalformedPieceMessageError, PieceRefusedError, PieceStalledError } from './errors.js'
 import { decodePieceHeader, encodePieceRequest, type PieceRequest } from './messages.js'
 
@@ -25,34 +25,43 @@ export interface RequestPieceOptions {
  */
 export async function requestPiece (stream: Stream, request: PieceRequest, options: RequestPieceOptions): Promise<Uint8Array> {
   const idleMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS
-  const read = async (reader: FrameReader): Promise<ReturnType<FrameReader['read']>> => {
-    const idle = AbortSignal.timeout(idleMs)
-    try {
-      return await reader.read({ signal: AbortSignal.any([options.signal, idle]) })
-    } catch (error) {
-      if (idle.aborted && !options.signal.aborted) throw new PieceStalledError(idleMs)
-      throw error
+  // One idle timer, re-armed by every frame, rather than a timeout signal per read.
+  const idle = new AbortController()
+  const timer = setTimeout(() => { idle.abort(new PieceStalledError(idleMs)) }, idleMs)
+  const signal = AbortSignal.any([options.signal, idle.signal])
+  try {
+    const read = async (reader: FrameReader): Promise<ReturnType<FrameReader['read']>> => {
+      try {
+        const frame = await reader.read({ signal })
+        timer.refresh()
+        return frame
+      } catch (error) {
+        if (idle.signal.aborted && !options.signal.aborted) throw idle.signal.reason
+        throw error
+      }
     }
-  }
-  await sendBytes(stream, encodeFrame(encodePieceRequest(request)), { signal: options.signal })
-  await stream.close({ signal: options.signal })
-  const reader = new FrameReader(stream, { maxFrameBytes: Math.max(MAX_DATA_FRAME_BYTES, HEADER_BYTES), maxBufferBytes: 4 * MAX_DATA_FRAME_BYTES + 64 })
-  const headerFrame = await read(reader)
-  if (headerFrame === null) throw new MalformedPieceMessageError('the peer closed the stream without an answer')
-  const header = decodePieceHeader(headerFrame)
-  if (header.status !== 'ok') throw new PieceRefusedError(header.status)
-  if (header.lengthBytes !== request.lengthBytes) throw new MalformedPieceMessageError(`asked for ${request.lengthBytes} bytes, the peer announced ${header.lengthBytes}`)
-  const out = new Uint8Array(header.lengthBytes)
-  let received = 0
-  while (received < header.lengthBytes) {
-    const frame = await read(reader)
-    if (frame === null) throw new MalformedPieceMessageError(`the peer closed the stream after ${received} of ${header.lengthBytes} bytes`)
-    if (received + frame.byteLength > header.lengthBytes) throw new MalformedPieceMessageError(`the peer sent more than the ${header.lengthBytes} bytes it announced`)
-    for (const part of frame) {
-      out.set(part, received)
-      received += part.byteLength
+    await sendBytes(stream, encodeFrame(encodePieceRequest(request)), { signal: options.signal })
+    await stream.close({ signal: options.signal })
+    const reader = new FrameReader(stream, { maxFrameBytes: Math.max(MAX_DATA_FRAME_BYTES, HEADER_BYTES), maxBufferBytes: MAX_PIECE_BYTES + 64 * 1024 })
+    const headerFrame = await read(reader)
+    if (headerFrame === null) throw new MalformedPieceMessageError('the peer closed the stream without an answer')
+    const header = decodePieceHeader(headerFrame)
+    if (header.status !== 'ok') throw new PieceRefusedError(header.status)
+    if (header.lengthBytes !== request.lengthBytes) throw new MalformedPieceMessageError(`asked for ${request.lengthBytes} bytes, the peer announced ${header.lengthBytes}`)
+    const out = new Uint8Array(header.lengthBytes)
+    let received = 0
+    while (received < header.lengthBytes) {
+      const frame = await read(reader)
+      if (frame === null) throw new MalformedPieceMessageError(`the peer closed the stream after ${received} of ${header.lengthBytes} bytes`)
+      if (received + frame.byteLength > header.lengthBytes) throw new MalformedPieceMessageError(`the peer sent more than the ${header.lengthBytes} bytes it announced`)
+      for (const part of frame) {
+        out.set(part, received)
+        received += part.byteLength
+      }
+      options.onBytes?.(frame.byteLength)
     }
-    options.onBytes?.(frame.byteLength)
+    return out
+  } finally {
+    clearTimeout(timer)
   }
-  return out
 }
