@@ -159,3 +159,20 @@ async function waitForSite (c: TestCoordinator, deviceId: string, site: string):
   }
   throw new Error(`device ${deviceId} did not move to ${site}`)
 }
+
+test('the new routes refuse callers without a token, and devices may not manage sites', async t => {
+  const c = await openTestCoordinator()
+  try {
+    const routes: Array<[string, string]> = [
+      ['get', '/v1/sites'], ['post', '/v1/sites'], ['delete', '/v1/sites/x'], ['get', '/v1/boundaries'], ['post', '/v1/boundaries'],
+      ['delete', '/v1/boundaries/x'], ['post', '/v1/devices/x/clear-cache'], ['put', '/v1/agents/self']
+    ]
+    for (const [method, path] of routes) t.is((await (c.http as any)[method](path)).status, 401, `${method} ${path}`)
+    const device = await enrollDevice(c)
+    await c.http.post('/v1/sites').set('authorization', `Bearer ${device.credential}`).send({ name: 'x' }).expect(403)
+    await c.http.post(`/v1/devices/${device.deviceId}/clear-cache`).set('authorization', `Bearer ${device.credential}`).expect(403)
+    t.is((await c.http.post('/v1/devices/dev-nope/clear-cache').set('authorization', admin(c)).expect(404)).body.reason, 'not-found')
+  } finally {
+    await c.close()
+  }
+})
