@@ -14,6 +14,8 @@ export function operatorProgram (): Command {
   const program = new Command('meshdeploy')
     .description('peer-to-peer assisted software distribution: a package crosses each site\'s WAN link once')
     .version(CLI_VERSION)
+    // Options of the program only before a command, so that `package add --version 2.0` is the package's version.
+    .enablePositionalOptions()
     .showHelpAfterError()
     .addHelpText('after', `
 Environment:
