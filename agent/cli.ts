@@ -1,4 +1,6 @@
+import { readFile } from 'node:fs/promises'
 import { Command, Option } from 'commander'
+import { normalizeFingerprint, type TlsTrust } from '../protocol/index.js'
 import { runAgent } from './main.js'
 
 function list (value: string): string[] {
@@ -24,8 +26,12 @@ export function agentCommand (): Command {
     .option('--hostname <name>', 'name to enroll under (default: the host name)')
     .option('--install-root <dir>', 'folder that absolute install paths are resolved under', '/')
     .option('--download-concurrency <n>', 'chunks fetched at once', positiveInteger)
+    .option('--ca <file>', 'trust the coordinator\'s certificate if it chains to this CA (PEM); kept in agent.json (env MESHDEPLOY_CA)', process.env.MESHDEPLOY_CA)
+    .option('--pin-sha256 <hex>', 'trust only the coordinator certificate with this SHA-256 fingerprint; kept in agent.json (env MESHDEPLOY_PIN_SHA256)', process.env.MESHDEPLOY_PIN_SHA256)
+    .option('--insecure-http', 'accept a plain http:// coordinator URL (a lab or loopback only)')
+    .option('--clock-skew-seconds <n>', 'tolerated difference between this clock and the coordinator\'s (at most 3600)', positiveInteger)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
-    .addHelpText('after', '\nExample:\n  meshdeploy agent start --data /var/lib/meshdeploy --coordinator https://deploy.example.org:8650 --enroll-token mde_… --site berlin')
+    .addHelpText('after', '\nExample:\n  meshdeploy agent start --data /var/lib/meshdeploy --coordinator https://deploy.example.org:8650 --enroll-token mde_… --site berlin --ca /etc/meshdeploy/ca.pem')
     .action(async options => {
       let coordinatorUrl: string | undefined = options.coordinator
       if (coordinatorUrl === undefined) {
@@ -37,8 +43,23 @@ export function agentCommand (): Command {
         process.exitCode = 2
         return
       }
+      let tls: TlsTrust | undefined
+      try {
+        if (options.ca !== undefined || options.pinSha256 !== undefined) {
+          tls = {}
+          if (options.ca !== undefined) tls.caPem = await readFile(options.ca, 'utf8')
+          if (options.pinSha256 !== undefined) tls.pinSha256 = normalizeFingerprint(options.pinSha256)
+        }
+      } catch (error) {
+        process.stderr.write(`meshdeploy agent: ${(error as Error).message}\n`)
+        process.exitCode = 2
+        return
+      }
       await runAgent({
         dataDir: options.data,
+        ...(tls !== undefined ? { tls } : {}),
+        ...(options.insecureHttp === true ? { allowInsecureHttp: true } : {}),
+        ...(options.clockSkewSeconds !== undefined ? { clockSkewMs: options.clockSkewSeconds * 1000 } : {}),
         coordinatorUrl,
         installRoot: options.installRoot,
         logLevel: options.logLevel,

@@ -1,9 +1,12 @@
 import '../protocol/polyfill.js'
 import { createServer, type Server } from 'node:http'
-import { chmod, rm, writeFile } from 'node:fs/promises'
+import { createServer as createTlsServer } from 'node:https'
+import { chmod, readFile, rm, writeFile } from 'node:fs/promises'
+import { isIP } from 'node:net'
 import { join } from 'node:path'
 import type { AddressInfo } from 'node:net'
 import { createApp } from './http/app.js'
+import type { HttpLimitsInit } from './http/request-limits.js'
 import { openServices, type Services } from './services.js'
 import { createLogger, type Logger, type LogLevel } from '../protocol/logger.js'
 
@@ -21,6 +24,12 @@ export interface CoordinatorInit {
   publicUrl?: string
   logger?: Logger
   logLevel?: LogLevel
+  /** PEM certificate (chain) file: with tlsKeyPath, the API is served over HTTPS. */
+  tlsCertPath?: string
+  /** PEM private key file of the certificate. */
+  tlsKeyPath?: string
+  /** Rate limits and slow-client timeouts; defaults in http/request-limits.ts. */
+  limits?: HttpLimitsInit
 }
 
 export const DEFAULT_PORT = 8650
@@ -31,6 +40,10 @@ export interface RunningCoordinator {
   services: Services
   server: Server
   close: () => Promise<void>
+}
+
+function isLoopback (host: string): boolean {
+  return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'))
 }
 
 /** Opens the coordinator's data folder and serves its API. */
@@ -48,8 +61,20 @@ export async function startCoordinator (init: CoordinatorInit): Promise<RunningC
     await chmod(adminTokenPath, 0o600)
     logger.info({ path: adminTokenPath }, 'created the first admin token')
   }
-  const app = createApp(services)
-  const server = createServer({ requestTimeout: 0, headersTimeout: 30_000, keepAliveTimeout: 65_000 }, app.callback())
+  const app = createApp(services, init.limits !== undefined ? { limits: init.limits } : {})
+  if ((init.tlsCertPath === undefined) !== (init.tlsKeyPath === undefined)) throw new TypeError('TLS needs both a certificate and its key')
+  const headersTimeout = app.limits.headersTimeoutMs
+  const serverOptions = {
+    requestTimeout: 0,
+    headersTimeout,
+    keepAliveTimeout: 65_000,
+    // How often Node looks for connections past headersTimeout; its default (30 s) would let a slow client hold a socket far longer.
+    connectionsCheckingInterval: Math.max(50, Math.min(30_000, Math.floor(headersTimeout / 4)))
+  }
+  const tls = init.tlsCertPath !== undefined && init.tlsKeyPath !== undefined
+  const server: Server = tls
+    ? createTlsServer({ ...serverOptions, cert: await readFile(init.tlsCertPath!), key: await readFile(init.tlsKeyPath!), handshakeTimeout: headersTimeout, minVersion: 'TLSv1.2' }, app.callback())
+    : createServer(serverOptions, app.callback())
   // Uploads of several GiB and held-open assignment requests outlive the default timeouts;
   // an idle socket still ends after two minutes.
   server.setTimeout(120_000)
@@ -59,7 +84,8 @@ export async function startCoordinator (init: CoordinatorInit): Promise<RunningC
     server.listen(init.port ?? DEFAULT_PORT, host, () => { server.off('error', reject); resolve() })
   })
   const port = (server.address() as AddressInfo).port
-  const url = init.publicUrl ?? `http://${host.includes(':') ? `[${host}]` : host}:${port}`
+  const url = init.publicUrl ?? `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`
+  if (!tls && !isLoopback(host)) logger.warn({ host }, 'serving plain HTTP beyond loopback: tokens and credentials cross the network unprotected; pass --tls-cert and --tls-key')
   const endpointPath = join(init.dataDir, 'endpoint.json')
   await writeFile(endpointPath, JSON.stringify({ url, pid: process.pid, adminTokenPath }) + '\n', { mode: 0o600 })
   logger.info({ url, dataDir: init.dataDir, adminTokenPath }, 'coordinator listening')

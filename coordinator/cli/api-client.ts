@@ -4,7 +4,7 @@ import http from 'node:http'
 import https from 'node:https'
 import { basename } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { PROBLEM_CONTENT_TYPE, type Problem } from '../../protocol/index.js'
+import { PROBLEM_CONTENT_TYPE, createHttpsAgent, trustFailureOf, type Problem, type TlsTrust } from '../../protocol/index.js'
 
 /** An error answer of the API, with its problem details. */
 export class ApiRequestError extends Error {
@@ -23,7 +23,8 @@ export interface ApiClientInit {
   token?: string
   /** @default 60000 */
   timeoutMs?: number
-  tls?: https.AgentOptions
+  /** How the coordinator's HTTPS certificate is trusted: a CA, a pinned fingerprint, or the system's CAs. */
+  tls?: TlsTrust
 }
 
 type Json = any
@@ -39,7 +40,7 @@ export class ApiClient {
     this.baseUrl = new URL(init.url)
     if (init.token !== undefined) this.token = init.token
     this.timeoutMs = init.timeoutMs ?? 60_000
-    this.agent = this.baseUrl.protocol === 'https:' ? new https.Agent({ keepAlive: true, ...init.tls }) : new http.Agent({ keepAlive: true })
+    this.agent = this.baseUrl.protocol === 'https:' ? createHttpsAgent(init.tls ?? {}, { keepAlive: true }) : new http.Agent({ keepAlive: true })
   }
 
   close (): void {
@@ -95,6 +96,11 @@ export class ApiClient {
         response.on('error', reject)
       })
       request.on('error', error => {
+        const untrusted = trustFailureOf(error)
+        if (untrusted !== undefined) {
+          reject(untrusted)
+          return
+        }
         reject((error as Error).name === 'AbortError' || (error as Error).name === 'TimeoutError'
           ? new Error(`${method} ${url.pathname} timed out after ${timeoutMs} ms`)
           : new Error(`cannot reach the coordinator at ${url.origin}: ${error.message}`))

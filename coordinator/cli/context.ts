@@ -1,4 +1,6 @@
+import { readFileSync } from 'node:fs'
 import type { Command } from 'commander'
+import { InsecureTransportError, normalizeFingerprint, type TlsTrust } from '../../protocol/index.js'
 import { ApiClient, ApiRequestError } from './api-client.js'
 
 /** Exit codes scripts can rely on. */
@@ -20,6 +22,9 @@ export interface GlobalOptions {
   url?: string
   token?: string
   json?: boolean
+  ca?: string
+  pinSha256?: string
+  insecureHttp?: boolean
 }
 
 /** Adds the options every API command takes. */
@@ -27,13 +32,42 @@ export function withApiOptions (command: Command): Command {
   return command
     .option('--url <url>', 'coordinator URL (env MESHDEPLOY_URL)')
     .option('--token <token>', 'operator token (env MESHDEPLOY_TOKEN)')
+    .option('--ca <file>', 'trust the coordinator\'s certificate if it chains to this CA, PEM (env MESHDEPLOY_CA)')
+    .option('--pin-sha256 <hex>', 'trust only the coordinator certificate with this SHA-256 fingerprint (env MESHDEPLOY_PIN_SHA256)')
+    .option('--insecure-http', 'allow a plain http:// URL to another machine (env MESHDEPLOY_INSECURE_HTTP=1)')
     .option('--json', 'print JSON instead of a table')
 }
 
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]'])
+
+/**
+ * The API client for a command. Plain HTTP is accepted to this machine only,
+ * unless asked for: an operator token would otherwise cross the network in
+ * clear text.
+ */
 export function clientFrom (options: GlobalOptions): ApiClient {
   const url = options.url ?? process.env.MESHDEPLOY_URL ?? DEFAULT_URL
   const token = options.token ?? process.env.MESHDEPLOY_TOKEN
-  return new ApiClient({ url, ...(token !== undefined ? { token } : {}) })
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    throw new UsageError(`${url} is not a URL`)
+  }
+  const insecureAllowed = options.insecureHttp === true || process.env.MESHDEPLOY_INSECURE_HTTP === '1'
+  if (parsed.protocol === 'http:' && !insecureAllowed && !LOOPBACK_HOSTS.has(parsed.hostname)) {
+    throw new UsageError(new InsecureTransportError(url, '--insecure-http').message)
+  }
+  const tls: TlsTrust = {}
+  const caFile = options.ca ?? process.env.MESHDEPLOY_CA
+  const pin = options.pinSha256 ?? process.env.MESHDEPLOY_PIN_SHA256
+  try {
+    if (caFile !== undefined) tls.caPem = readFileSync(caFile, 'utf8')
+    if (pin !== undefined) tls.pinSha256 = normalizeFingerprint(pin)
+  } catch (error) {
+    throw new UsageError((error as Error).message)
+  }
+  return new ApiClient({ url, tls, ...(token !== undefined ? { token } : {}) })
 }
 
 export function print (text: string): void {

@@ -4,8 +4,8 @@ import {
   ARCHITECTURES, PLATFORMS, peerIdOf, publicKeyFromHex, randomId, randomSecret, type Architecture, type Platform
 } from '../../protocol/index.js'
 import { hashSecret } from '../auth/tokens.js'
-import { ApiError, ConflictError, NotFoundError, UnauthorizedError } from '../errors.js'
-import type { DeviceRecord, EnrollmentToken, Store, WriteOperation } from '../store/types.js'
+import { ConflictError, NotFoundError, UnauthorizedError } from '../errors.js'
+import type { DeviceRecord, DeviceStatus, EnrollmentToken, Store, WriteOperation } from '../store/types.js'
 import { collect } from '../store/level-store.js'
 
 export const enrollRequestSchema = z.object({
@@ -32,6 +32,13 @@ export interface DeviceView extends DeviceRecord {
   online: boolean
 }
 
+/** Returns the device if it is active; a blocked or retired device fails as its credential would. */
+export function assertActive (device: DeviceRecord): DeviceRecord {
+  if (device.status === 'blocked') throw new UnauthorizedError('this device has been blocked', 'device-blocked')
+  if (device.status !== 'active') throw new UnauthorizedError('this device has been retired', 'device-retired')
+  return device
+}
+
 export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }> {
   private readonly store: Store
   private readonly now: () => number
@@ -48,13 +55,15 @@ export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }>
     const token = await this.store.collections.enrollmentTokens.get(tokenHash)
     const now = this.now()
     if (token === undefined) throw new UnauthorizedError('the enrollment token is not valid')
-    if (token.expiresAt !== undefined && Date.parse(token.expiresAt) <= now) throw new ApiError(401, 'enrollment-token-expired', 'the enrollment token has expired')
-    if (token.maxUses !== undefined && token.uses >= token.maxUses) throw new ApiError(401, 'enrollment-token-used-up', 'the enrollment token has no uses left')
+    if (token.revokedAt !== undefined) throw new UnauthorizedError('the enrollment token has been revoked', 'enrollment-token-revoked')
+    if (token.expiresAt !== undefined && Date.parse(token.expiresAt) <= now) throw new UnauthorizedError('the enrollment token has expired', 'enrollment-token-expired')
+    if (token.maxUses !== undefined && token.uses >= token.maxUses) throw new UnauthorizedError('the enrollment token has no uses left', 'enrollment-token-used-up')
     const publicKey = publicKeyFromHex(request.publicKey)
     for await (const existing of this.store.collections.devices.values()) {
-      if (existing.publicKey === request.publicKey && existing.status === 'active') {
-        throw new ConflictError('device-key-enrolled', `this device key is already enrolled as ${existing.id}`)
-      }
+      if (existing.publicKey !== request.publicKey) continue
+      // A blocked or retired device may not come back under a new id with the same key.
+      if (existing.status === 'active') throw new ConflictError('device-key-enrolled', `this device key is already enrolled as ${existing.id}`)
+      throw new ConflictError(`device-key-${existing.status}`, `this device key belongs to ${existing.id}, which is ${existing.status}`)
     }
     const credential = randomSecret('mdd')
     const device: DeviceRecord = {
@@ -88,8 +97,33 @@ export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }>
     const credential = await this.store.collections.credentials.get(hashSecret(secret))
     if (credential === undefined) return undefined
     const device = await this.store.collections.devices.get(credential.deviceId)
-    if (device === undefined || device.status !== 'active') throw new UnauthorizedError('this device is no longer enrolled')
-    return device
+    if (device === undefined) throw new UnauthorizedError('this device has been retired', 'device-retired')
+    return assertActive(device)
+  }
+
+  /**
+   * Blocks, unblocks or retires a device. From the next request on, a device
+   * that is not active fails to authenticate (a held assignments request ends
+   * too), is no target of any task, and is off the peer allow-list. Retiring
+   * is for good: the credential is deleted and the device cannot be unblocked.
+   */
+  async setStatus (id: string, status: DeviceStatus, by: string, reason?: string): Promise<DeviceRecord> {
+    const device = await this.get(id)
+    if (device.status === 'retired') throw new ConflictError('device-retired', `device ${id} is retired; retiring is permanent`)
+    if (device.status === status) return device
+    const updated: DeviceRecord = { ...device, status, statusChangedAt: new Date(this.now()).toISOString(), statusChangedBy: by }
+    if (reason !== undefined) updated.statusReason = reason
+    else delete updated.statusReason
+    const operations: WriteOperation[] = [{ type: 'put', collection: 'devices', key: id, value: updated }]
+    if (status === 'retired') {
+      for await (const [hash, credential] of this.store.collections.credentials.entries()) {
+        if (credential.deviceId === id) operations.push({ type: 'del', collection: 'credentials', key: hash })
+      }
+    }
+    await this.store.write(operations)
+    this.lastSeen.delete(id)
+    this.emit('changed', id)
+    return updated
   }
 
   /** Notes a contact from a device; persisted at most every 30 seconds per device. */

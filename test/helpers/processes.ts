@@ -109,6 +109,7 @@ export async function startAgentProcess (options: AgentOptions): Promise<AgentPr
   const installRoot = join(dataDir, 'root')
   await mkdir(installRoot, { recursive: true })
   const args = ['agent', 'start', '--data', dataDir, '--coordinator', options.coordinatorUrl, '--hostname', options.hostname, '--install-root', installRoot, '--log-level', 'info']
+  if (options.coordinatorUrl.startsWith('http:')) args.push('--insecure-http')
   if (options.enrollToken !== undefined) args.push('--enroll-token', options.enrollToken)
   if (options.site !== undefined) args.push('--site', options.site)
   if (options.groups !== undefined) args.push('--groups', options.groups.join(','))

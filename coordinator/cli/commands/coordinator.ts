@@ -3,6 +3,7 @@ import { startCoordinator, DEFAULT_PORT } from '../../main.js'
 import { createLogger } from '../../../protocol/logger.js'
 import { GIB } from '../../../protocol/index.js'
 import { positiveInteger } from '../context.js'
+import type { HttpLimitsInit } from '../../http/request-limits.js'
 
 export function coordinatorCommand (): Command {
   const coordinator = new Command('coordinator').description('run the coordinator')
@@ -14,11 +15,27 @@ export function coordinatorCommand (): Command {
     .option('--public-url <url>', 'URL agents use to reach this coordinator')
     .option('--max-package-gib <n>', 'largest package accepted, GiB', Number, 8)
     .option('--chunk-size-kib <n>', 'chunk size of new packages, KiB (64 to 16384)', positiveInteger, 1024)
+    .option('--tls-cert <file>', 'PEM certificate (chain): serve HTTPS (env MESHDEPLOY_TLS_CERT)', process.env.MESHDEPLOY_TLS_CERT)
+    .option('--tls-key <file>', 'PEM private key of the certificate (env MESHDEPLOY_TLS_KEY)', process.env.MESHDEPLOY_TLS_KEY)
+    .option('--operator-requests-per-second <n>', 'request rate allowed per operator token (bursts of 5×)', positiveInteger)
+    .option('--device-requests-per-second <n>', 'request rate allowed per device, chunk fetches included (bursts of 2×)', positiveInteger)
+    .option('--anonymous-requests-per-second <n>', 'request rate allowed per address without credentials, failed authentications included (bursts of 5×)', positiveInteger)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
-    .addHelpText('after', '\nExample:\n  meshdeploy coordinator start --data /var/lib/meshdeploy-coordinator --host 0.0.0.0 --port 8650')
+    .addHelpText('after', '\nExample:\n  meshdeploy coordinator start --data /var/lib/meshdeploy-coordinator --host 0.0.0.0 --port 8650 \\\n    --tls-cert /etc/meshdeploy/cert.pem --tls-key /etc/meshdeploy/key.pem')
     .action(async options => {
       const logger = createLogger(options.logLevel, 'coordinator')
+      if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) {
+        process.stderr.write('meshdeploy coordinator: --tls-cert and --tls-key go together\n')
+        process.exitCode = 2
+        return
+      }
+      const limits: HttpLimitsInit = {}
+      if (options.operatorRequestsPerSecond !== undefined) limits.operatorRate = { requestsPerSecond: options.operatorRequestsPerSecond, burst: options.operatorRequestsPerSecond * 5 }
+      if (options.deviceRequestsPerSecond !== undefined) limits.deviceRate = { requestsPerSecond: options.deviceRequestsPerSecond, burst: options.deviceRequestsPerSecond * 2 }
+      if (options.anonymousRequestsPerSecond !== undefined) limits.anonymousRate = { requestsPerSecond: options.anonymousRequestsPerSecond, burst: options.anonymousRequestsPerSecond * 5 }
       const running = await startCoordinator({
+        limits,
+        ...(options.tlsCert !== undefined ? { tlsCertPath: options.tlsCert, tlsKeyPath: options.tlsKey } : {}),
         dataDir: options.data,
         host: options.host,
         port: options.port,
