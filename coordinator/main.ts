@@ -1,11 +1,11 @@
 import '../protocol/polyfill.js'
-import { createServer, type Server } from 'node:http'
-import { createServer as createTlsServer } from 'node:https'
+import type { Server } from 'node:http'
 import { chmod, readFile, rm, writeFile } from 'node:fs/promises'
 import { isIP } from 'node:net'
 import { join } from 'node:path'
 import type { AddressInfo } from 'node:net'
 import { createApp } from './http/app.js'
+import { createCoordinatorServer } from './http/server.js'
 import type { HttpLimitsInit } from './http/request-limits.js'
 import { openServices, type Services } from './services.js'
 import { createLogger, type Logger, type LogLevel } from '../protocol/logger.js'
@@ -48,6 +48,7 @@ function isLoopback (host: string): boolean {
 
 /** Opens the coordinator's data folder and serves its API. */
 export async function startCoordinator (init: CoordinatorInit): Promise<RunningCoordinator> {
+  if ((init.tlsCertPath === undefined) !== (init.tlsKeyPath === undefined)) throw new TypeError('TLS needs both a certificate and its key')
   const logger = init.logger ?? createLogger(init.logLevel ?? 'info', 'coordinator')
   const services = await openServices({
     dataDir: init.dataDir,
@@ -62,22 +63,8 @@ export async function startCoordinator (init: CoordinatorInit): Promise<RunningC
     logger.info({ path: adminTokenPath }, 'created the first admin token')
   }
   const app = createApp(services, init.limits !== undefined ? { limits: init.limits } : {})
-  if ((init.tlsCertPath === undefined) !== (init.tlsKeyPath === undefined)) throw new TypeError('TLS needs both a certificate and its key')
-  const headersTimeout = app.limits.headersTimeoutMs
-  const serverOptions = {
-    requestTimeout: 0,
-    headersTimeout,
-    keepAliveTimeout: 65_000,
-    // How often Node looks for connections past headersTimeout; its default (30 s) would let a slow client hold a socket far longer.
-    connectionsCheckingInterval: Math.max(50, Math.min(30_000, Math.floor(headersTimeout / 4)))
-  }
   const tls = init.tlsCertPath !== undefined && init.tlsKeyPath !== undefined
-  const server: Server = tls
-    ? createTlsServer({ ...serverOptions, cert: await readFile(init.tlsCertPath!), key: await readFile(init.tlsKeyPath!), handshakeTimeout: headersTimeout, minVersion: 'TLSv1.2' }, app.callback())
-    : createServer(serverOptions, app.callback())
-  // Uploads of several GiB and held-open assignment requests outlive the default timeouts;
-  // an idle socket still ends after two minutes.
-  server.setTimeout(120_000)
+  const server = createCoordinatorServer(app, tls ? { cert: await readFile(init.tlsCertPath!), key: await readFile(init.tlsKeyPath!) } : undefined)
   const host = init.host ?? '127.0.0.1'
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)

@@ -105,7 +105,8 @@ export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }>
    * Blocks, unblocks or retires a device. From the next request on, a device
    * that is not active fails to authenticate (a held assignments request ends
    * too), is no target of any task, and is off the peer allow-list. Retiring
-   * is for good: the credential is deleted and the device cannot be unblocked.
+   * is for good: no status change follows it, so the credential never works
+   * again (it is kept only to answer `device-retired` rather than a bare 401).
    */
   async setStatus (id: string, status: DeviceStatus, by: string, reason?: string): Promise<DeviceRecord> {
     const device = await this.get(id)
@@ -114,13 +115,7 @@ export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }>
     const updated: DeviceRecord = { ...device, status, statusChangedAt: new Date(this.now()).toISOString(), statusChangedBy: by }
     if (reason !== undefined) updated.statusReason = reason
     else delete updated.statusReason
-    const operations: WriteOperation[] = [{ type: 'put', collection: 'devices', key: id, value: updated }]
-    if (status === 'retired') {
-      for await (const [hash, credential] of this.store.collections.credentials.entries()) {
-        if (credential.deviceId === id) operations.push({ type: 'del', collection: 'credentials', key: hash })
-      }
-    }
-    await this.store.write(operations)
+    await this.store.write([{ type: 'put', collection: 'devices', key: id, value: updated }])
     this.lastSeen.delete(id)
     this.emit('changed', id)
     return updated

@@ -59,12 +59,6 @@ export class RateLimiter {
     return decision
   }
 
-  /** Whether a request for `key` would pass now, without counting one. */
-  check (key: string, cost = 1): RateDecision {
-    const bucket = this.buckets.get(key)
-    return this.decide(bucket === undefined ? this.burst : this.tokensOf(bucket, this.now()), cost)
-  }
-
   private tokensOf (bucket: Bucket, now: number): number {
     return Math.min(this.burst, bucket.tokens + Math.max(0, now - bucket.updatedAt) * this.requestsPerSecond / 1000)
   }

@@ -57,19 +57,20 @@ function enforce (decision: RateDecision, who: string): void {
 }
 
 /**
- * Runs before authentication. Unauthenticated routes count against the
- * client's address; so does every failed authentication, and an address
- * that has failed too often is refused before its token is even looked at.
+ * Runs around authentication. Unauthenticated routes count against the
+ * client's address, and so does every failed authentication; past the
+ * budget a failure is answered 429 instead of 401. A valid credential is
+ * never held back by its address: the devices of a site behind one NAT
+ * address must not be locked out by a neighbour guessing tokens.
  */
 export function anonymousRateMiddleware (limits: HttpLimits, isPublic: (path: string) => boolean) {
   return async function limitAnonymous (ctx: CoordinatorContext, next: Next): Promise<void> {
     const address = ctx.ip
     if (isPublic(ctx.path)) enforce(limits.anonymous.take(address), 'this address')
-    else enforce(limits.anonymous.check(address), 'this address (too many failed authentications)')
     try {
       await next()
     } catch (error) {
-      if (error instanceof UnauthorizedError) limits.anonymous.take(address)
+      if (error instanceof UnauthorizedError) enforce(limits.anonymous.take(address), 'this address (too many failed authentications)')
       throw error
     }
   }

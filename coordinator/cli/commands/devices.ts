@@ -35,7 +35,7 @@ export function deviceCommand (): Command {
   const changes: Array<[string, string]> = [
     ['block', 'block a device: its credential fails at once, it leaves every target and the peer allow-list (undo with unblock)'],
     ['unblock', 'unblock a blocked device'],
-    ['retire', 'retire a device for good: its credential is deleted, it leaves every target and the peer allow-list']
+    ['retire', 'retire a device for good: its credential fails from now on, it leaves every target and the peer allow-list']
   ]
   for (const [action, description] of changes) {
     withApiOptions(device.command(`${action} <id>`))

@@ -10,7 +10,7 @@ const statusChangeSchema = z.object({
 const STATUS_CHANGES: Array<{ action: string, status: DeviceStatus, summary: string }> = [
   { action: 'block', status: 'blocked', summary: 'Block a device: its credential fails at once, it leaves every target and the peer allow-list; reversible' },
   { action: 'unblock', status: 'active', summary: 'Unblock a blocked device: its credential works again' },
-  { action: 'retire', status: 'retired', summary: 'Retire a device for good: its credential is deleted, it leaves every target and the peer allow-list' }
+  { action: 'retire', status: 'retired', summary: 'Retire a device for good: its credential fails from now on, it leaves every target and the peer allow-list' }
 ]
 
 export const deviceRoutes: RouteModule = (routes, services) => {
