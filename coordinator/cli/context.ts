@@ -38,6 +38,12 @@ export function withApiOptions (command: Command): Command {
     .option('--json', 'print JSON instead of a table')
 }
 
+/** An environment variable, with an empty value read as unset. */
+export function environment (name: string): string | undefined {
+  const value = process.env[name]
+  return value === undefined || value === '' ? undefined : value
+}
+
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]'])
 
 /**
@@ -59,8 +65,8 @@ export function clientFrom (options: GlobalOptions): ApiClient {
     throw new UsageError(new InsecureTransportError(url, '--insecure-http').message)
   }
   const tls: TlsTrust = {}
-  const caFile = options.ca ?? process.env.MESHDEPLOY_CA
-  const pin = options.pinSha256 ?? process.env.MESHDEPLOY_PIN_SHA256
+  const caFile = options.ca ?? environment('MESHDEPLOY_CA')
+  const pin = options.pinSha256 ?? environment('MESHDEPLOY_PIN_SHA256')
   try {
     if (caFile !== undefined) tls.caPem = readFileSync(caFile, 'utf8')
     if (pin !== undefined) tls.pinSha256 = normalizeFingerprint(pin)

@@ -51,7 +51,7 @@ export class RateLimiter {
     const bucket = this.buckets.get(key) ?? { tokens: this.burst, updatedAt: now }
     this.buckets.delete(key)
     bucket.tokens = this.tokensOf(bucket, now)
-    bucket.updatedAt = now
+    bucket.updatedAt = Math.max(bucket.updatedAt, now)
     this.buckets.set(key, bucket)
     this.forgetOldest()
     const decision = this.decide(bucket.tokens, cost)
