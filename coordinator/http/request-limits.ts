@@ -4,7 +4,7 @@ import type { CoordinatorContext } from './context.js'
 import { RateLimiter, type RateDecision, type RateLimitRule } from './rate-limiter.js'
 
 export interface HttpLimitsInit {
-  /** Per operator token. @default 20/s, burst 100 */
+  /** Per operator token. @default 50/s, burst 200 */
   operatorRate?: RateLimitRule
   /**
    * Per device. Chunk fetches from the origin count, so it is high; it stops
@@ -22,7 +22,7 @@ export interface HttpLimitsInit {
   now?: () => number
 }
 
-export const DEFAULT_OPERATOR_RATE: RateLimitRule = { requestsPerSecond: 20, burst: 100 }
+export const DEFAULT_OPERATOR_RATE: RateLimitRule = { requestsPerSecond: 50, burst: 200 }
 export const DEFAULT_DEVICE_RATE: RateLimitRule = { requestsPerSecond: 1000, burst: 2000 }
 export const DEFAULT_ANONYMOUS_RATE: RateLimitRule = { requestsPerSecond: 10, burst: 50 }
 export const DEFAULT_HEADERS_TIMEOUT_MS = 20_000

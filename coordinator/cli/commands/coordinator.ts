@@ -17,9 +17,9 @@ export function coordinatorCommand (): Command {
     .option('--chunk-size-kib <n>', 'chunk size of new packages, KiB (64 to 16384)', positiveInteger, 1024)
     .option('--tls-cert <file>', 'PEM certificate (chain): serve HTTPS (env MESHDEPLOY_TLS_CERT)', process.env.MESHDEPLOY_TLS_CERT)
     .option('--tls-key <file>', 'PEM private key of the certificate (env MESHDEPLOY_TLS_KEY)', process.env.MESHDEPLOY_TLS_KEY)
-    .option('--operator-requests-per-second <n>', 'request rate allowed per operator token (bursts of 5×)', positiveInteger)
-    .option('--device-requests-per-second <n>', 'request rate allowed per device, chunk fetches included (bursts of 2×)', positiveInteger)
-    .option('--anonymous-requests-per-second <n>', 'request rate allowed per address without credentials, failed authentications included (bursts of 5×)', positiveInteger)
+    .option('--operator-requests-per-second <n>', 'request rate allowed per operator token (default 50, bursts of 4×)', positiveInteger)
+    .option('--device-requests-per-second <n>', 'request rate allowed per device, chunk fetches included (default 1000, bursts of 2×)', positiveInteger)
+    .option('--anonymous-requests-per-second <n>', 'request rate allowed per address without credentials, failed authentications included (default 10, bursts of 5×)', positiveInteger)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .addHelpText('after', '\nExample:\n  meshdeploy coordinator start --data /var/lib/meshdeploy-coordinator --host 0.0.0.0 --port 8650 \\\n    --tls-cert /etc/meshdeploy/cert.pem --tls-key /etc/meshdeploy/key.pem')
     .action(async options => {
@@ -30,7 +30,7 @@ export function coordinatorCommand (): Command {
         return
       }
       const limits: HttpLimitsInit = {}
-      if (options.operatorRequestsPerSecond !== undefined) limits.operatorRate = { requestsPerSecond: options.operatorRequestsPerSecond, burst: options.operatorRequestsPerSecond * 5 }
+      if (options.operatorRequestsPerSecond !== undefined) limits.operatorRate = { requestsPerSecond: options.operatorRequestsPerSecond, burst: options.operatorRequestsPerSecond * 4 }
       if (options.deviceRequestsPerSecond !== undefined) limits.deviceRate = { requestsPerSecond: options.deviceRequestsPerSecond, burst: options.deviceRequestsPerSecond * 2 }
       if (options.anonymousRequestsPerSecond !== undefined) limits.anonymousRate = { requestsPerSecond: options.anonymousRequestsPerSecond, burst: options.anonymousRequestsPerSecond * 5 }
       const running = await startCoordinator({
