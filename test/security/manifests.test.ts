@@ -9,7 +9,7 @@
 import anyTest, { type TestFn } from 'ava'
 import {
   MANIFEST_DOMAIN, STATUS_DOMAIN, generateKeyPair, keyIdOf, sealEnvelope, signKeyRotation, toBase64, fromBase64,
-  toHex, utf8, type Manifest, type SignedEnvelope
+  toHex, utf8, type KeyRotation, type Manifest, type SignedEnvelope
 } from '../../protocol/index.js'
 import type { LocalTask } from '../../agent/state/store.js'
 import { waitFor } from '../helpers/processes.js'
@@ -62,6 +62,27 @@ function changed (context: CaseContext, change: (manifest: Manifest) => void): M
 function seed (agent: LabAgent, taskId: string, revision: number, manifest: SignedEnvelope): Promise<void> {
   const task: LocalTask = { taskId, revision, manifest, state: 'pending', attempt: 0, failures: 0, seq: 0, bytesFromPeers: 0, bytesFromOrigin: 0, updatedAt: Date.now() }
   return agent.agent.store.putTask(task)
+}
+
+/** A rotation statement following the coordinator's current key (or skipping ahead), naming the attacker's next key. */
+function nextRotation (c: CaseContext, init: { skip?: number, previousKeyId?: string } = {}): KeyRotation {
+  const keyring = c.lab.coordinator.services.keyring
+  return {
+    type: 'meshdeploy.key-rotation',
+    sequence: keyring.sequence + (init.skip ?? 1),
+    previousKeyId: init.previousKeyId ?? keyring.current.keyId,
+    newPublicKey: toHex(attackersNextKey.publicKey),
+    issuedAt: ISSUED
+  }
+}
+
+function withRotation (answer: any, statement: unknown): any {
+  return { ...answer, keyRotations: [...answer.keyRotations, statement] }
+}
+
+/** Only the rotation chain, with the extra statement: the refusal is about the chain alone. */
+function quietWithRotation (answer: any, statement: unknown): any {
+  return { ...withRotation(answer, statement), assignments: [] }
 }
 
 const cases: ManifestCase[] = [
@@ -162,42 +183,28 @@ const cases: ManifestCase[] = [
     reason: 'bad-signature',
     refusedFor: 'key-rotation',
     rewrite: (answer, c) => {
-      const services = c.lab.coordinator.services
-      const forged = signKeyRotation({
-        type: 'meshdeploy.key-rotation', sequence: services.keyring.sequence + 1, previousKeyId: keyIdOf(attacker.publicKey), newPublicKey: toHex(attackersNextKey.publicKey), issuedAt: ISSUED
-      }, attacker)
       // The statement claims the pinned key as its signer but carries the attacker's signature.
-      const claimed = { ...forged, keyId: services.keyring.current.keyId }
-      return withManifest(c, sealEnvelope(MANIFEST_DOMAIN, fromBase64(c.legit.payload), attacker))({ ...answer, keyRotations: [...answer.keyRotations, claimed] })
+      const forged = { ...signKeyRotation(nextRotation(c, { previousKeyId: keyIdOf(attacker.publicKey) }), attacker), keyId: c.lab.coordinator.services.keyring.current.keyId }
+      return withManifest(c, sealEnvelope(MANIFEST_DOMAIN, fromBase64(c.legit.payload), attacker))(withRotation(answer, forged))
     }
   },
   {
     name: 'a key rotation chain with a gap',
     reason: 'key-rotation-refused',
     refusedFor: 'key-rotation',
-    rewrite: (answer, c) => {
-      const services = c.lab.coordinator.services
-      const skipping = signKeyRotation({
-        type: 'meshdeploy.key-rotation', sequence: services.keyring.sequence + 2, previousKeyId: services.keyring.current.keyId, newPublicKey: toHex(attacker.publicKey), issuedAt: ISSUED
-      }, services.keyring.current)
-      return withManifest(c, c.legit)({ ...answer, assignments: [], keyRotations: [...answer.keyRotations, skipping] })
-    }
+    rewrite: (answer, c) => quietWithRotation(answer, signKeyRotation(nextRotation(c, { skip: 2 }), c.lab.coordinator.services.keyring.current))
   },
   {
     name: 'a manifest passed off as a key rotation statement',
     reason: 'key-rotation-refused',
     refusedFor: 'key-rotation',
-    rewrite: (answer, c) => ({ ...answer, assignments: [], keyRotations: [...answer.keyRotations, c.legit] })
+    rewrite: (answer, c) => quietWithRotation(answer, c.legit)
   },
   {
     name: 'a rotation statement signed under the manifest domain',
     reason: 'wrong-domain',
     refusedFor: 'key-rotation',
-    rewrite: (answer, c) => {
-      const services = c.lab.coordinator.services
-      const statement = { type: 'meshdeploy.key-rotation', sequence: services.keyring.sequence + 1, previousKeyId: services.keyring.current.keyId, newPublicKey: toHex(attacker.publicKey), issuedAt: ISSUED }
-      return { ...answer, assignments: [], keyRotations: [...answer.keyRotations, sealEnvelope(MANIFEST_DOMAIN, utf8(JSON.stringify(statement)), services.keyring.current)] }
-    }
+    rewrite: (answer, c) => quietWithRotation(answer, sealEnvelope(MANIFEST_DOMAIN, utf8(JSON.stringify(nextRotation(c))), c.lab.coordinator.services.keyring.current))
   },
   {
     name: 'a manifest signed by the key a followed rotation retired',
