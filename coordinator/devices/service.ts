@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events'
+import pLimit from 'p-limit'
 import { z } from 'zod'
 import {
   ARCHITECTURES, PLATFORMS, peerIdOf, publicKeyFromHex, randomId, randomSecret, type Architecture, type Platform
@@ -43,6 +44,10 @@ export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }>
   private readonly store: Store
   private readonly now: () => number
   private readonly lastSeen = new Map<string, { at: number, address?: string, writtenAt: number }>()
+  /** Enrollments one at a time: two cannot both take an enrollment token's last use, nor enroll one key twice. */
+  private readonly enrollments = pLimit(1)
+  /** Changes of one device record one at a time: a contact noted while the device is being blocked cannot write the old status back. */
+  private readonly deviceChanges = new Map<string, Promise<unknown>>()
 
   constructor (init: { store: Store, now?: () => number }) {
     super()
@@ -51,6 +56,10 @@ export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }>
   }
 
   async enroll (request: EnrollRequest, address: string | undefined): Promise<{ device: DeviceRecord, credential: string }> {
+    return await this.enrollments(async () => await this.enrollNow(request, address))
+  }
+
+  private async enrollNow (request: EnrollRequest, address: string | undefined): Promise<{ device: DeviceRecord, credential: string }> {
     const tokenHash = hashSecret(request.token)
     const token = await this.store.collections.enrollmentTokens.get(tokenHash)
     const now = this.now()
@@ -109,6 +118,10 @@ export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }>
    * again (it is kept only to answer `device-retired` rather than a bare 401).
    */
   async setStatus (id: string, status: DeviceStatus, by: string, reason?: string): Promise<DeviceRecord> {
+    return await this.changeDevice(id, async () => await this.setStatusNow(id, status, by, reason))
+  }
+
+  private async setStatusNow (id: string, status: DeviceStatus, by: string, reason?: string): Promise<DeviceRecord> {
     const device = await this.get(id)
     if (device.status === 'retired') throw new ConflictError('device-retired', `device ${id} is retired; retiring is permanent`)
     if (device.status === status) return device
@@ -121,6 +134,15 @@ export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }>
     return updated
   }
 
+  private async changeDevice<T> (id: string, change: () => Promise<T>): Promise<T> {
+    const previous = this.deviceChanges.get(id) ?? Promise.resolve()
+    const running = previous.then(change, change)
+    const settled = running.catch(() => {})
+    this.deviceChanges.set(id, settled)
+    void settled.then(() => { if (this.deviceChanges.get(id) === settled) this.deviceChanges.delete(id) })
+    return await running
+  }
+
   /** Notes a contact from a device; persisted at most every 30 seconds per device. */
   async touch (device: DeviceRecord, address: string | undefined): Promise<void> {
     const now = this.now()
@@ -131,11 +153,13 @@ export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }>
     this.lastSeen.set(device.id, entry)
     if (now - writtenAt < LAST_SEEN_WRITE_INTERVAL_MS && address === device.lastAddress) return
     entry.writtenAt = now
-    const current = await this.store.collections.devices.get(device.id)
-    if (current === undefined) return
-    const updated: DeviceRecord = { ...current, lastSeenAt: new Date(now).toISOString() }
-    if (address !== undefined) updated.lastAddress = address
-    await this.store.write([{ type: 'put', collection: 'devices', key: device.id, value: updated }])
+    await this.changeDevice(device.id, async () => {
+      const current = await this.store.collections.devices.get(device.id)
+      if (current === undefined) return
+      const updated: DeviceRecord = { ...current, lastSeenAt: new Date(now).toISOString() }
+      if (address !== undefined) updated.lastAddress = address
+      await this.store.write([{ type: 'put', collection: 'devices', key: device.id, value: updated }])
+    })
   }
 
   view (device: DeviceRecord): DeviceView {

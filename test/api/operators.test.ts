@@ -215,3 +215,13 @@ test('key rotation: the statement verifies with the old key, manifests go out re
   await reopened.close()
   await c.close().catch(() => {})
 })
+
+test('concurrent enrollments never take more uses than an enrollment token has', async t => {
+  const c = await openTestCoordinator()
+  const { body: created } = await c.http.post('/v1/enrollment-tokens').set('authorization', bearer(c.adminToken)).send({ maxUses: 3 }).expect(201)
+  const answers = await Promise.all(Array.from({ length: 10 }, async (_, index) => await c.http.post('/v1/agents/enroll').send({ token: created.token, publicKey: randomBytes(32).toString('hex'), hostname: `rush-${index}`, platform: 'linux', arch: 'x64' })))
+  t.is(answers.filter(answer => answer.status === 201).length, 3)
+  t.true(answers.filter(answer => answer.status !== 201).every(answer => answer.body.reason === 'enrollment-token-used-up'))
+  t.is((await c.services.devices.list()).length, 3)
+  await c.close()
+})
