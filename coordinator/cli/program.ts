@@ -6,6 +6,7 @@ import { taskCommand } from './commands/tasks.js'
 import { enrollmentTokenCommand } from './commands/tokens.js'
 import { runDemo } from './demo.js'
 import { positiveInteger } from './context.js'
+import { completionCommands } from './completion.js'
 
 export const CLI_VERSION = '0.1.0'
 
@@ -28,6 +29,9 @@ Exit codes: 0 ok, 1 a watched task had failures, 2 usage, 3 refused by the API, 
   program.addCommand(taskCommand())
   program.addCommand(deviceCommand())
   program.addCommand(enrollmentTokenCommand())
+  const [completion, complete] = completionCommands()
+  program.addCommand(completion)
+  program.addCommand(complete, { hidden: true })
   program.command('demo')
     .description('run a coordinator and agents on loopback and deploy a real package to them, with live progress')
     .option('--agents <n>', 'agents', positiveInteger, 6)
