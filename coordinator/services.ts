@@ -13,6 +13,7 @@ import { AuditLog } from './audit/log.js'
 import { LevelStore } from './store/level-store.js'
 import type { Store } from './store/types.js'
 import type { Logger } from '../protocol/logger.js'
+import { CoordinatorMetrics } from './metrics.js'
 
 export interface ServicesInit {
   dataDir: string
@@ -24,12 +25,6 @@ export interface ServicesInit {
   /** @default 30 */
   pollIntervalSeconds?: number
   now?: () => number
-}
-
-/** Counters of what the origin served. */
-export interface OriginCounters {
-  chunksServed: number
-  bytesServed: number
 }
 
 export interface Services {
@@ -48,7 +43,7 @@ export interface Services {
   tasks: TaskService
   assignments: AssignmentService
   statuses: StatusService
-  origin: OriginCounters
+  metrics: CoordinatorMetrics
   startedAt: number
   /** The admin token's secret, only on the start that created it. */
   bootstrapAdminToken?: string
@@ -103,7 +98,7 @@ export async function openServices (init: ServicesInit): Promise<Services> {
     tasks,
     assignments,
     statuses,
-    origin: { chunksServed: 0, bytesServed: 0 },
+    metrics: new CoordinatorMetrics({ devices, tasks, statuses }),
     startedAt: now(),
     close: async () => { await store.close() }
   }

@@ -9,6 +9,7 @@ import { auditCommand } from './commands/audit.js'
 import { keyCommand } from './commands/keys.js'
 import { runDemo } from './demo.js'
 import { positiveInteger } from './context.js'
+import { completionCommands } from './completion.js'
 
 export const CLI_VERSION = '0.1.0'
 
@@ -37,6 +38,9 @@ Exit codes: 0 ok, 1 a watched task had failures, 2 usage, 3 refused by the API, 
   program.addCommand(operatorTokenCommand())
   program.addCommand(auditCommand())
   program.addCommand(keyCommand())
+  const [completion, complete] = completionCommands()
+  program.addCommand(completion)
+  program.addCommand(complete, { hidden: true })
   program.command('demo')
     .description('run a coordinator and agents on loopback and deploy a real package to them, with live progress')
     .option('--agents <n>', 'agents', positiveInteger, 6)

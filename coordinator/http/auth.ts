@@ -8,9 +8,9 @@ const BEARER = /^Bearer ([A-Za-z0-9_\-.~+/]+=*)$/
 /** Paths that answer without credentials. */
 const PUBLIC_PATHS = new Set(['/v1/health', '/v1/agents/enroll'])
 
-/** Whether a path answers without credentials (everything outside /v1 is a 404 for anyone). */
+/** Whether a path answers without credentials (everything outside /v1 and /metrics is a 404 for anyone). */
 export function isPublicPath (path: string): boolean {
-  return !path.startsWith('/v1/') || PUBLIC_PATHS.has(path)
+  return !(path.startsWith('/v1/') || path === '/metrics') || PUBLIC_PATHS.has(path)
 }
 
 /**
