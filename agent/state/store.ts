@@ -13,8 +13,10 @@ export interface LocalTask {
   state: DeviceTaskState
   /** Run number; 0 before the first run. */
   attempt: number
-  /** Failed runs of this revision. */
+  /** Failed runs (the attempt counter); kept across revisions, reset by a re-run for failed devices. */
   failures: number
+  /** The manifest's re-run counter when this state began. */
+  rerun?: number
   /** Last status sequence number issued. */
   seq: number
   bytesFromPeers: number

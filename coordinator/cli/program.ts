@@ -4,6 +4,10 @@ import { deviceCommand } from './commands/devices.js'
 import { packageCommand } from './commands/packages.js'
 import { taskCommand } from './commands/tasks.js'
 import { enrollmentTokenCommand } from './commands/tokens.js'
+import { publisherCommand } from './commands/publishers.js'
+import { requestCommand } from './commands/requests.js'
+import { userCommand } from './commands/users.js'
+import { settingsCommand } from './commands/settings.js'
 import { runDemo } from './demo.js'
 import { positiveInteger } from './context.js'
 
@@ -26,6 +30,10 @@ Exit codes: 0 ok, 1 a watched task had failures, 2 usage, 3 refused by the API, 
   program.addCommand(taskCommand())
   program.addCommand(deviceCommand())
   program.addCommand(enrollmentTokenCommand())
+  program.addCommand(publisherCommand())
+  program.addCommand(requestCommand())
+  program.addCommand(userCommand())
+  program.addCommand(settingsCommand())
   program.command('demo')
     .description('run a coordinator and agents on loopback and deploy a real package to them, with live progress')
     .option('--agents <n>', 'agents', positiveInteger, 6)

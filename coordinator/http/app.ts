@@ -11,8 +11,12 @@ import { healthRoutes } from './routes/health.js'
 import { packageRoutes } from './routes/packages.js'
 import { taskRoutes } from './routes/tasks.js'
 import { tokenRoutes } from './routes/tokens.js'
+import { directoryRoutes } from './routes/directory.js'
+import { publisherRoutes } from './routes/publishers.js'
+import { settingsRoutes } from './routes/settings.js'
+import { requestRoutes } from './routes/requests.js'
 
-export const ROUTE_MODULES = [healthRoutes, agentRoutes, packageRoutes, taskRoutes, deviceRoutes, tokenRoutes]
+export const ROUTE_MODULES = [healthRoutes, agentRoutes, packageRoutes, taskRoutes, deviceRoutes, tokenRoutes, directoryRoutes, publisherRoutes, settingsRoutes, requestRoutes]
 
 /** The Koa application with the table of its routes (for the OpenAPI document). */
 export type CoordinatorApp = Koa<CoordinatorState> & { routes: RouteTable }
