@@ -21,6 +21,8 @@ export interface CoordinatorInit {
   publicUrl?: string
   logger?: Logger
   logLevel?: LogLevel
+  /** The clock; tests move it to reach a task's start or expiry. @default Date.now */
+  now?: () => number
 }
 
 export const DEFAULT_PORT = 8650
@@ -40,7 +42,8 @@ export async function startCoordinator (init: CoordinatorInit): Promise<RunningC
     dataDir: init.dataDir,
     logger,
     ...(init.maxPackageBytes !== undefined ? { maxPackageBytes: init.maxPackageBytes } : {}),
-    ...(init.chunkSizeBytes !== undefined ? { chunkSizeBytes: init.chunkSizeBytes } : {})
+    ...(init.chunkSizeBytes !== undefined ? { chunkSizeBytes: init.chunkSizeBytes } : {}),
+    ...(init.now !== undefined ? { now: init.now } : {})
   })
   const adminTokenPath = join(init.dataDir, 'admin-token')
   if (services.bootstrapAdminToken !== undefined) {

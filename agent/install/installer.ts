@@ -7,6 +7,7 @@ import { underInstallRoot, staysInside } from './paths.js'
 import { installCommand, type CommandLine } from './commands.js'
 import { runInstaller, type InstallOutcome } from './run.js'
 import { currentPlatform } from '../platform.js'
+import { ensureDpkgDatabase } from './linux-packages.js'
 
 export type { InstallOutcome }
 
@@ -118,6 +119,7 @@ export async function install (manifest: Manifest, packageFile: string, context:
   if (kind === 'file') throw new UnsupportedKindError('a plain file has no installer; distribute it with the distribute-files action')
   checkPlatform(kind, context)
   if (kind === 'shell' || kind === 'exe') await chmod(packageFile, 0o700)
+  if (kind === 'deb') await ensureDpkgDatabase(context.packageRoot)
   const logFile = kind === 'msi' ? join(context.workDir, 'msiexec.log') : undefined
   const line = installCommand({ kind, file: packageFile, runArgs: manifest.install.runArgs, packageRoot: context.packageRoot, ...(logFile !== undefined ? { logFile } : {}) })
   return await run(line, manifest, packageFile, context, context.workDir, logFile)

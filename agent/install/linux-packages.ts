@@ -1,3 +1,5 @@
+import { mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import type { LinuxPackageManager } from '../../protocol/index.js'
 
 export interface LinuxPackageState {
@@ -20,4 +22,22 @@ export function parsePackageQuery (manager: LinuxPackageManager, exitCode: numbe
   }
   if (/is not installed/.test(line)) return { installed: false }
   return { installed: true, version: line.trim() }
+}
+
+/**
+ * Prepares dpkg's database under a private root (`dpkg --root`), as a fresh
+ * system has it: an empty status file and the folders dpkg expects. The
+ * system's own root ('/') is never touched.
+ */
+export async function ensureDpkgDatabase (packageRoot: string): Promise<void> {
+  if (packageRoot === '/') return
+  const admin = join(packageRoot, 'var', 'lib', 'dpkg')
+  for (const folder of ['info', 'updates', 'triggers', 'alternatives']) await mkdir(join(admin, folder), { recursive: true })
+  for (const file of ['status', 'available']) {
+    try {
+      await writeFile(join(admin, file), '', { flag: 'wx' })
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+    }
+  }
 }

@@ -14,6 +14,7 @@ import { registryEntries } from './detection.js'
 import { findProducts, quietUninstallCommand } from './windows.js'
 import { parsePkgFiles, parsePkgInfo } from './macos.js'
 import { currentPlatform } from '../platform.js'
+import { ensureDpkgDatabase } from './linux-packages.js'
 
 const NEEDS: Partial<Record<UninstallSpec['type'], string>> = { msi: 'windows', 'windows-registry': 'windows', 'macos-pkgutil': 'macos', 'linux-package': 'linux' }
 
@@ -97,6 +98,7 @@ export async function uninstall (manifest: Manifest, packageFile: string | undef
     case 'macos-pkgutil':
       return await removeReceipt(spec.packageId, context)
     case 'linux-package':
+      if (spec.manager === 'dpkg') await ensureDpkgDatabase(context.packageRoot)
       return await runUninstaller(linuxPackageUninstallCommand(spec.manager, spec.name, context.packageRoot, spec.purge ?? false, runArgs), manifest, context)
     case 'command': {
       const [command, ...args] = spec.command

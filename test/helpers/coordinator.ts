@@ -21,6 +21,8 @@ export interface TestCoordinatorInit {
   maxPackageBytes?: number
   chunkSizeBytes?: number
   now?: () => number
+  /** The scheduler ticks by itself; @default false with a fake clock (tests call scheduler.tick()), true otherwise */
+  autoTick?: boolean
 }
 
 /** A coordinator in this process on a temporary folder, driven through app.callback() (no port). */
@@ -31,7 +33,8 @@ export async function openTestCoordinator (init: TestCoordinatorInit = {}): Prom
     logger: silentLogger(),
     ...(init.maxPackageBytes !== undefined ? { maxPackageBytes: init.maxPackageBytes } : {}),
     chunkSizeBytes: init.chunkSizeBytes ?? 64 * 1024,
-    ...(init.now !== undefined ? { now: init.now } : {})
+    ...(init.now !== undefined ? { now: init.now } : {}),
+    autoTick: init.autoTick ?? init.now === undefined
   })
   const app = createApp(services)
   const adminToken = services.bootstrapAdminToken ?? ''
@@ -67,4 +70,13 @@ export async function enrollDevice (coordinator: TestCoordinator, fields: { host
     ...(fields.groups !== undefined ? { groups: fields.groups } : {})
   }).expect(201)
   return { deviceId: body.deviceId, credential: body.credential, key }
+}
+
+/** A clock tests move by hand. */
+export class FakeClock {
+  constructor (public ms = Date.parse('2026-03-02T09:00:00.000Z')) {}
+  readonly now = (): number => this.ms
+  advance (ms: number): void {
+    this.ms += ms
+  }
 }
