@@ -16,6 +16,7 @@ import { downloadPackage, type PackageFetcher } from './download/downloader.js'
 import { AgentStore, type LocalTask } from './state/store.js'
 import { TaskRunner, type WithdrawReason } from './tasks/runner.js'
 import { VpnDetector, type InterfaceLister } from './vpn.js'
+import { systemBootId, type BootIdentity } from './boot.js'
 
 export const AGENT_VERSION = '0.1.0'
 
@@ -49,6 +50,8 @@ export interface AgentInit {
   rebootCommand?: string[]
   /** Wait after an installer asked to retry soon (1618). @default 5 minutes */
   retrySoonMs?: number
+  /** Identifies this boot, to notice that a pending reboot happened. @default the system's boot id */
+  bootId?: BootIdentity
   now?: () => number
 }
 
@@ -136,12 +139,23 @@ export class Agent extends EventEmitter<AgentEvents> {
       await cache.open()
       const agent = new Agent(init, identity, client, store, cache)
       agent.logger.info({ enrolled, site: identity.site, peerId: identity.peerId }, enrolled ? 'enrolled' : 'identity loaded')
+      await agent.confirmReboots()
       agent.loop = agent.assignmentLoop()
       agent.outbox.flushSoon()
       return agent
     } catch (error) {
       await store.close()
       throw error
+    }
+  }
+
+  /** Tasks that waited for a reboot are done once the device has restarted. */
+  private async confirmReboots (): Promise<void> {
+    const bootId = await (this.init.bootId ?? systemBootId)()
+    for (const task of await this.store.listTasks()) {
+      if (task.state !== 'succeeded-reboot-pending' || task.bootId === undefined || task.bootId === bootId) continue
+      const { bootId: _previous, ...rest } = task
+      await this.outbox.record(rest, { state: 'succeeded', bytesTotal: 0, bytesDone: 0, bytesFromPeers: task.bytesFromPeers, bytesFromOrigin: task.bytesFromOrigin, exitCode: task.exitCode ?? null, message: 'the device has restarted since the install: the reboot is done' })
     }
   }
 
@@ -329,6 +343,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       now: this.now,
       ...(this.init.rebootCommand !== undefined ? { rebootCommand: this.init.rebootCommand } : {}),
       ...(this.init.retrySoonMs !== undefined ? { retrySoonMs: this.init.retrySoonMs } : {}),
+      ...(this.init.bootId !== undefined ? { bootId: this.init.bootId } : {}),
       ...(this.init.progressIntervalMs !== undefined ? { progressIntervalMs: this.init.progressIntervalMs } : {})
     }, task, manifest, controller.signal, this.stopController.signal)
     const done = runner.run().then(result => {

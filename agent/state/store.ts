@@ -17,6 +17,8 @@ export interface LocalTask {
   failures: number
   /** The manifest's re-run counter when this state began. */
   rerun?: number
+  /** The boot a pending reboot was reported in: a later boot means the reboot happened. */
+  bootId?: string
   /** Last status sequence number issued. */
   seq: number
   bytesFromPeers: number

@@ -18,6 +18,7 @@ import { applicabilityProblem, currentArch, currentPlatform } from '../platform.
 import type { AgentStore, LocalTask } from '../state/store.js'
 import { VpnDetector } from '../vpn.js'
 import { assemblePackage } from './assemble.js'
+import { systemBootId, type BootIdentity } from '../boot.js'
 
 const IN_PROGRESS_STATES: ReadonlySet<DeviceTaskState> = new Set(['downloading', 'verifying', 'installing'])
 
@@ -52,6 +53,8 @@ export interface RunnerInit {
   rebootCommand?: readonly string[]
   /** @default RETRY_SOON_MS */
   retrySoonMs?: number
+  /** Identifies this boot, to notice later that a pending reboot happened. @default systemBootId */
+  bootId?: BootIdentity
   /** Least time between two progress records of a download. @default 1000 */
   progressIntervalMs?: number
   /** @default the running platform and architecture */
@@ -252,6 +255,7 @@ export class TaskRunner {
       note = result.ok ? `${plan.reason}; reboot at ${at}: ${JSON.stringify(plan.message)}${plan.forceCloseApps ? ', closing blocking applications' : ''}` : `${plan.reason}, but the reboot could not be requested: ${result.detail}`
       this.init.logger.info({ taskId: this.task.taskId, ok: result.ok, detail: result.detail }, 'reboot requested')
     }
+    this.task = { ...this.task, bootId: await (this.init.bootId ?? systemBootId)() }
     await this.report({ state: 'succeeded-reboot-pending', exitCode, message: `${message}; ${note}`.slice(0, 3900), bytesDone })
     return this.task
   }

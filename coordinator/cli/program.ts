@@ -18,6 +18,8 @@ export function operatorProgram (): Command {
   const program = new Command('meshdeploy')
     .description('peer-to-peer assisted software distribution: a package crosses each site\'s WAN link once')
     .version(CLI_VERSION)
+    // Program options only before the subcommand: `package add --version 1.0` is the package's version, not the CLI's.
+    .enablePositionalOptions()
     .showHelpAfterError()
     .addHelpText('after', `
 Environment:

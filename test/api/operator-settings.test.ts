@@ -136,3 +136,19 @@ test('self-service: a device requests an approved package; an operator approves 
   t.deepEqual((await c.http.get('/v1/agents/requests').set('authorization', dev(other))).body.requests.map((r: any) => r.status), ['approved', 'denied'])
   await c.close()
 })
+
+test('every declared route but health and enroll refuses anonymous callers; device routes refuse operators', async t => {
+  const c = await openTestCoordinator()
+  const device = await enrollDevice(c, { hostname: 'pc-1' })
+  const specs = (c.app as any).routes.specs as Array<{ method: string, path: string, access: string }>
+  t.true(specs.length >= 40)
+  for (const spec of specs) {
+    const path = spec.path.replace(/:[a-zA-Z]+/g, 'x')
+    const anonymous = await (c.http as any)[spec.method](path)
+    if (spec.access === 'public') continue
+    t.is(anonymous.status, 401, `${spec.method} ${spec.path}`)
+    if (spec.access === 'device') t.is((await (c.http as any)[spec.method](path).set('authorization', `Bearer ${c.adminToken}`)).status, 403, `${spec.method} ${spec.path} as an operator`)
+    if (spec.access === 'admin' || spec.access === 'operator') t.is((await (c.http as any)[spec.method](path).set('authorization', `Bearer ${device.credential}`)).status, 403, `${spec.method} ${spec.path} as a device`)
+  }
+  await c.close()
+})

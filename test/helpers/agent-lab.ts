@@ -29,6 +29,8 @@ export interface AgentLab {
   row: (taskId: string) => Promise<any>
   /** Waits until the device's row of the task satisfies `check` (by default: settled). */
   waitRow: (taskId: string, check?: (row: any) => boolean, what?: string) => Promise<any>
+  /** Stops the agent and starts it again on its data folder (a service restart, or a reboot). */
+  restartAgent: (extra?: AgentLabInit['agent']) => Promise<void>
   close: () => Promise<void>
 }
 
@@ -48,7 +50,7 @@ export async function openAgentLab (init: AgentLabInit = {}): Promise<AgentLab> 
   const { token } = await api.post('/v1/enrollment-tokens', {})
   const installRoot = join(folder, 'root')
   await mkdir(installRoot, { recursive: true })
-  const agent = await Agent.start({
+  const startAgent = async (extra: AgentLabInit['agent'] = {}): Promise<Agent> => await Agent.start({
     dataDir: join(folder, 'agent'),
     coordinatorUrl: coordinator.url,
     enrollToken: token,
@@ -58,10 +60,12 @@ export async function openAgentLab (init: AgentLabInit = {}): Promise<AgentLab> 
     waitSeconds: 20,
     progressIntervalMs: 200,
     ...(init.now !== undefined ? { now: init.now } : {}),
-    ...init.agent
+    ...init.agent,
+    ...extra
   })
+  const agent = await startAgent()
   const row = async (taskId: string): Promise<any> => (await api.get(`/v1/tasks/${taskId}/devices`)).devices.find((candidate: any) => candidate.deviceId === agent.identity.deviceId)
-  return {
+  const lab: AgentLab = {
     folder,
     coordinator,
     api,
@@ -78,13 +82,18 @@ export async function openAgentLab (init: AgentLabInit = {}): Promise<AgentLab> 
       const current = await row(taskId)
       return current !== undefined && check(current) ? current : undefined
     }, `${what} in task ${taskId}`, 60_000, 50),
+    restartAgent: async extra => {
+      await lab.agent.stop()
+      lab.agent = await startAgent(extra)
+    },
     close: async () => {
-      await agent.stop()
+      await lab.agent.stop()
       api.close()
       await coordinator.close()
       await rm(folder, { recursive: true, force: true })
     }
   }
+  return lab
 }
 
 const run = promisify(execFile)

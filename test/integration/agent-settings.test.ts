@@ -79,7 +79,7 @@ test.serial('exit codes map through the package mapping; reboot policies never, 
   const hook = `${lab0}.sh`
   const log = `${lab0}.log`
   await writeFile(hook, `#!/bin/sh\necho "$MESHDEPLOY_REBOOT_DELAY_SECONDS|$MESHDEPLOY_REBOOT_MESSAGE|$MESHDEPLOY_REBOOT_FORCE_CLOSE_APPS" >> ${log}\n`, { mode: 0o755 })
-  const lab = await openAgentLab({ agent: { rebootCommand: [hook], retrySoonMs: 500 } })
+  const lab = await openAgentLab({ agent: { rebootCommand: [hook], retrySoonMs: 500, bootId: async () => 'boot-1' } })
   try {
     // POSIX exit codes stop at 255, so the Windows codes 3010 and 1618 are mapped from small ones here, as a package would.
     const needsReboot = await lab.upload('needs-reboot.sh', writer('opt/a/x', 'a', 30), { name: 'needs-reboot', version: '1', exitCodes: { 30: 'success-reboot-required' } })
@@ -111,6 +111,12 @@ test.serial('exit codes map through the package mapping; reboot policies never, 
     const prompted = await lab.waitRow(tPrompt.id)
     t.regex(prompted.message, /the user was asked to restart; the restart is forced in 600 s; .*closing blocking applications/)
     t.deepEqual((await readFile(log, 'utf8')).trim().split('\n'), ['0|restarting now|0', '600|save your work|1'])
+    // The device comes back from its reboot: the pending reboots are done; the one the policy left to the user is not.
+    await lab.restartAgent({ bootId: async () => 'boot-2' })
+    for (const task of [tAlways, tPrompt]) {
+      t.like(await lab.waitRow(task.id, row => row.state === 'succeeded', 'the reboot to be confirmed'), { message: 'the device has restarted since the install: the reboot is done' })
+    }
+    t.like(await lab.waitRow(tNever.id, row => row.state === 'succeeded', 'the user\'s reboot to be confirmed'), { exitCode: 30 })
   } finally {
     await lab.close()
     await Promise.all([hook, log].map(async file => { await rm(file, { force: true }) }))
