@@ -1,9 +1,7 @@
 import { EventEmitter } from 'node:events'
-import { z } from 'zod'
 import {
-  ACTIONS, DEFAULT_INSTALL_TIMEOUT_SECONDS, DEFAULT_TASK_VALIDITY_MS, MANIFEST_VERSION, MAX_INSTALL_TIMEOUT_SECONDS, OVERWRITE_POLICIES,
-  SETTLED_STATES, SUCCESS_STATES, fileModeSchema, fromBase64, fromUtf8, platformOfUninstall, rebootSchema, signManifest, splitRunArgs, randomId,
-  type DeviceTaskState, type Manifest
+  DEFAULT_INSTALL_TIMEOUT_SECONDS, DEFAULT_TASK_VALIDITY_MS, MANIFEST_VERSION, fromBase64, fromUtf8, platformOfUninstall, signManifest, splitRunArgs,
+  randomId, type Manifest
 } from '../../protocol/index.js'
 import { ApiError, ConflictError, NotFoundError, ValidationError } from '../errors.js'
 import type { CoordinatorKey } from '../signing-key.js'
@@ -15,118 +13,19 @@ import type { DeviceService } from '../devices/service.js'
 import type { DirectoryService } from '../directory/service.js'
 import type { SettingsService } from '../settings/service.js'
 import type { PublisherService } from '../publishers/service.js'
-import { matchesTargets, targetsSchema } from './targets.js'
+import { matchesTargets } from './targets.js'
 import type { ReleaseLedger } from './releases.js'
 import { releaseAllowance } from './release-rate.js'
+import { MAX_VALIDITY_SECONDS, type CreateTaskRequest, type EditTaskRequest } from './schemas.js'
+import { IN_PROGRESS_STATES, overlayRow, phaseOf, progressOf, syntheticRow, type TaskPhase, type TaskProgress } from './states.js'
+
+export * from './schemas.js'
+export * from './states.js'
 
 const ARCHIVE_KINDS = new Set(['tar', 'tar.gz', 'zip'])
 export const DEFAULT_MAX_ATTEMPTS = 3
 export const DEFAULT_RETRY_DELAY_SECONDS = 24 * 3600
 export const DEFAULT_ARCHIVE_ENTRY = 'install.sh'
-export const MAX_DEVICES_PER_MINUTE = 100_000
-export const MAX_VALIDITY_SECONDS = 365 * 24 * 3600
-
-/** States in which a device is working on the task right now. */
-const IN_PROGRESS_STATES: ReadonlySet<DeviceTaskState> = new Set(['downloading', 'verifying', 'installing'])
-
-const isoTime = z.iso.datetime({ offset: true })
-
-const taskSettings = {
-  targets: targetsSchema,
-  name: z.string().trim().min(1).max(200),
-  /** A command line (split like a shell would, nothing expanded) or the arguments themselves. */
-  runArgs: z.union([z.string().max(8192), z.array(z.string().max(4096)).max(64)]),
-  bandwidthKBps: z.number().int().min(1).max(10_000_000),
-  destination: z.string().min(1).max(1024).regex(/^\//, 'must be an absolute path'),
-  entry: z.string().min(1).max(255).regex(/^[^/\\]/, 'must be a path inside the archive'),
-  fileMode: fileModeSchema,
-  overwrite: z.enum(OVERWRITE_POLICIES),
-  timeoutSeconds: z.number().int().min(1).max(MAX_INSTALL_TIMEOUT_SECONDS),
-  maxAttempts: z.number().int().min(1).max(100),
-  retryDelaySeconds: z.number().int().min(0).max(30 * 24 * 3600),
-  /** When devices start being released; absent: now. */
-  startAt: isoTime,
-  /** Validity counted from the start; @default one week. */
-  validForSeconds: z.number().int().min(60).max(MAX_VALIDITY_SECONDS),
-  /** Or the end of the validity as a time. */
-  validUntil: isoTime,
-  devicesPerMinute: z.number().int().min(1).max(MAX_DEVICES_PER_MINUTE),
-  deferWhileVpn: z.boolean(),
-  reboot: rebootSchema
-}
-
-export const createTaskSchema = z.object({
-  packageId: z.string().regex(/^[0-9a-f]{64}$/, 'must be a package id'),
-  action: z.enum(ACTIONS),
-  targets: taskSettings.targets,
-  name: taskSettings.name.optional(),
-  runArgs: taskSettings.runArgs.optional(),
-  bandwidthKBps: taskSettings.bandwidthKBps.optional(),
-  destination: taskSettings.destination.optional(),
-  entry: taskSettings.entry.optional(),
-  fileMode: taskSettings.fileMode.optional(),
-  overwrite: taskSettings.overwrite.optional(),
-  timeoutSeconds: taskSettings.timeoutSeconds.optional(),
-  maxAttempts: taskSettings.maxAttempts.optional(),
-  retryDelaySeconds: taskSettings.retryDelaySeconds.optional(),
-  startAt: taskSettings.startAt.optional(),
-  validForSeconds: taskSettings.validForSeconds.optional(),
-  validUntil: taskSettings.validUntil.optional(),
-  devicesPerMinute: taskSettings.devicesPerMinute.optional(),
-  deferWhileVpn: taskSettings.deferWhileVpn.optional(),
-  reboot: taskSettings.reboot.optional()
-}).strict().refine(request => request.validForSeconds === undefined || request.validUntil === undefined, { message: 'give validForSeconds or validUntil, not both', path: ['validUntil'] })
-
-export type CreateTaskRequest = z.infer<typeof createTaskSchema>
-
-/** An edit: fields present replace the task's; `null` removes an optional limit. */
-export const editTaskSchema = z.object({
-  targets: taskSettings.targets.optional(),
-  name: taskSettings.name.optional(),
-  runArgs: taskSettings.runArgs.optional(),
-  bandwidthKBps: taskSettings.bandwidthKBps.nullable().optional(),
-  destination: taskSettings.destination.optional(),
-  entry: taskSettings.entry.optional(),
-  fileMode: taskSettings.fileMode.nullable().optional(),
-  overwrite: taskSettings.overwrite.optional(),
-  timeoutSeconds: taskSettings.timeoutSeconds.optional(),
-  maxAttempts: taskSettings.maxAttempts.optional(),
-  retryDelaySeconds: taskSettings.retryDelaySeconds.optional(),
-  startAt: taskSettings.startAt.optional(),
-  validForSeconds: taskSettings.validForSeconds.optional(),
-  validUntil: taskSettings.validUntil.optional(),
-  devicesPerMinute: taskSettings.devicesPerMinute.nullable().optional(),
-  deferWhileVpn: taskSettings.deferWhileVpn.optional(),
-  reboot: taskSettings.reboot.optional()
-}).strict()
-  .refine(edit => Object.keys(edit).length > 0, { message: 'name at least one setting to change' })
-  .refine(edit => edit.validForSeconds === undefined || edit.validUntil === undefined, { message: 'give validForSeconds or validUntil, not both', path: ['validUntil'] })
-
-export type EditTaskRequest = z.infer<typeof editTaskSchema>
-
-/** What a task is doing now, from its status and its window. */
-export type TaskPhase = 'scheduled' | 'running' | 'paused' | 'expired' | 'cancelled' | 'deleted'
-
-export function phaseOf (task: Pick<TaskRecord, 'status' | 'startAt' | 'validUntil'>, nowMs: number): TaskPhase {
-  if (task.status === 'cancelled' || task.status === 'deleted') return task.status
-  if (Date.parse(task.validUntil) <= nowMs) return 'expired'
-  if (task.status === 'paused') return 'paused'
-  if (Date.parse(task.startAt) > nowMs) return 'scheduled'
-  return 'running'
-}
-
-export interface TaskProgress {
-  total: number
-  counts: Partial<Record<DeviceTaskState, number>>
-  settled: number
-  succeeded: number
-  failed: number
-  percent: number
-  bytesFromPeers: number
-  bytesFromOrigin: number
-  /** Share of the bytes devices received that did not come from the origin. */
-  peerShare: number
-}
 
 export type TaskView = Omit<TaskRecord, 'manifest'> & {
   phase: TaskPhase
@@ -152,23 +51,6 @@ export interface TaskServiceInit {
   releases: ReleaseLedger
   key: CoordinatorKey
   now?: () => number
-}
-
-export function isFailedForGood (row: Pick<DeviceTaskRow, 'state' | 'final'>): boolean {
-  return row.state === 'failed' && row.final === true
-}
-
-/** Whether a device has nothing left to do in a task. */
-export function isSettled (row: Pick<DeviceTaskRow, 'state' | 'final'>): boolean {
-  return SETTLED_STATES.has(row.state) || isFailedForGood(row)
-}
-
-/**
- * Whether a device is done with a task: it succeeded (in any revision: an edit
- * does not install again), or settled the current revision.
- */
-export function isDone (row: Pick<DeviceTaskRow, 'state' | 'final' | 'revision'>, task: Pick<TaskRecord, 'revision'>): boolean {
-  return SUCCESS_STATES.has(row.state) || (row.revision === task.revision && isSettled(row))
 }
 
 function parseRunArgs (runArgs: string | string[] | undefined): string[] {
@@ -529,8 +411,8 @@ export class TaskService extends EventEmitter<{ changed: [taskId: string], relea
       const releasedAt = this.releases.releasedAt(task.id, device.id)
       if (row === undefined && releasedAt === undefined && !(open && this.targets(device, task.targets))) continue
       const view = this.devices.view(device)
-      const out: DeviceTaskView = { ...(row ?? this.syntheticRow(task, device, releasedAt, phase, waitingReason)), hostname: device.hostname, site: device.site }
-      if (row !== undefined) this.overlay(out, task, phase)
+      const out: DeviceTaskView = { ...(row ?? syntheticRow(task, device, releasedAt, phase, waitingReason)), hostname: device.hostname, site: device.site }
+      if (row !== undefined) overlayRow(out, task, phase)
       if (view.lastSeenAt !== undefined) out.lastSeenAt = view.lastSeenAt
       if (releasedAt !== undefined) out.releasedAt = new Date(releasedAt).toISOString()
       rows.push(out)
@@ -550,54 +432,6 @@ export class TaskService extends EventEmitter<{ changed: [taskId: string], relea
     return 'waiting for the scheduler'
   }
 
-  /** The row of a device that has reported nothing for the task yet. */
-  private syntheticRow (task: TaskRecord, device: DeviceRecord, releasedAt: number | undefined, phase: TaskPhase, waitingReason: string): DeviceTaskRow {
-    let state: DeviceTaskState
-    let message: string
-    if (phase === 'cancelled' || phase === 'deleted') {
-      state = 'cancelled'
-      message = `the task was ${phase} before the device started`
-    } else if (phase === 'expired') {
-      state = 'expired'
-      message = `the task's validity ended at ${task.validUntil} before the device started`
-    } else if (releasedAt === undefined || phase === 'paused') {
-      state = 'queued'
-      message = releasedAt === undefined ? waitingReason : 'the task is paused'
-    } else {
-      state = 'pending'
-      message = 'released; waiting for the device to report'
-    }
-    const at = new Date(releasedAt ?? Date.parse(task.createdAt)).toISOString()
-    return {
-      taskId: task.id,
-      deviceId: device.id,
-      state,
-      message,
-      revision: task.revision,
-      attempt: 0,
-      seq: 0,
-      bytesTotal: 0,
-      bytesDone: 0,
-      bytesFromPeers: 0,
-      bytesFromOrigin: 0,
-      reportedAt: at,
-      updatedAt: at
-    }
-  }
-
-  /** What a reported row means now that the task may be over or paused. */
-  private overlay (row: DeviceTaskView, task: TaskRecord, phase: TaskPhase): void {
-    if (isDone(row, task) || row.state === 'installing') return
-    const last = `last state ${row.state}${row.message !== undefined ? `: ${row.message}` : ''}`
-    if (phase === 'expired') {
-      Object.assign(row, { state: 'expired', message: `the task's validity ended at ${task.validUntil}; ${last}`.slice(0, 4000) })
-    } else if (phase === 'cancelled' || phase === 'deleted') {
-      Object.assign(row, { state: 'cancelled', message: `the task was ${phase}; ${last}`.slice(0, 4000) })
-    } else if (phase === 'paused' && (row.state === 'pending' || row.state === 'queued' || row.state === 'deferred-vpn')) {
-      Object.assign(row, { state: 'queued', message: `the task is paused; ${last}`.slice(0, 4000) })
-    }
-  }
-
   async view (task: TaskRecord): Promise<TaskView> {
     const rows = await this.deviceRows(task)
     const { manifest: _manifest, ...rest } = task
@@ -613,42 +447,5 @@ export class TaskService extends EventEmitter<{ changed: [taskId: string], relea
 
   async row (taskId: string, deviceId: string): Promise<DeviceTaskRow | undefined> {
     return await this.store.collections.deviceTasks.get(deviceTaskKey(taskId, deviceId))
-  }
-}
-
-/** Progress of a task from its device rows: exact whatever order records arrived in. */
-export function progressOf (rows: ReadonlyArray<Pick<DeviceTaskRow, 'state' | 'final' | 'bytesDone' | 'bytesTotal' | 'bytesFromPeers' | 'bytesFromOrigin'>>): TaskProgress {
-  const counts: Partial<Record<DeviceTaskState, number>> = {}
-  let settled = 0
-  let succeeded = 0
-  let failed = 0
-  let fraction = 0
-  let bytesFromPeers = 0
-  let bytesFromOrigin = 0
-  for (const row of rows) {
-    counts[row.state] = (counts[row.state] ?? 0) + 1
-    if (isSettled(row)) {
-      settled++
-      fraction += 1
-    } else if (row.bytesTotal > 0) {
-      // Downloading is most of the work; installing and verifying count as nine tenths.
-      fraction += 0.9 * Math.min(1, row.bytesDone / row.bytesTotal)
-    }
-    if (SUCCESS_STATES.has(row.state)) succeeded++
-    if (isFailedForGood(row)) failed++
-    bytesFromPeers += row.bytesFromPeers
-    bytesFromOrigin += row.bytesFromOrigin
-  }
-  const received = bytesFromPeers + bytesFromOrigin
-  return {
-    total: rows.length,
-    counts,
-    settled,
-    succeeded,
-    failed,
-    percent: rows.length === 0 ? 0 : Math.round(1000 * fraction / rows.length) / 10,
-    bytesFromPeers,
-    bytesFromOrigin,
-    peerShare: received === 0 ? 0 : bytesFromPeers / received
   }
 }
