@@ -87,6 +87,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly running = new Map<string, Running>()
   private readonly retryTimers = new Map<string, { timer: NodeJS.Timeout, manifest: Manifest }>()
   private readonly vpn: VpnDetector
+  /** Tasks the coordinator holds (paused or deleted): what runs finishes, nothing new starts, no retry. */
+  private readonly held = new Set<string>()
   private readonly stopController = new AbortController()
   private loop?: Promise<void>
   private lastAnswer?: AssignmentAnswer
@@ -267,6 +269,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       return
     }
     const running = this.running.get(manifest.taskId)
+    if (mode === 'finish') this.held.add(manifest.taskId)
+    else this.held.delete(manifest.taskId)
     if (mode === 'finish') {
       if (running !== undefined && !running.runner.busy) running.controller.abort('held' satisfies WithdrawReason)
       const retry = this.retryTimers.get(manifest.taskId)
@@ -320,7 +324,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     const timer: NodeJS.Timeout = setTimeout(() => {
       this.retryTimers.delete(task.taskId)
       void this.store.getTask(task.taskId).then(current => {
-        if (current !== undefined && current.revision === manifest.revision && !this.stopController.signal.aborted) this.launch(manifest, current)
+        if (current !== undefined && current.revision === manifest.revision && !this.held.has(task.taskId) && !this.stopController.signal.aborted) this.launch(manifest, current)
       })
     }, Math.min(waitMs, 2 ** 31 - 1))
     timer.unref()
@@ -349,7 +353,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     const done = runner.run().then(result => {
       this.emit('state', result.taskId, result.state)
       this.logger.info({ taskId: result.taskId, state: result.state, attempt: result.attempt }, 'task attempt ended')
-      if (result.retryAt !== undefined && result.final !== true && !this.stopController.signal.aborted) {
+      if (result.retryAt !== undefined && result.final !== true && !this.held.has(result.taskId) && !this.stopController.signal.aborted) {
         this.scheduleRetry(manifest, result, result.retryAt - this.now())
       }
     }, error => {

@@ -153,11 +153,18 @@ test.serial('attempts: each failed run counts, with the next retry time, until t
     const last = await lab.waitRow(task.id, row => row.state === 'failed' && row.final === true, 'the final failure')
     t.like(last, { attempt: 2 })
     t.regex(last.message, /attempt 2 of 2; no attempts left; output: prerequisite missing/)
+    // Raising the limit gives one more attempt: the counter keeps its two failures (Kaspersky).
+    await lab.api.post(`/v1/tasks/${task.id}/pause`)
+    await lab.api.patch(`/v1/tasks/${task.id}`, { maxAttempts: 3 })
+    await lab.api.post(`/v1/tasks/${task.id}/resume`)
+    const third = await lab.waitRow(task.id, row => row.state === 'failed' && row.final === true && row.revision === 2, 'the third attempt')
+    t.like(third, { attempt: 3 })
+    t.regex(third.message, /attempt 3 of 3; no attempts left/)
     await writeFile(join(lab.installRoot, 'fixed'), '')
     const rerun = await lab.api.post(`/v1/tasks/${task.id}/rerun`)
     t.is(rerun.rerunDevices, 1)
     const fixed = await lab.waitRow(task.id, row => row.state === 'succeeded', 'the re-run')
-    t.like(fixed, { attempt: 1, revision: 2 })
+    t.like(fixed, { attempt: 1, revision: 3 })
   } finally {
     await lab.close()
   }
