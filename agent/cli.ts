@@ -136,5 +136,52 @@ export function agentCommand (): Command {
         if (requests.length === 0) process.stdout.write('no requests\n')
       })
     })
+  agent.command('install-service')
+    .description('enroll (when given a token) and install the agent as a systemd service, enabled and started')
+    .requiredOption('--data <dir>', 'data folder of the agent')
+    .option('--coordinator <url>', 'coordinator URL, for enrollment', process.env.MESHDEPLOY_URL)
+    .option('--enroll-token <token>', 'enroll now, so the unit holds no secret', process.env.MESHDEPLOY_ENROLL_TOKEN)
+    .option('--site <name>', 'site this device belongs to')
+    .option('--groups <a,b>', 'static groups, comma separated', list)
+    .option('--install-root <dir>', 'folder that absolute install paths are resolved under')
+    .option('--package-root <dir>', 'root dpkg and rpm install under')
+    .option('--vpn-interfaces <prefixes>', 'name prefixes of VPN interfaces, comma separated')
+    .option('--reboot-command <command>', 'command that reboots this device')
+    .option('--name <name>', 'unit name', 'meshdeploy-agent')
+    .option('--unit-dir <dir>', 'where unit files go', '/etc/systemd/system')
+    .option('--no-enable', 'write the unit but do not enable or start it')
+    .addHelpText('after', '\nExample:\n  meshdeploy agent install-service --data /var/lib/meshdeploy-agent --coordinator https://deploy.example.org:8650 --enroll-token mde_… --site berlin')
+    .action(async options => {
+      const { resolve } = await import('node:path')
+      const { fileURLToPath } = await import('node:url')
+      const { installService } = await import('./service-unit.js')
+      const dataDir = resolve(options.data)
+      try {
+        if (options.enrollToken !== undefined) {
+          if (options.coordinator === undefined) throw new Error('--coordinator is needed to enroll')
+          const { CoordinatorClient } = await import('./coordinator-client.js')
+          const { loadOrEnroll } = await import('./identity.js')
+          const { AGENT_VERSION } = await import('./agent.js')
+          const client = new CoordinatorClient({ url: options.coordinator })
+          const { identity, enrolled } = await loadOrEnroll({
+            dataDir, client, enrollToken: options.enrollToken, agentVersion: AGENT_VERSION,
+            ...(options.site !== undefined ? { site: options.site } : {}),
+            ...(options.groups !== undefined ? { groups: options.groups } : {})
+          })
+          client.close()
+          process.stdout.write(`${enrolled ? 'enrolled' : 'already enrolled'} as ${identity.deviceId} (site ${identity.site})\n`)
+        }
+        const bin = resolve(fileURLToPath(import.meta.url), '../../../bin/meshdeploy.js')
+        const command = [process.execPath, bin, 'agent', 'start', '--data', dataDir]
+        if (options.installRoot !== undefined) command.push('--install-root', resolve(options.installRoot))
+        if (options.packageRoot !== undefined) command.push('--package-root', resolve(options.packageRoot))
+        if (options.vpnInterfaces !== undefined) command.push('--vpn-interfaces', options.vpnInterfaces)
+        if (options.rebootCommand !== undefined) command.push('--reboot-command', options.rebootCommand)
+        await installService({ name: options.name, unitDir: options.unitDir, command, enable: options.enable !== false, log: line => { process.stdout.write(line + '\n') } })
+      } catch (error) {
+        process.stderr.write(`meshdeploy agent install-service: ${(error as Error).message}\n`)
+        process.exitCode = 1
+      }
+    })
   return agent
 }

@@ -17,6 +17,7 @@ import { loadOrCreateSigningKey, type CoordinatorKey } from './signing-key.js'
 import { LevelStore } from './store/level-store.js'
 import type { Store } from './store/types.js'
 import type { Logger } from '../protocol/logger.js'
+import { CoordinatorMetrics } from './metrics.js'
 
 export interface ServicesInit {
   dataDir: string
@@ -30,12 +31,6 @@ export interface ServicesInit {
   /** The scheduler ticks by itself; tests with a fake clock call `scheduler.tick()` instead. @default true */
   autoTick?: boolean
   now?: () => number
-}
-
-/** Counters of what the origin served. */
-export interface OriginCounters {
-  chunksServed: number
-  bytesServed: number
 }
 
 export interface Services {
@@ -55,7 +50,7 @@ export interface Services {
   requests: RequestService
   assignments: AssignmentService
   statuses: StatusService
-  origin: OriginCounters
+  metrics: CoordinatorMetrics
   startedAt: number
   /** The admin token's secret, only on the start that created it. */
   bootstrapAdminToken?: string
@@ -120,7 +115,7 @@ export async function openServices (init: ServicesInit): Promise<Services> {
     requests,
     assignments,
     statuses,
-    origin: { chunksServed: 0, bytesServed: 0 },
+    metrics: new CoordinatorMetrics({ devices, tasks, statuses }),
     startedAt: now(),
     close: async () => {
       await scheduler.stop()

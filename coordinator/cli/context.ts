@@ -1,5 +1,6 @@
 import type { Command } from 'commander'
 import { ApiClient, ApiRequestError } from './api-client.js'
+import { loadCliConfig } from './config.js'
 
 /** Exit codes scripts can rely on. */
 export const EXIT = {
@@ -25,14 +26,21 @@ export interface GlobalOptions {
 /** Adds the options every API command takes. */
 export function withApiOptions (command: Command): Command {
   return command
-    .option('--url <url>', 'coordinator URL (env MESHDEPLOY_URL)')
-    .option('--token <token>', 'operator token (env MESHDEPLOY_TOKEN)')
+    .option('--url <url>', 'coordinator URL (env MESHDEPLOY_URL, or url: in the config file)')
+    .option('--token <token>', 'operator token (env MESHDEPLOY_TOKEN, or token: in the config file)')
     .option('--json', 'print JSON instead of a table')
 }
 
+/** Settings by precedence: command-line options, then environment, then the config file, then defaults. */
 export function clientFrom (options: GlobalOptions): ApiClient {
-  const url = options.url ?? process.env.MESHDEPLOY_URL ?? DEFAULT_URL
-  const token = options.token ?? process.env.MESHDEPLOY_TOKEN
+  let config
+  try {
+    config = loadCliConfig()
+  } catch (error) {
+    throw new UsageError((error as Error).message)
+  }
+  const url = options.url ?? process.env.MESHDEPLOY_URL ?? config.url ?? DEFAULT_URL
+  const token = options.token ?? process.env.MESHDEPLOY_TOKEN ?? config.token
   return new ApiClient({ url, ...(token !== undefined ? { token } : {}) })
 }
 

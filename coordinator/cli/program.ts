@@ -10,6 +10,7 @@ import { userCommand } from './commands/users.js'
 import { settingsCommand } from './commands/settings.js'
 import { runDemo } from './demo.js'
 import { positiveInteger } from './context.js'
+import { completionCommands } from './completion.js'
 
 export const CLI_VERSION = '0.1.0'
 
@@ -18,7 +19,7 @@ export function operatorProgram (): Command {
   const program = new Command('meshdeploy')
     .description('peer-to-peer assisted software distribution: a package crosses each site\'s WAN link once')
     .version(CLI_VERSION)
-    // Program options only before the subcommand: `package add --version 1.0` is the package's version, not the CLI's.
+    // Options of the program only before a command, so that `package add --version 2.0` is the package's version.
     .enablePositionalOptions()
     .showHelpAfterError()
     .addHelpText('after', `
@@ -36,6 +37,9 @@ Exit codes: 0 ok, 1 a watched task had failures, 2 usage, 3 refused by the API, 
   program.addCommand(requestCommand())
   program.addCommand(userCommand())
   program.addCommand(settingsCommand())
+  const [completion, complete] = completionCommands()
+  program.addCommand(completion)
+  program.addCommand(complete, { hidden: true })
   program.command('demo')
     .description('run a coordinator and agents on loopback and deploy a real package to them, with live progress')
     .option('--agents <n>', 'agents', positiveInteger, 6)

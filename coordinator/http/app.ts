@@ -8,6 +8,7 @@ import { RouteTable } from './routes-table.js'
 import { agentRoutes } from './routes/agents.js'
 import { deviceRoutes } from './routes/devices.js'
 import { healthRoutes } from './routes/health.js'
+import { openApiRoutes } from './routes/openapi.js'
 import { packageRoutes } from './routes/packages.js'
 import { taskRoutes } from './routes/tasks.js'
 import { tokenRoutes } from './routes/tokens.js'
@@ -16,7 +17,7 @@ import { publisherRoutes } from './routes/publishers.js'
 import { settingsRoutes } from './routes/settings.js'
 import { requestRoutes } from './routes/requests.js'
 
-export const ROUTE_MODULES = [healthRoutes, agentRoutes, packageRoutes, taskRoutes, deviceRoutes, tokenRoutes, directoryRoutes, publisherRoutes, settingsRoutes, requestRoutes]
+export const ROUTE_MODULES = [healthRoutes, openApiRoutes, agentRoutes, packageRoutes, taskRoutes, deviceRoutes, tokenRoutes, directoryRoutes, publisherRoutes, settingsRoutes, requestRoutes]
 
 /** The Koa application with the table of its routes (for the OpenAPI document). */
 export type CoordinatorApp = Koa<CoordinatorState> & { routes: RouteTable }

@@ -14,7 +14,7 @@ const PUBLIC_PATHS = new Set(['/v1/health', '/v1/agents/enroll'])
  */
 export function authMiddleware (services: Services) {
   return async function authenticate (ctx: CoordinatorContext, next: Next): Promise<void> {
-    if (!ctx.path.startsWith('/v1/') || PUBLIC_PATHS.has(ctx.path)) {
+    if (!(ctx.path.startsWith('/v1/') || ctx.path === '/metrics') || PUBLIC_PATHS.has(ctx.path)) {
       await next()
       return
     }
