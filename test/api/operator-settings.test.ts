@@ -152,3 +152,17 @@ test('every declared route but health and enroll refuses anonymous callers; devi
   }
   await c.close()
 })
+
+test('a whole directory imports in one request; replace removes who is gone; bad rows are refused with their place', async t => {
+  const c = await openTestCoordinator()
+  const auth = `Bearer ${c.adminToken}`
+  const users = Array.from({ length: 20_000 }, (_, index) => ({ id: `user${index}`, displayName: `User ${index}`, department: `Dept${index % 50}/Team${index % 7}`, role: index % 10 === 0 ? 'manager' : 'staff', devices: [`pc-${index}`] }))
+  const { body: first } = await c.http.post('/v1/users/import').set('authorization', auth).send({ users }).expect(200)
+  t.like(first, { created: 20_000, total: 20_000 })
+  const { body: second } = await c.http.post('/v1/users/import').set('authorization', auth).send({ users: users.slice(0, 100), replace: true }).expect(200)
+  t.like(second, { unchanged: 100, removed: 19_900, total: 100 })
+  const bad = await c.http.post('/v1/users/import').set('authorization', auth).send({ users: [{ id: 'ok' }, { id: 'has space' }] }).expect(400)
+  t.is(bad.body.errors[0].path, 'users.1.id')
+  t.is((await c.http.get('/v1/users').set('authorization', auth)).body.users.length, 100, 'nothing of a refused import is kept')
+  await c.close()
+})

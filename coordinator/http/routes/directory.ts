@@ -1,9 +1,11 @@
+import { MIB } from '../../../protocol/index.js'
 import { importUsersSchema } from '../../directory/service.js'
 import type { RouteModule } from '../context.js'
 
 export const directoryRoutes: RouteModule = (routes, services) => {
   routes.add({
-    method: 'post', path: '/v1/users/import', tag: 'directory', access: 'operator', body: importUsersSchema,
+    // A whole organisation's directory in one request, so that replace=true sees everyone at once.
+    method: 'post', path: '/v1/users/import', tag: 'directory', access: 'operator', body: importUsersSchema, maxBodyBytes: 32 * MIB,
     summary: 'Import people (id, displayName, email, department, role, devices by id or host name); replace=true removes those not listed',
     responses: { 200: { description: 'created, updated, unchanged, removed, total' } }
   }, async ({ body, actor }) => {
