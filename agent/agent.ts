@@ -3,7 +3,8 @@ import { mkdir } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import {
-  MalformedError, SETTLED_STATES, StaleRevisionError, describeError, openManifest, trustKeys, type DeviceTaskState, type Manifest
+  MAX_CLOCK_SKEW_MS, MalformedError, SETTLED_STATES, StaleRevisionError, describeError, followKeyRotations, openManifest, trustKeys,
+  type DeviceTaskState, type Manifest, type SignedEnvelope, type TlsTrust
 } from '../protocol/index.js'
 import type { Logger } from '../protocol/logger.js'
 import { ChunkCache } from './cache.js'
@@ -11,13 +12,15 @@ import { Mesh, type MeshSettings } from './p2p/mesh.js'
 import { Prefetcher } from './site-cache.js'
 import { SelfReporter } from './self-report.js'
 import { CoordinatorClient, type AssignmentAnswer } from './coordinator-client.js'
-import { CoordinatorError } from './errors.js'
-import { loadOrEnroll, type Identity } from './identity.js'
+import { AssignmentMismatchError, CoordinatorError, RetiredKeyError, RevisionConflictError } from './errors.js'
+import { loadIdentity, loadOrEnroll, pinCoordinatorKey, saveTlsTrust, type Identity } from './identity.js'
 import { Outbox } from './outbox.js'
 import { OriginSource } from './download/origin-source.js'
 import { downloadPackage, type PackageFetcher } from './download/downloader.js'
 import { AgentStore, type LocalTask } from './state/store.js'
-import { TaskRunner } from './tasks/runner.js'
+import { TaskRunner, type WithdrawReason } from './tasks/runner.js'
+import { VpnDetector, type InterfaceLister } from './vpn.js'
+import { systemBootId, type BootIdentity } from './boot.js'
 
 export const AGENT_VERSION = '0.1.0'
 
@@ -37,10 +40,32 @@ export interface AgentInit {
   downloadConcurrency?: number
   /** @default 1000 */
   progressIntervalMs?: number
-  /** Tolerated difference between this clock and the coordinator's. @default 5 minutes */
+  /** Tolerated difference between this clock and the coordinator's, at most MAX_CLOCK_SKEW_MS. @default 5 minutes */
   clockSkewMs?: number
+  /** How to trust the coordinator's HTTPS certificate; stored in agent.json. @default what agent.json holds, else the system's CAs */
+  tls?: TlsTrust
+  /** Accept an http:// coordinator URL. @default false */
+  allowInsecureHttp?: boolean
+  /** Root for dpkg and rpm: '/' for the system or a private root (dpkg --root). @default installRoot */
+  packageRoot?: string
+  /** Name prefixes of VPN interfaces. @default DEFAULT_VPN_INTERFACE_PREFIXES */
+  vpnInterfacePrefixes?: string[]
+  /** Lists the interfaces that are up. @default os.networkInterfaces */
+  listInterfaces?: InterfaceLister
+  /** How often a task deferred by a VPN looks again. @default 15000 */
+  vpnCheckIntervalMs?: number
+  /** Reboots this device; gets the plan in MESHDEPLOY_REBOOT_* variables. @default the system's shutdown */
+  rebootCommand?: string[]
+  /** Wait after an installer asked to retry soon (1618). @default 5 minutes */
+  retrySoonMs?: number
+  /** Identifies this boot, to notice that a pending reboot happened. @default the system's boot id */
+  bootId?: BootIdentity
   now?: () => number
-  /** Sharing chunks with site peers over libp2p; false: every byte from the origin. @default enabled */
+  /**
+   * Sharing chunks with site peers over libp2p. Absent or false: no libp2p
+   * node, every byte from the origin. The command line turns it on unless
+   * told `--p2p off`; an embedder chooses its addresses. @default absent
+   */
   mesh?: MeshSettings | false
   /** Bound on the chunk cache. @default 10 GiB */
   cacheMaxBytes?: number
@@ -57,6 +82,7 @@ interface Running {
   controller: AbortController
   runner: TaskRunner
   revision: number
+  manifest: Manifest
   done: Promise<void>
 }
 
@@ -64,6 +90,8 @@ export interface AgentEvents {
   assignments: [answer: AssignmentAnswer]
   state: [taskId: string, state: DeviceTaskState]
   refused: [taskId: string, reason: string, message: string]
+  /** A key rotation was verified and the new coordinator key pinned. */
+  'key-pinned': [keyId: string, sequence: number]
 }
 
 /**
@@ -82,7 +110,10 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly init: AgentInit
   private readonly now: () => number
   private readonly running = new Map<string, Running>()
-  private readonly retryTimers = new Map<string, NodeJS.Timeout>()
+  private readonly retryTimers = new Map<string, { timer: NodeJS.Timeout, manifest: Manifest }>()
+  private readonly vpn: VpnDetector
+  /** Tasks the coordinator holds (paused or deleted): what runs finishes, nothing new starts, no retry. */
+  private readonly held = new Set<string>()
   /** Task id → the package it pins in the cache. */
   private readonly pinned = new Map<string, string>()
   private readonly stopController = new AbortController()
@@ -118,28 +149,41 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.now = init.now ?? Date.now
     this.outbox = new Outbox({ store, client, identity, logger: this.logger, now: this.now })
     this.origin = new OriginSource(client)
+    this.vpn = new VpnDetector({
+      ...(init.vpnInterfacePrefixes !== undefined ? { prefixes: init.vpnInterfacePrefixes } : {}),
+      ...(init.listInterfaces !== undefined ? { listInterfaces: init.listInterfaces } : {}),
+      ...(init.vpnCheckIntervalMs !== undefined ? { checkIntervalMs: init.vpnCheckIntervalMs } : {})
+    })
   }
 
   /** Opens the data folder (refusing one in use), enrolls if needed, and starts working. */
   static async start (init: AgentInit): Promise<Agent> {
+    if (init.clockSkewMs !== undefined && !(init.clockSkewMs >= 0 && init.clockSkewMs <= MAX_CLOCK_SKEW_MS)) {
+      throw new RangeError(`the clock-skew tolerance must be between 0 and ${MAX_CLOCK_SKEW_MS} ms`)
+    }
     await mkdir(init.dataDir, { recursive: true, mode: 0o700 })
     const store = await AgentStore.open(join(init.dataDir, 'db'), init.dataDir)
     try {
-      const client = new CoordinatorClient({ url: init.coordinatorUrl })
+      const stored = await loadIdentity(init.dataDir)
+      const tls = init.tls ?? stored?.tls ?? {}
+      const client = new CoordinatorClient({ url: init.coordinatorUrl, tls, ...(init.allowInsecureHttp !== undefined ? { allowInsecureHttp: init.allowInsecureHttp } : {}) })
       const { identity, enrolled } = await loadOrEnroll({
         dataDir: init.dataDir,
         client,
         agentVersion: AGENT_VERSION,
+        tls,
         ...(init.enrollToken !== undefined ? { enrollToken: init.enrollToken } : {}),
         ...(init.site !== undefined ? { site: init.site } : {}),
         ...(init.groups !== undefined ? { groups: init.groups } : {}),
         ...(init.hostname !== undefined ? { hostname: init.hostname } : {})
       })
+      if (!enrolled && init.tls !== undefined) await saveTlsTrust(init.dataDir, identity, init.tls)
       client.setCredential(identity.credential)
       const cache = new ChunkCache({ root: join(init.dataDir, 'cache'), ...(init.cacheMaxBytes !== undefined ? { maxBytes: init.cacheMaxBytes } : {}) })
       await cache.open()
       const agent = new Agent(init, identity, client, store, cache)
       agent.logger.info({ enrolled, site: identity.site, peerId: identity.peerId }, enrolled ? 'enrolled' : 'identity loaded')
+      await agent.confirmReboots()
       await agent.startMesh()
       agent.loop = agent.assignmentLoop()
       agent.outbox.flushSoon()
@@ -150,10 +194,20 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
   }
 
+  /** Tasks that waited for a reboot are done once the device has restarted. */
+  private async confirmReboots (): Promise<void> {
+    const bootId = await (this.init.bootId ?? systemBootId)()
+    for (const task of await this.store.listTasks()) {
+      if (task.state !== 'succeeded-reboot-pending' || task.bootId === undefined || task.bootId === bootId) continue
+      const { bootId: _previous, ...rest } = task
+      await this.outbox.record(rest, { state: 'succeeded', bytesTotal: 0, bytesDone: 0, bytesFromPeers: task.bytesFromPeers, bytesFromOrigin: task.bytesFromOrigin, exitCode: task.exitCode ?? null, message: 'the device has restarted since the install: the reboot is done' })
+    }
+  }
+
   /** Starts the libp2p node (unless peer sharing is off), the self reports and the site cache role. */
   private async startMesh (): Promise<void> {
     this.clearedCacheRequest = await this.store.getMeta<number>(CLEARED_CACHE_KEY) ?? 0
-    if (this.init.mesh !== false) {
+    if (this.init.mesh !== undefined && this.init.mesh !== false) {
       this.mesh = await Mesh.start({
         ...this.init.mesh,
         identity: this.identity,
@@ -240,40 +294,94 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
   }
 
+  /**
+   * Follows the coordinator's key rotations from the pinned key: each
+   * statement is verified against the key before it, and the new key is
+   * written to agent.json before it is trusted. A chain that does not verify
+   * changes nothing; manifests signed by a key the agent does not hold are
+   * then refused one by one.
+   */
+  private async followRotations (answer: AssignmentAnswer): Promise<void> {
+    const statements = answer.keyRotations ?? []
+    if (!Array.isArray(statements) || statements.length === 0) return
+    try {
+      const chain = followKeyRotations({ publicKey: this.identity.coordinatorPublicKey, sequence: this.identity.coordinatorKeySequence }, statements)
+      if (chain.applied.length === 0) return
+      await pinCoordinatorKey(this.dataDir, this.identity, chain)
+      this.logger.warn({ keyId: this.identity.coordinatorKeyId, sequence: chain.pinned.sequence, retired: chain.retiredKeyIds }, 'followed a coordinator key rotation; the new key is pinned')
+      this.emit('key-pinned', this.identity.coordinatorKeyId, chain.pinned.sequence)
+    } catch (error) {
+      const reason = (error as { reason?: string }).reason ?? 'key-rotation-refused'
+      this.logger.error({ err: describeError(error), reason }, 'refused the coordinator key rotation; the pinned key stays')
+      this.emit('refused', '(key-rotation)', reason, describeError(error))
+    }
+  }
+
+  /** Verifies one assignment's manifest: signed by the pinned key, valid now, and for the task and revision the assignment names. */
+  private openAssignment (assignment: AssignmentAnswer['assignments'][number]): Manifest {
+    const envelope = assignment.manifest as SignedEnvelope | undefined
+    if (envelope === null || typeof envelope !== 'object') throw new MalformedError('the assignment carries no manifest')
+    if (typeof envelope.keyId === 'string' && this.identity.retiredCoordinatorKeyIds.includes(envelope.keyId)) throw new RetiredKeyError(envelope.keyId)
+    const manifest = openManifest(envelope, {
+      keys: trustKeys(this.identity.coordinatorPublicKey),
+      now: this.now(),
+      ...(this.init.clockSkewMs !== undefined ? { clockSkewMs: this.init.clockSkewMs } : {})
+    }).manifest
+    // The signed manifest names its task; the assignment list says whether this device acts on it. Both must agree.
+    if (manifest.taskId !== assignment.taskId) throw new AssignmentMismatchError(`the manifest is for task ${manifest.taskId}, not ${assignment.taskId}`)
+    if (manifest.revision !== assignment.revision) throw new AssignmentMismatchError(`the manifest is revision ${manifest.revision}, the assignment names ${assignment.revision}`)
+    return manifest
+  }
+
   /** Brings the running tasks in line with the coordinator's list. */
   private async reconcile (answer: AssignmentAnswer): Promise<void> {
+    await this.followRotations(answer)
     const listed = new Set<string>()
-    for (const assignment of answer.assignments) {
+    const assignments = Array.isArray(answer.assignments) ? answer.assignments : []
+    for (const assignment of assignments) {
+      if (typeof assignment?.taskId !== 'string' || assignment.taskId === '' || assignment.taskId.length > 100) {
+        this.logger.error({ taskId: String(assignment?.taskId).slice(0, 100) }, 'ignored an assignment without a valid task id')
+        continue
+      }
       listed.add(assignment.taskId)
       let manifest: Manifest
       try {
-        manifest = openManifest(assignment.manifest, {
-          keys: trustKeys(this.identity.coordinatorPublicKey),
-          now: this.now(),
-          ...(this.init.clockSkewMs !== undefined ? { clockSkewMs: this.init.clockSkewMs } : {})
-        }).manifest
-        if (manifest.taskId !== assignment.taskId) throw new MalformedError(`the manifest is for task ${manifest.taskId}, not ${assignment.taskId}`)
+        manifest = this.openAssignment(assignment)
       } catch (error) {
         await this.refuse(assignment.taskId, error)
         continue
       }
-      await this.consider(manifest, assignment.manifest)
+      await this.consider(manifest, assignment.manifest, assignment.mode)
     }
     for (const [taskId, running] of this.running) {
       if (listed.has(taskId) || running.runner.installing) continue
-      this.logger.info({ taskId }, 'task withdrawn by the coordinator')
-      running.controller.abort()
+      const reason = this.withdrawReason(running.manifest)
+      this.logger.info({ taskId, reason }, 'task withdrawn by the coordinator')
+      running.controller.abort(reason)
     }
-    for (const [taskId, timer] of this.retryTimers) {
+    for (const [taskId, { timer, manifest }] of this.retryTimers) {
       if (listed.has(taskId)) continue
       clearTimeout(timer)
       this.retryTimers.delete(taskId)
       this.unpinTask(taskId)
       const task = await this.store.getTask(taskId)
       if (task !== undefined && !SETTLED_STATES.has(task.state) && task.final !== true) {
-        await this.outbox.record({ ...task }, { state: 'cancelled', bytesTotal: 0, bytesDone: 0, bytesFromPeers: task.bytesFromPeers, bytesFromOrigin: task.bytesFromOrigin, message: 'the task was withdrawn' })
+        const expired = this.withdrawReason(manifest) === 'expired'
+        await this.outbox.record({ ...task }, {
+          state: expired ? 'expired' : 'cancelled',
+          bytesTotal: 0,
+          bytesDone: 0,
+          bytesFromPeers: task.bytesFromPeers,
+          bytesFromOrigin: task.bytesFromOrigin,
+          message: expired ? `the task's validity ended at ${manifest.expiresAt}` : 'the task was withdrawn'
+        })
       }
     }
+  }
+
+  /** A task the coordinator no longer lists ended by its validity, or was cancelled or taken from this device. */
+  private withdrawReason (manifest: Manifest): WithdrawReason {
+    return Date.parse(manifest.expiresAt) <= this.now() ? 'expired' : 'cancelled'
   }
 
   /** Reports a manifest the agent will not act on, and keeps its state as it was. */
@@ -292,31 +400,67 @@ export class Agent extends EventEmitter<AgentEvents> {
     await this.store.putTask({ ...base, seq: updated.seq, message })
   }
 
-  private async consider (manifest: Manifest, envelope: AssignmentAnswer['assignments'][number]['manifest']): Promise<void> {
-    const existing = await this.store.getTask(manifest.taskId)
+  /**
+   * Acts on a verified manifest. A new revision starts afresh but keeps the
+   * attempt counter, unless the task was re-run for failed devices. In
+   * `finish` mode (the task is paused or deleted) only work already under
+   * way goes on.
+   */
+  private async consider (manifest: Manifest, envelope: SignedEnvelope, mode?: 'finish'): Promise<void> {
+    let existing = await this.store.getTask(manifest.taskId)
     if (existing !== undefined && existing.revision > manifest.revision) {
       await this.refuse(manifest.taskId, new StaleRevisionError(existing.revision, manifest.revision))
       return
     }
+    if (existing?.manifest !== undefined && existing.revision === manifest.revision) {
+      // A revision is signed once: other bytes under the same number are a substitution, not an update.
+      if (existing.manifest.payload !== envelope.payload) {
+        await this.refuse(manifest.taskId, new RevisionConflictError(manifest.taskId, manifest.revision))
+        return
+      }
+      // The same bytes under a new signature: the coordinator re-signed them after a key rotation; keep the envelope that verifies now.
+      if (existing.manifest.signature !== envelope.signature) {
+        existing = { ...existing, manifest: envelope }
+        await this.store.putTask(existing)
+      }
+    }
     const running = this.running.get(manifest.taskId)
+    if (mode === 'finish') this.held.add(manifest.taskId)
+    else this.held.delete(manifest.taskId)
+    if (mode === 'finish') {
+      if (running !== undefined && !running.runner.busy) running.controller.abort('held' satisfies WithdrawReason)
+      const retry = this.retryTimers.get(manifest.taskId)
+      if (retry !== undefined) {
+        clearTimeout(retry.timer)
+        this.retryTimers.delete(manifest.taskId)
+      }
+      return
+    }
     if (running !== undefined) {
       if (running.revision === manifest.revision || running.runner.installing) return
-      running.controller.abort()
+      running.controller.abort('held' satisfies WithdrawReason)
       await running.done
     }
     let task: LocalTask
     if (existing?.manifest === undefined || existing.revision < manifest.revision) {
+      const rerun = manifest.rerun > (existing?.rerun ?? 0)
       task = {
         taskId: manifest.taskId,
         revision: manifest.revision,
         manifest: envelope,
         state: 'pending',
         attempt: 0,
-        failures: 0,
+        failures: rerun ? 0 : existing?.failures ?? 0,
+        rerun: manifest.rerun,
         seq: existing?.seq ?? 0,
         bytesFromPeers: 0,
         bytesFromOrigin: 0,
         updatedAt: this.now()
+      }
+      const previousTimer = this.retryTimers.get(manifest.taskId)
+      if (previousTimer !== undefined) {
+        clearTimeout(previousTimer.timer)
+        this.retryTimers.delete(manifest.taskId)
       }
       await this.store.putTask(task)
     } else {
@@ -339,14 +483,14 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   private scheduleRetry (manifest: Manifest, task: LocalTask, waitMs: number): void {
     if (this.retryTimers.has(task.taskId)) return
-    const timer = setTimeout(() => {
+    const timer: NodeJS.Timeout = setTimeout(() => {
       this.retryTimers.delete(task.taskId)
       void this.store.getTask(task.taskId).then(current => {
-        if (current !== undefined && current.revision === manifest.revision && !this.stopController.signal.aborted) this.launch(manifest, current)
+        if (current !== undefined && current.revision === manifest.revision && !this.held.has(task.taskId) && !this.stopController.signal.aborted) this.launch(manifest, current)
       })
     }, Math.min(waitMs, 2 ** 31 - 1))
     timer.unref()
-    this.retryTimers.set(task.taskId, timer)
+    this.retryTimers.set(task.taskId, { timer, manifest })
   }
 
   private launch (manifest: Manifest, task: LocalTask): void {
@@ -360,13 +504,18 @@ export class Agent extends EventEmitter<AgentEvents> {
       logger: this.logger,
       dataDir: this.dataDir,
       installRoot: this.installRoot,
+      packageRoot: this.init.packageRoot !== undefined ? resolve(this.init.packageRoot) : this.installRoot,
+      vpn: this.vpn,
       now: this.now,
+      ...(this.init.rebootCommand !== undefined ? { rebootCommand: this.init.rebootCommand } : {}),
+      ...(this.init.retrySoonMs !== undefined ? { retrySoonMs: this.init.retrySoonMs } : {}),
+      ...(this.init.bootId !== undefined ? { bootId: this.init.bootId } : {}),
       ...(this.init.progressIntervalMs !== undefined ? { progressIntervalMs: this.init.progressIntervalMs } : {})
     }, task, manifest, controller.signal, this.stopController.signal)
     const done = runner.run().then(result => {
       this.emit('state', result.taskId, result.state)
       this.logger.info({ taskId: result.taskId, state: result.state, attempt: result.attempt }, 'task attempt ended')
-      if (result.retryAt !== undefined && result.final !== true && !this.stopController.signal.aborted) {
+      if (result.retryAt !== undefined && result.final !== true && !this.held.has(result.taskId) && !this.stopController.signal.aborted) {
         this.scheduleRetry(manifest, result, result.retryAt - this.now())
       } else if (SETTLED_STATES.has(result.state) || result.final === true) {
         this.unpinTask(result.taskId)
@@ -378,7 +527,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     }).finally(() => {
       this.running.delete(task.taskId)
     })
-    this.running.set(task.taskId, { controller, runner, revision: manifest.revision, done })
+    this.running.set(task.taskId, { controller, runner, revision: manifest.revision, manifest, done })
   }
 
   private unpinTask (taskId: string): void {
@@ -395,7 +544,7 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   async stop (): Promise<void> {
     this.stopController.abort()
-    for (const timer of this.retryTimers.values()) clearTimeout(timer)
+    for (const { timer } of this.retryTimers.values()) clearTimeout(timer)
     await this.loop
     await Promise.all([...this.running.values()].map(async running => { await running.done }))
     await this.prefetcher?.stop()

@@ -120,13 +120,13 @@ export class ChunkCache extends EventEmitter<{ evicted: [packageId: string], cha
   }
 
   /**
-   * Stores a chunk. `hashChecked`: the caller has just hashed these very
+   * Stores a chunk. `hashedByCaller`: the caller has just hashed these very
    * bytes against the manifest, so they are not hashed again.
    */
-  async put (bytes: Uint8Array, sha256: string, options: { hashChecked?: boolean } = {}): Promise<void> {
+  async put (bytes: Uint8Array, sha256: string, options: { hashedByCaller?: boolean } = {}): Promise<void> {
     if (this.sizes.has(sha256)) return
     // The in-memory map says the chunk is absent: no lookup on disk first (a rename over an equal file is harmless).
-    await this.content.put(bytes, sha256, { sync: false, hashChecked: options.hashChecked === true, checkExisting: false })
+    await this.content.put(bytes, sha256, { sync: false, hashedByCaller: options.hashedByCaller === true, checkExisting: false })
     if (!this.sizes.has(sha256)) {
       this.sizes.set(sha256, bytes.byteLength)
       this.usedBytes += bytes.byteLength

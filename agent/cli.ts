@@ -1,4 +1,6 @@
+import { readFile } from 'node:fs/promises'
 import { Command, Option } from 'commander'
+import { normalizeFingerprint, splitRunArgs, type TlsTrust } from '../protocol/index.js'
 import { runAgent, type RunAgentOptions } from './main.js'
 import { BYTES_PER_KB } from './tasks/runner.js'
 
@@ -12,6 +14,54 @@ function positiveInteger (value: string): number {
   return number
 }
 
+/** An environment variable, with an empty value read as unset. */
+function environment (name: string): string | undefined {
+  const value = process.env[name]
+  return value === undefined || value === '' ? undefined : value
+}
+
+/** Adds the options that say how the coordinator's certificate is trusted. */
+function withTrustOptions (command: Command): Command {
+  return command
+    .option('--ca <file>', 'trust the coordinator\'s certificate if it chains to this CA (PEM); kept in agent.json (env MESHDEPLOY_CA)', environment('MESHDEPLOY_CA'))
+    .option('--pin-sha256 <hex>', 'trust only the coordinator certificate with this SHA-256 fingerprint; kept in agent.json (env MESHDEPLOY_PIN_SHA256)', environment('MESHDEPLOY_PIN_SHA256'))
+    .option('--insecure-http', 'accept a plain http:// coordinator URL (a lab or loopback only)')
+}
+
+/** The trust the options name, or undefined when they name none (agent.json then says). */
+async function trustFrom (options: { ca?: string, pinSha256?: string }): Promise<TlsTrust | undefined> {
+  if (options.ca === undefined && options.pinSha256 === undefined) return undefined
+  const tls: TlsTrust = {}
+  if (options.ca !== undefined) tls.caPem = await readFile(options.ca, 'utf8')
+  if (options.pinSha256 !== undefined) tls.pinSha256 = normalizeFingerprint(options.pinSha256)
+  return tls
+}
+
+/** Runs a command that talks to the coordinator with this device's identity (the agent may be running). */
+async function withDevice (options: { data: string, insecureHttp?: boolean }, body: (client: import('./coordinator-client.js').CoordinatorClient) => Promise<void>): Promise<void> {
+  const dataDir = options.data
+  const { loadIdentity } = await import('./identity.js')
+  const { CoordinatorClient } = await import('./coordinator-client.js')
+  const { describeError } = await import('../protocol/index.js')
+  const identity = await loadIdentity(dataDir).catch(() => undefined)
+  if (identity === undefined) {
+    process.stderr.write(`meshdeploy agent: no enrolled agent in ${dataDir}; start it once with --enroll-token\n`)
+    process.exitCode = 2
+    return
+  }
+  let client: import('./coordinator-client.js').CoordinatorClient | undefined
+  try {
+    client = new CoordinatorClient({ url: identity.coordinatorUrl, credential: identity.credential, tls: identity.tls, allowInsecureHttp: options.insecureHttp === true })
+    await body(client)
+  } catch (error) {
+    const status = (error as { status?: number }).status
+    process.stderr.write(`meshdeploy agent: ${describeError(error)}\n`)
+    process.exitCode = status !== undefined && status < 500 ? 3 : 4
+  } finally {
+    client?.close()
+  }
+}
+
 function onOff (value: string): boolean {
   if (value === 'on') return true
   if (value === 'off') return false
@@ -23,8 +73,8 @@ function onOff (value: string): boolean {
  * reaches (a test wrapper uses them); the meshdeploy command passes none.
  */
 export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command {
-  const agent = new Command('agent').description('run the device agent')
-  agent.command('start')
+  const agent = new Command('agent').description('run the device agent; request self-service packages')
+  withTrustOptions(agent.command('start'))
     .description('enroll (first start) and run the agent until stopped')
     .requiredOption('--data <dir>', 'data folder: identity, task state, chunk cache')
     .option('--coordinator <url>', 'coordinator URL (needed at enrollment; afterwards the enrolled one is used)', process.env.MESHDEPLOY_URL)
@@ -33,6 +83,7 @@ export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command
     .option('--groups <a,b>', 'static groups, comma separated', list)
     .option('--hostname <name>', 'name to enroll under (default: the host name)')
     .option('--install-root <dir>', 'folder that absolute install paths are resolved under', '/')
+    .option('--package-root <dir>', 'root dpkg and rpm install under (default: the install root; / for the system)')
     .option('--download-concurrency <n>', 'chunks fetched at once from the origin when peer sharing is off', positiveInteger)
     .addOption(new Option('--p2p <on|off>', 'share chunks with site peers over libp2p; off: every byte from the origin').argParser(onOff).default(true, 'on'))
     .option('--listen <multiaddrs>', 'libp2p listen addresses, comma separated (default /ip4/0.0.0.0/tcp/8651)', list)
@@ -42,8 +93,13 @@ export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command
     .option('--upload-kbps <n>', 'cap on what this device uploads to peers, KB/s of 1024 bytes', positiveInteger)
     .option('--cache-max-mb <n>', 'bound on the chunk cache, MiB (default 10240); packages a task needs stay', positiveInteger)
     .option('--site-cache', 'act as the site\'s cache: fetch the packages of tasks that target the site ahead and keep them')
+    .option('--clock-skew-seconds <n>', 'tolerated difference between this clock and the coordinator\'s (at most 3600)', positiveInteger)
+    .option('--vpn-interfaces <prefixes>', 'name prefixes of VPN interfaces, comma separated (default tun,tap,wg,ppp,utun,ipsec,cscotun,gpd,fortissl,zt,nordlynx,tailscale)', list)
+    .option('--vpn-check-seconds <n>', 'how often a task deferred by a VPN looks again', positiveInteger)
+    .option('--reboot-command <command>', 'command that reboots this device; it gets MESHDEPLOY_REBOOT_DELAY_SECONDS, MESHDEPLOY_REBOOT_MESSAGE, MESHDEPLOY_REBOOT_FORCE_CLOSE_APPS (default: shutdown -r)', splitRunArgs)
+    .option('--retry-soon-seconds <n>', 'wait after an installer asks to retry soon (exit 1618)', positiveInteger)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
-    .addHelpText('after', '\nExamples:\n  meshdeploy agent start --data /var/lib/meshdeploy --coordinator https://deploy.example.org:8650 --enroll-token mde_… --site berlin\n  meshdeploy agent start --data /var/lib/meshdeploy --site-cache --upload-kbps 20480 --cache-max-mb 51200')
+    .addHelpText('after', '\nExample:\n  meshdeploy agent start --data /var/lib/meshdeploy --coordinator https://deploy.example.org:8650 --enroll-token mde_… --site berlin --ca /etc/meshdeploy/ca.pem\n  meshdeploy agent start --data /var/lib/meshdeploy --site-cache --upload-kbps 20480 --cache-max-mb 51200')
     .action(async options => {
       let coordinatorUrl: string | undefined = options.coordinator
       if (coordinatorUrl === undefined) {
@@ -55,9 +111,20 @@ export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command
         process.exitCode = 2
         return
       }
+      let tls: TlsTrust | undefined
+      try {
+        tls = await trustFrom(options)
+      } catch (error) {
+        process.stderr.write(`meshdeploy agent: ${(error as Error).message}\n`)
+        process.exitCode = 2
+        return
+      }
       await runAgent({
         ...overrides,
         dataDir: options.data,
+        ...(tls !== undefined ? { tls } : {}),
+        ...(options.insecureHttp === true ? { allowInsecureHttp: true } : {}),
+        ...(options.clockSkewSeconds !== undefined ? { clockSkewMs: options.clockSkewSeconds * 1000 } : {}),
         coordinatorUrl,
         installRoot: options.installRoot,
         logLevel: options.logLevel,
@@ -65,7 +132,12 @@ export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command
         ...(options.site !== undefined ? { site: options.site } : {}),
         ...(options.groups !== undefined ? { groups: options.groups } : {}),
         ...(options.hostname !== undefined ? { hostname: options.hostname } : {}),
+        ...(options.packageRoot !== undefined ? { packageRoot: options.packageRoot } : {}),
         ...(options.downloadConcurrency !== undefined ? { downloadConcurrency: options.downloadConcurrency } : {}),
+        ...(options.vpnInterfaces !== undefined ? { vpnInterfacePrefixes: options.vpnInterfaces } : {}),
+        ...(options.vpnCheckSeconds !== undefined ? { vpnCheckIntervalMs: options.vpnCheckSeconds * 1000 } : {}),
+        ...(options.rebootCommand !== undefined ? { rebootCommand: options.rebootCommand } : {}),
+        ...(options.retrySoonSeconds !== undefined ? { retrySoonMs: options.retrySoonSeconds * 1000 } : {}),
         ...(options.cacheMaxMb !== undefined ? { cacheMaxBytes: options.cacheMaxMb * 1024 * 1024 } : {}),
         ...(options.siteCache === true ? { siteCache: true } : {}),
         mesh: options.p2p === false
@@ -79,6 +151,112 @@ export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command
               ...(options.uploadKbps !== undefined ? { uploadBytesPerSecond: options.uploadKbps * BYTES_PER_KB } : {})
             }
       })
+    })
+
+  agent.command('request <package>')
+    .description('ask for a self-service package (name, id or id prefix) to be installed on this device')
+    .requiredOption('--data <dir>', 'the agent\'s data folder')
+    .option('--insecure-http', 'the coordinator is on plain http:// (a lab or loopback only)')
+    .option('--user <id>', 'the person asking, as the directory knows them')
+    .option('--reason <text>', 'why, for the approver')
+    .option('--json', 'print JSON')
+    .addHelpText('after', '\nThe request waits for an operator (meshdeploy request approve ID) unless requests are auto-approved;\nthe approval creates an install task for this device.\n\nExample:\n  meshdeploy agent request "7-Zip" --data /var/lib/meshdeploy --user alice --reason "need to open archives"')
+    .action(async (reference: string, options) => {
+      await withDevice(options, async client => {
+        const request = await client.requestPackage({ package: reference, ...(options.user !== undefined ? { user: options.user } : {}), ...(options.reason !== undefined ? { reason: options.reason } : {}) })
+        if (options.json === true) {
+          process.stdout.write(JSON.stringify(request, null, 2) + '\n')
+          return
+        }
+        const what = `${request.packageName} ${request.packageVersion}`
+        process.stdout.write(request.status === 'approved'
+          ? `request ${request.id} for ${what} was approved; task ${request.taskId ?? '-'} installs it\n`
+          : `request ${request.id} for ${what} is ${request.status}; an operator decides (meshdeploy request approve ${request.id})\n`)
+      })
+    })
+
+  agent.command('catalog')
+    .description('list the self-service packages this device may request')
+    .requiredOption('--data <dir>', 'the agent\'s data folder')
+    .option('--insecure-http', 'the coordinator is on plain http:// (a lab or loopback only)')
+    .option('--json', 'print JSON')
+    .action(async options => {
+      await withDevice(options, async client => {
+        const packages = await client.catalog()
+        if (options.json === true) {
+          process.stdout.write(JSON.stringify(packages, null, 2) + '\n')
+          return
+        }
+        for (const pkg of packages) process.stdout.write(`${pkg.id.slice(0, 12)}  ${pkg.name} ${pkg.version}${pkg.publisher !== undefined ? ` (${pkg.publisher})` : ''}${pkg.description !== undefined ? ` — ${pkg.description}` : ''}\n`)
+        if (packages.length === 0) process.stdout.write('no self-service packages for this device\n')
+      })
+    })
+
+  agent.command('requests')
+    .description('list this device\'s requests and their decisions')
+    .requiredOption('--data <dir>', 'the agent\'s data folder')
+    .option('--insecure-http', 'the coordinator is on plain http:// (a lab or loopback only)')
+    .option('--json', 'print JSON')
+    .action(async options => {
+      await withDevice(options, async client => {
+        const requests = await client.requests()
+        if (options.json === true) {
+          process.stdout.write(JSON.stringify(requests, null, 2) + '\n')
+          return
+        }
+        for (const request of requests) process.stdout.write(`${request.id}  ${request.packageName} ${request.packageVersion}  ${request.status}${request.taskId !== undefined ? `  task ${request.taskId}` : ''}${request.comment !== undefined ? `  "${request.comment}"` : ''}\n`)
+        if (requests.length === 0) process.stdout.write('no requests\n')
+      })
+    })
+  withTrustOptions(agent.command('install-service'))
+    .description('enroll (when given a token) and install the agent as a systemd service, enabled and started')
+    .requiredOption('--data <dir>', 'data folder of the agent')
+    .option('--coordinator <url>', 'coordinator URL, for enrollment', process.env.MESHDEPLOY_URL)
+    .option('--enroll-token <token>', 'enroll now, so the unit holds no secret', process.env.MESHDEPLOY_ENROLL_TOKEN)
+    .option('--site <name>', 'site this device belongs to')
+    .option('--groups <a,b>', 'static groups, comma separated', list)
+    .option('--install-root <dir>', 'folder that absolute install paths are resolved under')
+    .option('--package-root <dir>', 'root dpkg and rpm install under')
+    .option('--vpn-interfaces <prefixes>', 'name prefixes of VPN interfaces, comma separated')
+    .option('--reboot-command <command>', 'command that reboots this device')
+    .option('--name <name>', 'unit name', 'meshdeploy-agent')
+    .option('--unit-dir <dir>', 'where unit files go', '/etc/systemd/system')
+    .option('--no-enable', 'write the unit but do not enable or start it')
+    .addHelpText('after', '\nExample:\n  meshdeploy agent install-service --data /var/lib/meshdeploy-agent --coordinator https://deploy.example.org:8650 --ca /etc/meshdeploy/ca.pem --enroll-token mde_… --site berlin')
+    .action(async options => {
+      const { resolve } = await import('node:path')
+      const { fileURLToPath } = await import('node:url')
+      const { installService } = await import('./service-unit.js')
+      const dataDir = resolve(options.data)
+      try {
+        if (options.enrollToken !== undefined) {
+          if (options.coordinator === undefined) throw new Error('--coordinator is needed to enroll')
+          const { CoordinatorClient } = await import('./coordinator-client.js')
+          const { loadOrEnroll } = await import('./identity.js')
+          const { AGENT_VERSION } = await import('./agent.js')
+          const tls = await trustFrom(options)
+          const client = new CoordinatorClient({ url: options.coordinator, ...(tls !== undefined ? { tls } : {}), allowInsecureHttp: options.insecureHttp === true })
+          const { identity, enrolled } = await loadOrEnroll({
+            dataDir, client, enrollToken: options.enrollToken, agentVersion: AGENT_VERSION,
+            ...(tls !== undefined ? { tls } : {}),
+            ...(options.site !== undefined ? { site: options.site } : {}),
+            ...(options.groups !== undefined ? { groups: options.groups } : {})
+          })
+          client.close()
+          process.stdout.write(`${enrolled ? 'enrolled' : 'already enrolled'} as ${identity.deviceId} (site ${identity.site})\n`)
+        }
+        const bin = resolve(fileURLToPath(import.meta.url), '../../../bin/meshdeploy.js')
+        const command = [process.execPath, bin, 'agent', 'start', '--data', dataDir]
+        if (options.installRoot !== undefined) command.push('--install-root', resolve(options.installRoot))
+        if (options.insecureHttp === true) command.push('--insecure-http')
+        if (options.packageRoot !== undefined) command.push('--package-root', resolve(options.packageRoot))
+        if (options.vpnInterfaces !== undefined) command.push('--vpn-interfaces', options.vpnInterfaces)
+        if (options.rebootCommand !== undefined) command.push('--reboot-command', options.rebootCommand)
+        await installService({ name: options.name, unitDir: options.unitDir, command, enable: options.enable !== false, log: line => { process.stdout.write(line + '\n') } })
+      } catch (error) {
+        process.stderr.write(`meshdeploy agent install-service: ${(error as Error).message}\n`)
+        process.exitCode = 1
+      }
     })
   return agent
 }

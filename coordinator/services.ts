@@ -6,12 +6,21 @@ import { DeviceService } from './devices/service.js'
 import { SiteService } from './sites/service.js'
 import { PackageService } from './packages/service.js'
 import { TaskService } from './tasks/service.js'
+import { ReleaseLedger } from './tasks/releases.js'
+import { Scheduler } from './tasks/scheduler.js'
+import { DirectoryService } from './directory/service.js'
+import { SettingsService } from './settings/service.js'
+import { PublisherService } from './publishers/service.js'
+import { RequestService } from './requests/service.js'
 import { AssignmentService } from './agents/assignments.js'
 import { StatusService } from './agents/statuses.js'
-import { loadOrCreateSigningKey, type CoordinatorKey } from './signing-key.js'
+import { CoordinatorKeyring, type CoordinatorKey } from './signing-key.js'
+import { ManifestSigner } from './manifest-signer.js'
+import { AuditLog } from './audit/log.js'
 import { LevelStore } from './store/level-store.js'
 import type { Store } from './store/types.js'
 import type { Logger } from '../protocol/logger.js'
+import { CoordinatorMetrics } from './metrics.js'
 
 export interface ServicesInit {
   dataDir: string
@@ -22,13 +31,9 @@ export interface ServicesInit {
   chunkSizeBytes?: number
   /** @default 30 */
   pollIntervalSeconds?: number
+  /** The scheduler ticks by itself; tests with a fake clock call `scheduler.tick()` instead. @default true */
+  autoTick?: boolean
   now?: () => number
-}
-
-/** Counters of what the origin served. */
-export interface OriginCounters {
-  chunksServed: number
-  bytesServed: number
 }
 
 export interface Services {
@@ -36,15 +41,24 @@ export interface Services {
   logger: Logger
   store: Store
   content: ContentStore
+  /** The current manifest signing key (follows rotations). */
   key: CoordinatorKey
+  keyring: CoordinatorKeyring
+  manifests: ManifestSigner
+  audit: AuditLog
   tokens: TokenService
   devices: DeviceService
   sites: SiteService
   packages: PackageService
   tasks: TaskService
+  scheduler: Scheduler
+  directory: DirectoryService
+  settings: SettingsService
+  publishers: PublisherService
+  requests: RequestService
   assignments: AssignmentService
   statuses: StatusService
-  origin: OriginCounters
+  metrics: CoordinatorMetrics
   startedAt: number
   /** The admin token's secret, only on the start that created it. */
   bootstrapAdminToken?: string
@@ -58,7 +72,10 @@ export async function openServices (init: ServicesInit): Promise<Services> {
   const store = await LevelStore.open(join(init.dataDir, 'db'))
   const content = new ContentStore(join(init.dataDir, 'content'))
   await content.open()
-  const { key } = await loadOrCreateSigningKey(join(init.dataDir, 'signing-key.json'))
+  const { keyring } = await CoordinatorKeyring.open(join(init.dataDir, 'signing-key.json'), now)
+  const key = keyring.signer
+  const manifests = new ManifestSigner(keyring)
+  const audit = new AuditLog({ store, now })
   const tokens = new TokenService({ store, now })
   const sites = new SiteService({ store, now })
   await sites.open()
@@ -68,18 +85,29 @@ export async function openServices (init: ServicesInit): Promise<Services> {
       if (moved.length > 0) init.logger.info({ moved }, 'devices placed in other sites after a boundary change')
     }, error => { init.logger.error({ err: error }, 'cannot place devices after a boundary change') })
   })
+  const settings = new SettingsService({ store })
+  await settings.open()
+  const publishers = new PublisherService({ store, now })
+  const directory = new DirectoryService({ store, now })
+  await directory.open()
+  const releases = new ReleaseLedger({ store })
+  await releases.open()
   const packages = new PackageService({
     store,
     content,
+    settings,
+    publishers,
     maxPackageBytes: init.maxPackageBytes ?? DEFAULT_MAX_PACKAGE_BYTES,
     ...(init.chunkSizeBytes !== undefined ? { chunkSizeBytes: init.chunkSizeBytes } : {}),
     now
   })
   const removed = await packages.collectGarbage()
   if (removed > 0) init.logger.info({ removed }, 'removed chunks left by interrupted uploads')
-  const tasks = new TaskService({ store, packages, devices, key, now })
+  const tasks = new TaskService({ store, packages, devices, directory, settings, publishers, releases, key, now })
   await tasks.open()
-  const assignments = new AssignmentService({ store, tasks, devices, ...(init.pollIntervalSeconds !== undefined ? { pollIntervalSeconds: init.pollIntervalSeconds } : {}) })
+  const requests = new RequestService({ store, packages, devices, tasks, settings, now })
+  const scheduler = new Scheduler({ tasks, devices, directory, logger: init.logger, autoTick: init.autoTick ?? true })
+  const assignments = new AssignmentService({ store, tasks, devices, manifests, keyring, ...(init.pollIntervalSeconds !== undefined ? { pollIntervalSeconds: init.pollIntervalSeconds } : {}) })
   const statuses = new StatusService({
     store,
     now,
@@ -94,16 +122,27 @@ export async function openServices (init: ServicesInit): Promise<Services> {
     store,
     content,
     key,
+    keyring,
+    manifests,
+    audit,
     tokens,
     devices,
     sites,
     packages,
     tasks,
+    scheduler,
+    directory,
+    settings,
+    publishers,
+    requests,
     assignments,
     statuses,
-    origin: { chunksServed: 0, bytesServed: 0 },
+    metrics: new CoordinatorMetrics({ devices, tasks, statuses }),
     startedAt: now(),
-    close: async () => { await store.close() }
+    close: async () => {
+      await scheduler.stop()
+      await store.close()
+    }
   }
   if (bootstrapAdminToken !== undefined) services.bootstrapAdminToken = bootstrapAdminToken
   return services

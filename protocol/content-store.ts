@@ -6,16 +6,16 @@ import { SHA256_HEX } from './encoding.js'
 
 export interface PutOptions {
   /**
+   * The caller computed `sha256` from these very bytes (the chunker, a
+   * verified download), so hashing them again would prove nothing. @default false
+   */
+  hashedByCaller?: boolean
+  /**
    * Flush the file to disk before it becomes visible. Callers that write many
    * chunks in a row may skip it and call `syncAll` once before they promise
    * durability. @default true
    */
   sync?: boolean
-  /**
-   * The caller computed the SHA-256 of exactly these bytes and it matched
-   * `sha256`: skip hashing them again. @default false
-   */
-  hashChecked?: boolean
   /** Look for the content before writing it. A caller that tracks what the store holds skips the lookup. @default true */
   checkExisting?: boolean
 }
@@ -65,7 +65,7 @@ export class ContentStore {
    * was new.
    */
   async put (bytes: Uint8Array, sha256?: string, options: PutOptions = {}): Promise<{ sha256: string, created: boolean }> {
-    const actual = options.hashChecked === true && sha256 !== undefined ? sha256 : createHash('sha256').update(bytes).digest('hex')
+    const actual = options.hashedByCaller === true && sha256 !== undefined ? sha256 : createHash('sha256').update(bytes).digest('hex')
     if (sha256 !== undefined && actual !== sha256) throw new HashMismatchError(sha256, actual, 'chunk')
     const target = this.pathOf(actual)
     if (options.checkExisting !== false && await this.has(actual)) return { sha256: actual, created: false }

@@ -303,13 +303,13 @@ export class Swarm {
   }
 
   /** Stores a verified chunk, settles the picker and tells interested peers. */
-  private async store (request: PickedRequest, bytes: Uint8Array, signal: AbortSignal, hashChecked = false): Promise<boolean> {
+  private async store (request: PickedRequest, bytes: Uint8Array, signal: AbortSignal, hashedByCaller = false): Promise<boolean> {
     if (this.picker.isHeld(request.index)) {
       this.picker.failed(request.id, 'cancelled')
       return false
     }
     try {
-      await this.init.cache.put(bytes, this.pkg.chunks[request.index], { hashChecked })
+      await this.init.cache.put(bytes, this.pkg.chunks[request.index], { hashedByCaller })
     } catch (error) {
       this.picker.failed(request.id, 'cancelled')
       if (!signal.aborted) this.fatal ??= error as Error

@@ -47,7 +47,7 @@ export class BenchSite {
     await mkdir(join(dataDir, 'root'), { recursive: true })
     const listen = args.includes('--listen') ? [] : ['--listen', '/ip4/127.0.0.1/tcp/0']
     const started = await startMeshdeploy([
-      'agent', 'start', '--data', dataDir, '--coordinator', coordinatorUrl, '--enroll-token', this.token, '--hostname', hostname,
+      'agent', 'start', '--data', dataDir, '--coordinator', coordinatorUrl, '--insecure-http', '--enroll-token', this.token, '--hostname', hostname,
       '--install-root', join(dataDir, 'root'), '--log-level', 'warn', '--site', 'bench', '--mdns', 'off', ...listen, ...args
     ], join(this.root, `${hostname}.log`), 'agent-started')
     const agent: BenchAgent = { ...started, deviceId: started.event.deviceId, dataDir, hostname }

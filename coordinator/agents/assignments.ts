@@ -3,14 +3,21 @@ import { on } from 'node:events'
 import type { SignedEnvelope } from '../../protocol/index.js'
 import type { DeviceRecord, Store, TaskRecord } from '../store/types.js'
 import { deviceTaskKey } from '../store/types.js'
-import type { DeviceService } from '../devices/service.js'
-import { isSettled, type TaskService } from '../tasks/service.js'
-import { matchesTargets } from '../tasks/targets.js'
+import { assertActive, type DeviceService } from '../devices/service.js'
+import type { ManifestSigner } from '../manifest-signer.js'
+import type { CoordinatorKeyring } from '../signing-key.js'
+import { isDone, isSettled, type TaskService } from '../tasks/service.js'
 
 export interface Assignment {
   taskId: string
   revision: number
   manifest: SignedEnvelope
+  /**
+   * `finish`: the task is paused or deleted; the device finishes a download
+   * or install already under way but starts nothing new (no first attempt, no
+   * retry). Absent: work on it.
+   */
+  mode?: 'finish'
 }
 
 /** A device of the same site that an agent may fetch chunks from. */
@@ -35,12 +42,20 @@ export interface AssignmentList {
   clearCacheRequest?: number
   /** Seconds the agent should wait before polling again when it cannot hold a request open. */
   pollIntervalSeconds: number
+  /** The key that signs the manifests, and how many rotations led to it. */
+  coordinatorKey: { keyId: string, sequence: number }
+  /** Every key rotation statement, oldest first: agents follow them from the key they pinned. */
+  keyRotations: SignedEnvelope[]
 }
 
 export interface AssignmentServiceInit {
   store: Store
   tasks: TaskService
   devices: DeviceService
+  /** Signs manifests with the current key (re-signing those made before a rotation). */
+  manifests: ManifestSigner
+  /** Rotations wake held requests: every agent should learn of a new key at once. */
+  keyring: CoordinatorKeyring
   /** @default 30 */
   pollIntervalSeconds?: number
 }
@@ -53,31 +68,43 @@ export class AssignmentService {
   private readonly store: Store
   private readonly tasks: TaskService
   private readonly devices: DeviceService
+  private readonly manifests: ManifestSigner
+  private readonly keyring: CoordinatorKeyring
   private readonly pollIntervalSeconds: number
 
   constructor (init: AssignmentServiceInit) {
     this.store = init.store
     this.tasks = init.tasks
     this.devices = init.devices
+    this.manifests = init.manifests
+    this.keyring = init.keyring
     this.pollIntervalSeconds = init.pollIntervalSeconds ?? 30
   }
 
   async listFor (device: DeviceRecord): Promise<AssignmentList> {
     const assignments: Assignment[] = []
     const active = await this.devices.listActive()
-    for (const task of this.tasks.dispatching()) {
+    for (const task of this.tasks.assignable()) {
       const row = await this.store.collections.deviceTasks.get(deviceTaskKey(task.id, device.id))
-      const targeted = matchesTargets(device, task.targets)
-      // A device that settled the current revision is done with it; one that started keeps it even after leaving the targets.
-      if (row !== undefined && row.revision === task.revision && isSettled(row)) continue
-      if (!targeted && (row === undefined || isSettled(row))) continue
-      assignments.push({ taskId: task.id, revision: task.revision, manifest: task.manifest })
+      // Only devices the scheduler released get a task (rate control, start time, pause).
+      if (row === undefined && !this.tasks.releases.isReleased(task.id, device.id)) continue
+      if (row !== undefined && isDone(row, task)) continue
+      // A device that started keeps the task even after leaving the targets.
+      if ((row === undefined || isSettled(row)) && !this.tasks.targets(device, task.targets)) continue
+      const assignment: Assignment = { taskId: task.id, revision: task.revision, manifest: this.manifests.current(task) }
+      if (this.tasks.phase(task) !== 'running') assignment.mode = 'finish'
+      assignments.push(assignment)
     }
     assignments.sort((a, b) => a.taskId.localeCompare(b.taskId))
-    const mesh = meshOf(device, active, this.tasks.dispatching(), new Set(assignments.map(assignment => assignment.taskId)))
+    const mesh = meshOf(device, active, {
+      tasks: this.tasks.assignable().filter(task => task.action !== 'uninstall'),
+      assigned: new Set(assignments.map(assignment => assignment.taskId)),
+      targets: (other, targets) => this.tasks.targets(other, targets),
+      manifestOf: task => this.manifests.current(task)
+    })
     const hash = createHash('sha256')
-    hash.update(`${device.site}\n${device.groups.join(',')}\n`)
-    for (const assignment of assignments) hash.update(`${assignment.taskId}@${assignment.revision}\n`)
+    hash.update(`${device.site}\n${device.groups.join(',')}\n${this.manifests.keyId}\n`)
+    for (const assignment of assignments) hash.update(`${assignment.taskId}@${assignment.revision}${assignment.mode ?? ''}\n`)
     for (const peer of mesh.peers) hash.update(`peer ${peer.peerId} ${peer.addresses.join(' ')}\n`)
     for (const peerId of mesh.allowedPeerIds) hash.update(`allow ${peerId}\n`)
     for (const assignment of mesh.prefetch) hash.update(`prefetch ${assignment.taskId}@${assignment.revision}\n`)
@@ -87,8 +114,15 @@ export class AssignmentService {
       device: { id: device.id, site: device.site, groups: device.groups },
       assignments,
       ...mesh,
-      pollIntervalSeconds: this.pollIntervalSeconds
+      pollIntervalSeconds: this.pollIntervalSeconds,
+      coordinatorKey: { keyId: this.manifests.keyId, sequence: this.manifests.sequence },
+      keyRotations: this.manifests.rotations
     }
+  }
+
+  /** The device, as long as it is active: a held request of a device blocked meanwhile ends with 401. */
+  private async activeDevice (deviceId: string): Promise<DeviceRecord> {
+    return assertActive(await this.devices.get(deviceId))
   }
 
   /**
@@ -97,23 +131,28 @@ export class AssignmentService {
    */
   async waitFor (deviceId: string, etag: string | undefined, waitMs: number, signal: AbortSignal): Promise<AssignmentList> {
     const deadline = AbortSignal.any([signal, AbortSignal.timeout(Math.max(0, waitMs))])
-    let list = await this.listFor(await this.devices.get(deviceId))
+    let list = await this.listFor(await this.activeDevice(deviceId))
     if (etag === undefined || list.etag !== etag || waitMs <= 0) return list
     const changes = new EventTarget()
     const notify = (): void => { changes.dispatchEvent(new Event('change')) }
+    const notifyReleased = (_taskId: string, deviceIds: string[]): void => { if (deviceIds.includes(deviceId)) notify() }
     this.tasks.on('changed', notify)
+    this.tasks.on('released', notifyReleased)
     this.devices.on('changed', notify)
+    this.keyring.on('rotated', notify)
     try {
       for await (const event of on(changes, 'change', { signal: deadline })) {
         void event
-        list = await this.listFor(await this.devices.get(deviceId))
+        list = await this.listFor(await this.activeDevice(deviceId))
         if (list.etag !== etag) return list
       }
     } catch (error) {
       if ((error as Error).name !== 'AbortError') throw error
     } finally {
       this.tasks.off('changed', notify)
+      this.tasks.off('released', notifyReleased)
       this.devices.off('changed', notify)
+      this.keyring.off('rotated', notify)
     }
     return list
   }
@@ -123,7 +162,14 @@ export class AssignmentService {
  * The mesh part of a device's answer: its site peers, the organisation's
  * allow-list, a site cache's prefetch list and a pending clear-cache request.
  */
-export function meshOf (device: DeviceRecord, active: DeviceRecord[], dispatching: TaskRecord[], assigned: ReadonlySet<string>): Pick<AssignmentList, 'peers' | 'allowedPeerIds' | 'prefetch' | 'clearCacheRequest'> {
+export function meshOf (device: DeviceRecord, active: DeviceRecord[], prefetchable: {
+  /** Tasks whose packages a site cache may fetch ahead. */
+  tasks: TaskRecord[]
+  /** Tasks the device already has as assignments. */
+  assigned: ReadonlySet<string>
+  targets: (device: DeviceRecord, targets: TaskRecord['targets']) => boolean
+  manifestOf: (task: TaskRecord) => SignedEnvelope
+}): Pick<AssignmentList, 'peers' | 'allowedPeerIds' | 'prefetch' | 'clearCacheRequest'> {
   const peers: SitePeer[] = active
     .filter(other => other.id !== device.id && other.site === device.site && (other.peerAddresses?.length ?? 0) > 0)
     .map(other => ({ deviceId: other.id, peerId: other.peerId, addresses: other.peerAddresses ?? [] }))
@@ -132,9 +178,9 @@ export function meshOf (device: DeviceRecord, active: DeviceRecord[], dispatchin
   const prefetch: Assignment[] = []
   if (device.siteCache === true) {
     const siteDevices = active.filter(other => other.site === device.site)
-    for (const task of dispatching) {
-      if (assigned.has(task.id)) continue
-      if (siteDevices.some(other => matchesTargets(other, task.targets))) prefetch.push({ taskId: task.id, revision: task.revision, manifest: task.manifest })
+    for (const task of prefetchable.tasks) {
+      if (prefetchable.assigned.has(task.id)) continue
+      if (siteDevices.some(other => prefetchable.targets(other, task.targets))) prefetch.push({ taskId: task.id, revision: task.revision, manifest: prefetchable.manifestOf(task) })
     }
     prefetch.sort((a, b) => a.taskId.localeCompare(b.taskId))
   }

@@ -56,7 +56,7 @@ function claimedDeviceId (envelope: unknown): string | undefined {
  * key, drops duplicates by (device, task, attempt, seq), stores the record and
  * the device's latest row durably, and only then acknowledges.
  */
-export class StatusService extends EventEmitter<{ records: [records: StatusRecord[]] }> {
+export class StatusService extends EventEmitter<{ records: [records: StatusRecord[]], ingested: [stored: number, duplicates: number, rejected: number] }> {
   private readonly store: Store
   private readonly lookupDevice: StatusServiceInit['lookupDevice']
   private readonly taskExists: StatusServiceInit['taskExists']
@@ -91,6 +91,10 @@ export class StatusService extends EventEmitter<{ records: [records: StatusRecor
       const device = deviceId === via.id ? via : await this.lookupDevice(deviceId)
       if (device === undefined) {
         reject(index, 'unknown-device', `device ${deviceId} is not enrolled`)
+        continue
+      }
+      if (device.status !== 'active') {
+        reject(index, 'device-inactive', `device ${deviceId} is ${device.status}`)
         continue
       }
       try {
@@ -138,6 +142,7 @@ export class StatusService extends EventEmitter<{ records: [records: StatusRecor
     }
     await this.store.write(operations)
     if (fresh.length > 0) this.emit('records', fresh)
+    this.emit('ingested', fresh.length, duplicates, rejected.length)
     return { acknowledged: verified.map(({ record }) => statusRecordKey(record)), rejected, duplicates }
   }
 

@@ -134,7 +134,7 @@ export async function runDemo (options: DemoOptions = {}): Promise<number> {
       agentDirs.push(data)
       await mkdir(join(data, 'root'), { recursive: true })
       const agent = await startProcess([
-        'agent', 'start', '--data', data, '--coordinator', url, '--enroll-token', enrollToken,
+        'agent', 'start', '--data', data, '--coordinator', url, '--enroll-token', enrollToken, '--insecure-http',
         '--site', site, '--hostname', hostname, '--install-root', join(data, 'root'), '--log-level', 'warn',
         // On loopback: no multicast in the host namespace; agents find their site peers through the coordinator's list.
         '--listen', '/ip4/127.0.0.1/tcp/0', '--mdns', 'off'

@@ -1,39 +1,62 @@
 import Koa from 'koa'
 import Router from '@koa/router'
 import type { Services } from '../services.js'
-import { authMiddleware } from './auth.js'
+import { authMiddleware, isPublicPath } from './auth.js'
+import { auditListener } from './audit-listener.js'
+import { anonymousRateMiddleware, principalRateMiddleware, resolveHttpLimits, type HttpLimits, type HttpLimitsInit } from './request-limits.js'
 import type { CoordinatorState } from './context.js'
 import { problemMiddleware } from './problem.js'
 import { RouteTable } from './routes-table.js'
 import { agentRoutes } from './routes/agents.js'
 import { deviceRoutes } from './routes/devices.js'
 import { healthRoutes } from './routes/health.js'
+import { openApiRoutes } from './routes/openapi.js'
 import { packageRoutes } from './routes/packages.js'
 import { siteRoutes } from './routes/sites.js'
 import { taskRoutes } from './routes/tasks.js'
 import { tokenRoutes } from './routes/tokens.js'
+import { operatorTokenRoutes } from './routes/operator-tokens.js'
+import { auditRoutes } from './routes/audit.js'
+import { keyRoutes } from './routes/keys.js'
+import { directoryRoutes } from './routes/directory.js'
+import { publisherRoutes } from './routes/publishers.js'
+import { settingsRoutes } from './routes/settings.js'
+import { requestRoutes } from './routes/requests.js'
 
-export const ROUTE_MODULES = [healthRoutes, agentRoutes, packageRoutes, taskRoutes, deviceRoutes, siteRoutes, tokenRoutes]
+export const ROUTE_MODULES = [
+  healthRoutes, openApiRoutes, agentRoutes, packageRoutes, taskRoutes, deviceRoutes, siteRoutes, tokenRoutes,
+  operatorTokenRoutes, auditRoutes, keyRoutes, directoryRoutes, publisherRoutes, settingsRoutes, requestRoutes
+]
 
 /** The Koa application with the table of its routes (for the OpenAPI document). */
-export type CoordinatorApp = Koa<CoordinatorState> & { routes: RouteTable }
+export type CoordinatorApp = Koa<CoordinatorState> & { routes: RouteTable, limits: HttpLimits }
+
+export interface AppInit {
+  /** Rate limits and body timeouts; defaults in request-limits.ts. */
+  limits?: HttpLimitsInit
+}
 
 /** The coordinator's Koa application; tests drive it through `app.callback()`. */
-export function createApp (services: Services): CoordinatorApp {
+export function createApp (services: Services, init: AppInit = {}): CoordinatorApp {
   const app = new Koa<CoordinatorState>() as CoordinatorApp
   app.proxy = false
   app.silent = true
   const router = new Router<CoordinatorState>()
   const routes = new RouteTable(router)
   app.routes = routes
+  app.limits = resolveHttpLimits(init.limits)
   for (const module of ROUTE_MODULES) module(routes, services)
+  routes.onChange(auditListener(services.audit))
   app.use(problemMiddleware(services.logger))
   app.use(async (ctx, next) => {
     ctx.set('X-Content-Type-Options', 'nosniff')
     ctx.set('Cache-Control', 'no-store')
+    ctx.state.limits = app.limits
     await next()
   })
+  app.use(anonymousRateMiddleware(app.limits, isPublicPath))
   app.use(authMiddleware(services))
+  app.use(principalRateMiddleware(app.limits))
   app.use(router.routes())
   app.use(router.allowedMethods({ throw: true }))
   return app

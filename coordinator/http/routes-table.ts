@@ -29,6 +29,8 @@ export interface RouteSpec<Body extends z.ZodType | undefined = undefined, Query
   body?: Body
   /** Whether an absent body is read as `{}`. */
   bodyOptional?: boolean
+  /** Bound on the JSON body. @default MAX_JSON_BODY_BYTES */
+  maxBodyBytes?: number
   query?: Query
   /** A body that is not JSON (multipart, a stream): documented, read by the handler. */
   rawBody?: { contentType: string, description: string, schema?: z.ZodType }
@@ -54,7 +56,12 @@ export type Handler<Body extends z.ZodType | undefined, Query extends z.ZodType 
   (input: RouteInput<Infer<Body>, Infer<Query>>) => Promise<unknown> | unknown
 
 /** Hooks run around every operator change (audit log). */
-export type ChangeListener = (entry: { spec: RouteSpec<any, any>, ctx: CoordinatorContext, principal: Principal | undefined, status: number }) => void | Promise<void>
+export type ChangeListener = (entry: { spec: RouteSpec<any, any>, ctx: CoordinatorContext, principal: Principal | undefined, status: number, body: unknown, params: Record<string, string> }) => void | Promise<void>
+
+function bodyTimeouts (ctx: CoordinatorContext): { idleTimeoutMs?: number, totalTimeoutMs?: number } {
+  const limits = ctx.state.limits
+  return limits === undefined ? {} : { idleTimeoutMs: limits.bodyIdleTimeoutMs, totalTimeoutMs: limits.jsonBodyTimeoutMs }
+}
 
 function checkAccess (access: Access, ctx: CoordinatorContext): void {
   const principal = ctx.state.principal
@@ -98,7 +105,7 @@ export class RouteTable {
       let body: unknown
       if (spec.body !== undefined) {
         const empty = spec.bodyOptional === true && (ctx.request.length === undefined || ctx.request.length === 0) && ctx.get('transfer-encoding') === ''
-        body = parseWith(spec.body, empty ? {} : await readJson(ctx), 'body')
+        body = parseWith(spec.body, empty ? {} : await readJson(ctx, { ...bodyTimeouts(ctx), ...(spec.maxBodyBytes !== undefined ? { maxBytes: spec.maxBodyBytes } : {}) }), 'body')
       }
       const query = spec.query !== undefined ? parseWith(spec.query, { ...ctx.query }, 'query') : undefined
       const principal = ctx.state.principal
@@ -106,7 +113,7 @@ export class RouteTable {
       const result = await handler({ ctx, body: body as Infer<Body>, query: query as Infer<Query>, params: ctx.params, principal, actor, device: ctx.state.device })
       if (result !== undefined) ctx.body = result
       if (isChange && ctx.status < 400) {
-        for (const listener of this.listeners) await listener({ spec, ctx, principal, status: ctx.status })
+        for (const listener of this.listeners) await listener({ spec, ctx, principal, status: ctx.status, body, params: ctx.params })
       }
     })
   }

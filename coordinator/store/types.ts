@@ -1,4 +1,7 @@
-import type { SignedEnvelope, Action, Architecture, PackageKind, Platform, DetectionRule, DeviceTaskState } from '../../protocol/index.js'
+import type {
+  SignedEnvelope, Action, Architecture, PackageKind, Platform, DetectionRule, DeviceTaskState, ExitOutcome, UninstallSpec,
+  ManifestPublisherSignature, OverwritePolicy, RebootSpec
+} from '../../protocol/index.js'
 
 export interface PackageRecord {
   id: string
@@ -15,18 +18,34 @@ export interface PackageRecord {
   chunkSizeBytes: number
   chunks: string[]
   detection?: DetectionRule
+  /** Exit code → outcome; overrides the defaults. */
+  exitCodes?: Record<string, ExitOutcome>
+  uninstall?: UninstallSpec
+  /** Approved for self-service: devices may request it. */
+  selfService?: boolean
+  /** The publisher's signature over sha256, checked at upload. */
+  publisherSignature?: ManifestPublisherSignature
   createdAt: string
   createdBy: string
+  updatedAt?: string
+  updatedBy?: string
 }
 
 export interface TaskTargets {
   deviceIds?: string[]
   groups?: string[]
   sites?: string[]
+  /** Devices used by these people (user ids). */
+  users?: string[]
+  /** Devices used by people of these departments (or their sub-departments, `Sales/EMEA` under `Sales`). */
+  departments?: string[]
+  /** Devices used by people with these roles. */
+  roles?: string[]
   all?: boolean
 }
 
-export type TaskStatus = 'active' | 'cancelled'
+/** active: dispatching within its window; paused: releases no device; cancelled, deleted: over. */
+export type TaskStatus = 'active' | 'paused' | 'cancelled' | 'deleted'
 
 export interface TaskRecord {
   id: string
@@ -38,19 +57,94 @@ export interface TaskRecord {
   bandwidthKBps?: number
   destination?: string
   entry?: string
+  fileMode?: string
+  overwrite?: OverwritePolicy
   timeoutSeconds: number
   maxAttempts: number
   retryDelaySeconds: number
+  /** Devices released per minute at most; absent: all at once. */
+  devicesPerMinute?: number
+  deferWhileVpn: boolean
+  reboot: RebootSpec
   revision: number
+  /** Re-runs for failed devices so far. */
+  rerun: number
   status: TaskStatus
   createdAt: string
   updatedAt: string
   createdBy: string
+  /** When devices start being released. */
+  startAt: string
   validUntil: string
+  pausedAt?: string
+  endedAt?: string
+  endedBy?: string
+  /** The self-service request this task fulfils. */
+  requestId?: string
   manifest: SignedEnvelope
 }
 
-export type DeviceStatus = 'active' | 'retired'
+/**
+ * The single source of truth of whether a device belongs to the fleet: only
+ * an `active` device authenticates, is targeted, and is on the peer allow-list.
+ * `blocked` can be undone; `retired` is permanent.
+ */
+export type DeviceStatus = 'active' | 'blocked' | 'retired'
+
+export const DEVICE_STATUSES: readonly DeviceStatus[] = ['active', 'blocked', 'retired']
+/** A device the scheduler let start a task. */
+export interface ReleaseRecord {
+  taskId: string
+  deviceId: string
+  releasedAt: number
+}
+
+/** A person who uses devices, imported from the organisation's directory. */
+export interface UserRecord {
+  id: string
+  displayName?: string
+  email?: string
+  /** A path such as `Sales/EMEA`; a target department matches its sub-departments. */
+  department?: string
+  role?: string
+  /** Devices the person uses, by device id or host name. */
+  devices: string[]
+  updatedAt: string
+}
+
+/** A registered publisher key for security verification. */
+export interface PublisherRecord {
+  keyId: string
+  name: string
+  /** ed25519 public key, hex. */
+  publicKey: string
+  addedAt: string
+  addedBy: string
+}
+
+export type RequestStatus = 'pending' | 'approved' | 'denied'
+
+/** A self-service request of a device (or a user on it) for a package. */
+export interface RequestRecord {
+  id: string
+  packageId: string
+  packageName: string
+  packageVersion: string
+  deviceId: string
+  hostname: string
+  user?: string
+  reason?: string
+  /** `device` when the agent asked, otherwise the operator who asked on a user's behalf. */
+  requestedBy: string
+  status: RequestStatus
+  createdAt: string
+  decidedAt?: string
+  /** The operator, or `auto-approve`. */
+  decidedBy?: string
+  comment?: string
+  taskId?: string
+}
+
 
 /**
  * Where a device's site came from: named at enrollment (by the agent or its
@@ -71,6 +165,10 @@ export interface DeviceRecord {
   siteSource?: SiteSource
   groups: string[]
   status: DeviceStatus
+  /** When, by whom and why the status last changed (block, unblock, retire). */
+  statusChangedAt?: string
+  statusChangedBy?: string
+  statusReason?: string
   enrolledAt: string
   lastSeenAt?: string
   lastAddress?: string
@@ -143,7 +241,11 @@ export interface OperatorToken {
   /** SHA-256 of the secret, hex. */
   hash: string
   createdAt: string
+  /** Who created it (the bootstrap token: `bootstrap`). */
+  createdBy?: string
+  expiresAt?: string
   revokedAt?: string
+  revokedBy?: string
 }
 
 export interface EnrollmentToken {
@@ -156,6 +258,30 @@ export interface EnrollmentToken {
   site?: string
   groups?: string[]
   createdBy: string
+  revokedAt?: string
+}
+
+/** One operator change, as the audit log keeps it. */
+export interface AuditEntry {
+  id: string
+  /** ISO time the change was answered. */
+  at: string
+  /** The operator token's name. */
+  actor: string
+  tokenId: string
+  role: OperatorRole
+  method: string
+  /** The request path as sent, and the route it matched. */
+  path: string
+  route: string
+  /** Ids the change concerned: path parameters and the id of what it created. */
+  targetIds: string[]
+  /** The request's fields, secrets removed and long values cut. */
+  summary: Record<string, unknown>
+  status: number
+  /** The client's address as the coordinator saw it. */
+  address: string
+  userAgent?: string
 }
 
 /** SHA-256 of a device credential, hex → device id. */
@@ -173,6 +299,11 @@ export interface Collections {
   operatorTokens: OperatorToken
   enrollmentTokens: EnrollmentToken
   credentials: CredentialRecord
+  audit: AuditEntry
+  releases: ReleaseRecord
+  users: UserRecord
+  publishers: PublisherRecord
+  requests: RequestRecord
   sites: SiteRecord
   boundaries: BoundaryRecord
   meta: unknown
@@ -189,6 +320,10 @@ export interface RangeOptions {
   limit?: number
   /** Start after this key (for paging). */
   after?: string
+  /** Only keys at or above this one. */
+  gte?: string
+  /** Only keys below this one. */
+  lt?: string
   reverse?: boolean
 }
 

@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import supertest from 'supertest'
 import type Koa from 'koa'
 import { createApp } from '../../coordinator/http/app.js'
+import type { HttpLimitsInit } from '../../coordinator/http/request-limits.js'
 import { openServices, type Services } from '../../coordinator/services.js'
 import { silentLogger } from '../../protocol/logger.js'
 import { generateKeyPair, toHex, type Ed25519KeyPair } from '../../protocol/index.js'
@@ -21,6 +22,9 @@ export interface TestCoordinatorInit {
   maxPackageBytes?: number
   chunkSizeBytes?: number
   now?: () => number
+  limits?: HttpLimitsInit
+  /** The scheduler ticks by itself; @default false with a fake clock (tests call scheduler.tick()), true otherwise */
+  autoTick?: boolean
 }
 
 /** A coordinator in this process on a temporary folder, driven through app.callback() (no port). */
@@ -31,9 +35,10 @@ export async function openTestCoordinator (init: TestCoordinatorInit = {}): Prom
     logger: silentLogger(),
     ...(init.maxPackageBytes !== undefined ? { maxPackageBytes: init.maxPackageBytes } : {}),
     chunkSizeBytes: init.chunkSizeBytes ?? 64 * 1024,
-    ...(init.now !== undefined ? { now: init.now } : {})
+    ...(init.now !== undefined ? { now: init.now } : {}),
+    autoTick: init.autoTick ?? init.now === undefined
   })
-  const app = createApp(services)
+  const app = createApp(services, init.limits !== undefined ? { limits: init.limits } : {})
   const adminToken = services.bootstrapAdminToken ?? ''
   return {
     dataDir,
@@ -67,4 +72,13 @@ export async function enrollDevice (coordinator: TestCoordinator, fields: { host
     ...(fields.groups !== undefined ? { groups: fields.groups } : {})
   }).expect(201)
   return { deviceId: body.deviceId, credential: body.credential, key }
+}
+
+/** A clock tests move by hand. */
+export class FakeClock {
+  constructor (public ms = Date.parse('2026-03-02T09:00:00.000Z')) {}
+  readonly now = (): number => this.ms
+  advance (ms: number): void {
+    this.ms += ms
+  }
 }

@@ -50,7 +50,8 @@ export const agentRoutes: RouteModule = (routes, services) => {
       site: device.site,
       groups: device.groups,
       coordinatorPublicKey: toHex(services.key.publicKey),
-      coordinatorKeyId: services.key.keyId
+      coordinatorKeyId: services.key.keyId,
+      coordinatorKeySequence: services.keyring.sequence
     }
   })
 
@@ -108,15 +109,29 @@ export const agentRoutes: RouteModule = (routes, services) => {
       ctx.status = 206
       ctx.set('Content-Range', `bytes ${start}-${end}/${size}`)
     }
-    services.origin.chunksServed += range === undefined ? 1 : 0
-    services.origin.bytesServed += length
+    services.metrics.originRequests.inc()
+    services.metrics.originBytes.inc(length)
     ctx.length = length
     ctx.body = length === 0 ? '' : createReadStream(path, { start, end })
   })
 
   routes.add({
     method: 'get', path: '/v1/stats', tag: 'system', access: 'viewer',
-    summary: 'Counters of the coordinator: bytes and chunks the origin served',
-    responses: { 200: { description: '{ origin: { chunksServed, bytesServed } }' } }
-  }, () => ({ origin: services.origin }))
+    summary: 'Counters of the coordinator: what the origin served since it started',
+    responses: { 200: { description: '{ origin: { requests, bytesServed } }' } }
+  }, async () => ({
+    origin: {
+      requests: (await services.metrics.originRequests.get()).values[0]?.value ?? 0,
+      bytesServed: (await services.metrics.originBytes.get()).values[0]?.value ?? 0
+    }
+  }))
+
+  routes.add({
+    method: 'get', path: '/metrics', tag: 'system', access: 'viewer',
+    summary: 'Prometheus metrics: tasks and devices by state, status records ingested, origin bytes served',
+    responses: { 200: { description: 'the metrics in the Prometheus text format', contentType: 'text/plain' } }
+  }, async ({ ctx }) => {
+    ctx.type = services.metrics.registry.contentType
+    return await services.metrics.registry.metrics()
+  })
 }

@@ -1,8 +1,9 @@
 import busboy from 'busboy'
 import type { Readable } from 'node:stream'
 import { z } from 'zod'
-import { ApiError, PayloadTooLargeError, UnsupportedMediaTypeError, ValidationError } from '../../errors.js'
-import { packageMetadataSchema, summarizePackage, type PackageMetadata, type PackageUpload } from '../../packages/service.js'
+import { ApiError, PayloadTooLargeError, RequestTimeoutError, UnsupportedMediaTypeError, ValidationError } from '../../errors.js'
+import { DEFAULT_BODY_IDLE_TIMEOUT_MS } from '../request-limits.js'
+import { packageMetadataSchema, packagePatchSchema, summarizePackage, type PackageMetadata, type PackageUpload } from '../../packages/service.js'
 import type { Services } from '../../services.js'
 import type { CoordinatorContext, RouteModule } from '../context.js'
 
@@ -31,15 +32,27 @@ async function receiveUpload (ctx: CoordinatorContext, services: Services, uploa
     }
     let failed = false
     let file: Readable | undefined
+    // An upload may be slow, but it may not stall: the clock restarts with every piece that arrives.
+    const idleTimeoutMs = ctx.state.limits?.bodyIdleTimeoutMs ?? DEFAULT_BODY_IDLE_TIMEOUT_MS
+    let idle: NodeJS.Timeout | undefined
+    const arm = (): void => {
+      clearTimeout(idle)
+      idle = setTimeout(() => { fail(new RequestTimeoutError(`the upload stalled for more than ${idleTimeoutMs} ms`)) }, idleTimeoutMs)
+    }
     const fail = (error: unknown): void => {
       if (failed) return
       failed = true
+      clearTimeout(idle)
+      ctx.req.off('data', arm)
       ctx.req.unpipe(parser)
       ctx.set('Connection', 'close')
       // Stop the chunker and let it settle, so the clean-up sees every chunk it stored.
       file?.destroy(error as Error)
       void Promise.allSettled([ingest]).then(() => { reject(error) })
     }
+    ctx.req.on('data', arm)
+    ctx.req.once('end', () => { clearTimeout(idle) })
+    arm()
     parser.on('field', (name, value, info) => {
       if (name !== 'metadata') return fail(new ValidationError(`unexpected field ${JSON.stringify(name)}; only metadata and file are accepted`))
       if (info.valueTruncated) return fail(new PayloadTooLargeError('the metadata field is larger than 64 KiB'))
@@ -59,11 +72,12 @@ async function receiveUpload (ctx: CoordinatorContext, services: Services, uploa
       ingest = upload.ingest(stream, info.filename ?? 'package')
       ingest.catch(fail)
     })
-    parser.on('filesLimit', () => { fail(new ValidationError('only one file part is accepted')) })
-    parser.on('fieldsLimit', () => { fail(new ValidationError('too many fields')) })
-    parser.on('partsLimit', () => { fail(new ValidationError('too many parts')) })
+    parser.on('filesLimit', () => { fail(new ApiError(400, 'too-many-parts', 'only one file part is accepted')) })
+    parser.on('fieldsLimit', () => { fail(new ApiError(400, 'too-many-parts', 'too many fields')) })
+    parser.on('partsLimit', () => { fail(new ApiError(400, 'too-many-parts', 'too many parts')) })
     parser.on('error', error => { fail(new ValidationError(`malformed multipart body: ${(error as Error).message}`)) })
     parser.on('close', () => {
+      clearTimeout(idle)
       if (ingest === undefined) {
         resolve()
         return
@@ -81,9 +95,9 @@ async function receiveUpload (ctx: CoordinatorContext, services: Services, uploa
 export const packageRoutes: RouteModule = (routes, services) => {
   routes.add({
     method: 'post', path: '/v1/packages', tag: 'packages', access: 'operator',
-    rawBody: { contentType: 'multipart/form-data', description: 'a `metadata` field (JSON: name, version, description, publisher, kind, platform, arch, detection) and a `file` part', schema: packageMetadataSchema },
-    summary: 'Upload a package: streamed, chunked and hashed as it arrives',
-    responses: { 201: { description: 'the package' }, 409: { description: 'the same content is already a package' }, 413: { description: 'larger than the limit; nothing stored' } }
+    rawBody: { contentType: 'multipart/form-data', description: 'a `metadata` field (JSON: name, version, description, publisher, kind, platform, arch, detection, exitCodes, uninstall, selfService, publisherSignature) and a `file` part', schema: packageMetadataSchema },
+    summary: 'Upload a package: streamed, chunked and hashed as it arrives; with security verification on, a publisher signature must verify',
+    responses: { 201: { description: 'the package' }, 409: { description: 'the same content is already a package' }, 413: { description: 'larger than the limit; nothing stored' }, 422: { description: 'the publisher signature is missing, made with an unregistered key, or does not verify; nothing stored' } }
   }, async ({ ctx, actor }) => {
     if (!ctx.is('multipart/form-data')) throw new UnsupportedMediaTypeError('upload a package as multipart/form-data with metadata and file parts')
     const declared = Number(ctx.get('content-length'))
@@ -122,12 +136,23 @@ export const packageRoutes: RouteModule = (routes, services) => {
   })
 
   routes.add({
+    method: 'patch', path: '/v1/packages/:id', tag: 'packages', access: 'operator', body: packagePatchSchema,
+    summary: 'Edit a package: name, version, description, publisher, kind, platform, arch, detection, exitCodes, uninstall, selfService; unfinished tasks get a new manifest revision',
+    responses: { 200: { description: 'the package, with the tasks whose manifests were revised' }, 400: { description: 'invalid or inconsistent (a detection rule of another platform)' }, 404: { description: 'no such package' } }
+  }, async ({ params, body, actor }) => {
+    const record = await services.packages.update(params.id, body, actor)
+    const revisedTasks = await services.tasks.refreshForPackage(record)
+    services.logger.info({ packageId: record.id, fields: Object.keys(body), revisedTasks, by: actor }, 'package edited')
+    return { ...summarizePackage(record), revisedTasks }
+  })
+
+  routes.add({
     method: 'delete', path: '/v1/packages/:id', tag: 'packages', access: 'operator',
     summary: 'Delete a package and its chunks; unfinished tasks that use it are cancelled',
     responses: { 200: { description: 'what was deleted and which tasks were cancelled' }, 404: { description: 'no such package' } }
   }, async ({ params, actor }) => {
     await services.packages.get(params.id)
-    const cancelledTasks = await services.tasks.cancelForPackage(params.id)
+    const cancelledTasks = await services.tasks.cancelForPackage(params.id, actor)
     const record = await services.packages.delete(params.id)
     services.logger.info({ packageId: record.id, cancelledTasks, by: actor }, 'package deleted')
     return {

@@ -1,0 +1,68 @@
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import type { DeviceService } from './devices/service.js'
+import type { TaskService } from './tasks/service.js'
+import type { StatusService } from './agents/statuses.js'
+
+export interface CoordinatorMetricsInit {
+  devices: DeviceService
+  tasks: TaskService
+  statuses: StatusService
+}
+
+/**
+ * The coordinator's Prometheus metrics. Counters move as things happen;
+ * gauges of tasks and devices are computed when scraped.
+ */
+export class CoordinatorMetrics {
+  readonly registry = new Registry()
+  readonly originBytes: Counter
+  readonly originRequests: Counter
+  readonly statusRecords: Counter<'outcome'>
+
+  constructor (init: CoordinatorMetricsInit) {
+    collectDefaultMetrics({ register: this.registry, prefix: 'meshdeploy_coordinator_' })
+    this.originBytes = new Counter({ name: 'meshdeploy_origin_bytes_served_total', help: 'Bytes of chunks the HTTP origin served', registers: [this.registry] })
+    this.originRequests = new Counter({ name: 'meshdeploy_origin_requests_total', help: 'Content requests the HTTP origin answered', registers: [this.registry] })
+    this.statusRecords = new Counter({ name: 'meshdeploy_status_records_total', help: 'Status records received, by outcome', labelNames: ['outcome'], registers: [this.registry] })
+    init.statuses.on('ingested', (stored, duplicates, rejected) => {
+      this.statusRecords.inc({ outcome: 'stored' }, stored)
+      if (duplicates > 0) this.statusRecords.inc({ outcome: 'duplicate' }, duplicates)
+      if (rejected > 0) this.statusRecords.inc({ outcome: 'rejected' }, rejected)
+    })
+    const { devices, tasks } = init
+    new Gauge({ // eslint-disable-line no-new
+      name: 'meshdeploy_devices',
+      help: 'Enrolled devices by status and whether they were heard from recently',
+      labelNames: ['status', 'online'],
+      registers: [this.registry],
+      async collect () {
+        this.reset()
+        for (const device of await devices.list()) {
+          this.inc({ status: device.status, online: String(devices.view(device).online) })
+        }
+      }
+    })
+    new Gauge({ // eslint-disable-line no-new
+      name: 'meshdeploy_task_devices',
+      help: 'Devices of dispatching tasks by state',
+      labelNames: ['state'],
+      registers: [this.registry],
+      async collect () {
+        this.reset()
+        for (const task of tasks.pending()) {
+          for (const row of await tasks.deviceRows(task)) this.inc({ state: row.state })
+        }
+      }
+    })
+    new Gauge({ // eslint-disable-line no-new
+      name: 'meshdeploy_tasks',
+      help: 'Tasks by status',
+      labelNames: ['status'],
+      registers: [this.registry],
+      async collect () {
+        this.reset()
+        for (const task of await tasks.list()) this.inc({ status: task.status })
+      }
+    })
+  }
+}
