@@ -9,6 +9,7 @@ import { generateKeyPair, sha256OfFile, toHex } from '../../protocol/index.js'
 import { createMeshNode, mdnsServiceTagOf } from '../../agent/p2p/node.js'
 import { PeerGate } from '../../agent/p2p/gater.js'
 import * as chunk from '../../agent/protocols/chunk/index.js'
+import { asError } from '../../agent/protocols/frames.js'
 import { startAgentProcess, startCoordinatorProcess, waitFor, type AgentProcess, type CoordinatorProcess } from '../helpers/processes.js'
 
 const SETTLED = new Set(['succeeded', 'already-installed', 'not-applicable', 'cancelled', 'expired'])
@@ -156,9 +157,14 @@ test.serial('a peer id that is not an enrolled device cannot connect; an enrolle
     }
     const request = { packageId: 'ab'.repeat(32), index: 0, offsetBytes: 0, lengthBytes: 10 }
     const ask = async (node: Awaited<ReturnType<typeof createMeshNode>>): Promise<unknown> => {
-      const connection = await node.dial(address, { signal: AbortSignal.timeout(5000) })
-      const stream = await connection.newStream(chunk.PROTOCOL, { signal: AbortSignal.timeout(5000) })
-      return await chunk.requestPiece(stream, request, { signal: AbortSignal.timeout(5000) })
+      try {
+        const connection = await node.dial(address, { signal: AbortSignal.timeout(5000) })
+        const stream = await connection.newStream(chunk.PROTOCOL, { signal: AbortSignal.timeout(5000) })
+        return await chunk.requestPiece(stream, request, { signal: AbortSignal.timeout(5000) })
+      } catch (error) {
+        // libp2p rejects some stream operations with an Event rather than an Error.
+        throw asError(error)
+      }
     }
 
     const strangerKey = generateKeyPair()
