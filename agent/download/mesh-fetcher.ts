@@ -9,7 +9,7 @@ import type { ChunkOrigin } from './origin-source.js'
 import { Swarm, type RemoteView, type SwarmInit } from './swarm.js'
 
 /** Packages per peer whose announcements are kept before this agent downloads them. */
-export const MAX_REMOTE_PACKAGES_PER_PEER = 64
+export const MAX_REMOTE_PACKAGES_PER_PEER = 16
 
 export interface MeshFetcherInit {
   network: MeshNetwork
