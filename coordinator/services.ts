@@ -12,6 +12,8 @@ import { LevelStore } from './store/level-store.js'
 import type { Store } from './store/types.js'
 import type { Logger } from '../protocol/logger.js'
 import { CoordinatorMetrics } from './metrics.js'
+import { EventJournal } from './events/journal.js'
+import { connectEventSources } from './events/sources.js'
 
 export interface ServicesInit {
   dataDir: string
@@ -22,6 +24,8 @@ export interface ServicesInit {
   chunkSizeBytes?: number
   /** @default 30 */
   pollIntervalSeconds?: number
+  /** Events kept for operators' clients that resume. @default DEFAULT_RETAINED_EVENTS */
+  retainedEvents?: number
   now?: () => number
 }
 
@@ -37,6 +41,8 @@ export interface Services {
   tasks: TaskService
   assignments: AssignmentService
   statuses: StatusService
+  /** The operators' live events (GET /v1/events). */
+  events: EventJournal
   metrics: CoordinatorMetrics
   startedAt: number
   /** The admin token's secret, only on the start that created it. */
@@ -73,6 +79,14 @@ export async function openServices (init: ServicesInit): Promise<Services> {
     taskExists: async id => await store.collections.tasks.get(id) !== undefined,
     onRejected: rejection => { init.logger.warn(rejection, 'refused a status record') }
   })
+  const events = new EventJournal({
+    store,
+    now,
+    ...(init.retainedEvents !== undefined ? { retainedEvents: init.retainedEvents } : {}),
+    onWriteError: (error, dropped) => { init.logger.error({ err: error, dropped }, 'could not store operator events') }
+  })
+  await events.open()
+  const disconnectEvents = connectEventSources({ journal: events, statuses, tasks, devices, onError: error => { init.logger.error({ err: error }, 'could not describe a change for operators') } })
   const bootstrapAdminToken = await tokens.bootstrapAdmin()
   const services: Services = {
     dataDir: init.dataDir,
@@ -86,9 +100,14 @@ export async function openServices (init: ServicesInit): Promise<Services> {
     tasks,
     assignments,
     statuses,
+    events,
     metrics: new CoordinatorMetrics({ devices, tasks, statuses }),
     startedAt: now(),
-    close: async () => { await store.close() }
+    close: async () => {
+      disconnectEvents()
+      await events.flushed()
+      await store.close()
+    }
   }
   if (bootstrapAdminToken !== undefined) services.bootstrapAdminToken = bootstrapAdminToken
   return services

@@ -7,13 +7,14 @@ import { problemMiddleware } from './problem.js'
 import { RouteTable } from './routes-table.js'
 import { agentRoutes } from './routes/agents.js'
 import { deviceRoutes } from './routes/devices.js'
+import { eventRoutes } from './routes/events.js'
 import { healthRoutes } from './routes/health.js'
 import { openApiRoutes } from './routes/openapi.js'
 import { packageRoutes } from './routes/packages.js'
 import { taskRoutes } from './routes/tasks.js'
 import { tokenRoutes } from './routes/tokens.js'
 
-export const ROUTE_MODULES = [healthRoutes, openApiRoutes, agentRoutes, packageRoutes, taskRoutes, deviceRoutes, tokenRoutes]
+export const ROUTE_MODULES = [healthRoutes, openApiRoutes, agentRoutes, packageRoutes, taskRoutes, deviceRoutes, tokenRoutes, eventRoutes]
 
 /** The Koa application with the table of its routes (for the OpenAPI document). */
 export type CoordinatorApp = Koa<CoordinatorState> & { routes: RouteTable }

@@ -2,7 +2,7 @@ import { Level } from 'level'
 import type { Collection, CollectionName, Collections, RangeOptions, Store, WriteOperation } from './types.js'
 
 const COLLECTION_NAMES: CollectionName[] = [
-  'packages', 'tasks', 'devices', 'deviceTasks', 'statusLog', 'operatorTokens', 'enrollmentTokens', 'credentials', 'meta'
+  'packages', 'tasks', 'devices', 'deviceTasks', 'statusLog', 'operatorTokens', 'enrollmentTokens', 'credentials', 'meta', 'events'
 ]
 
 import type { AbstractSublevel } from 'abstract-level'

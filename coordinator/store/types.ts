@@ -122,6 +122,19 @@ export interface EnrollmentToken {
   createdBy: string
 }
 
+export type OperatorEventType = 'status' | 'task' | 'device'
+
+/** A change operators can follow live (GET /v1/events). */
+export interface OperatorEvent {
+  /** Grows by one with every event, across restarts. */
+  id: number
+  type: OperatorEventType
+  at: string
+  /** Set on events that concern one task (the stream's filter). */
+  taskId?: string
+  data: Record<string, unknown>
+}
+
 /** SHA-256 of a device credential, hex → device id. */
 export interface CredentialRecord {
   deviceId: string
@@ -138,6 +151,8 @@ export interface Collections {
   enrollmentTokens: EnrollmentToken
   credentials: CredentialRecord
   meta: unknown
+  /** The operators' event journal: a bounded ring keyed by the zero-padded event id. */
+  events: OperatorEvent
 }
 
 export type CollectionName = keyof Collections

@@ -1,0 +1,72 @@
+import { once } from 'node:events'
+import type { ServerResponse } from 'node:http'
+import { z } from 'zod'
+import { EventSession, type EventSink } from '../../events/session.js'
+import { ValidationError } from '../../errors.js'
+import type { RouteModule } from '../context.js'
+
+const eventsQuerySchema = z.object({
+  taskId: z.string().min(1).max(100).optional(),
+  /** For clients that cannot set the Last-Event-ID header; the header wins. */
+  lastEventId: z.string().max(20).optional()
+}).strict()
+
+function responseSink (response: ServerResponse): EventSink {
+  return {
+    write: text => response.write(text),
+    get bufferedBytes () { return response.writableLength },
+    waitForDrain: async signal => { await once(response, 'drain', { signal }) },
+    close: () => { if (!response.writableEnded) response.end() }
+  }
+}
+
+function parseEventId (value: string): number {
+  if (!/^\d{1,16}$/.test(value)) throw new ValidationError('Last-Event-ID must be an event id from this stream', [{ path: 'lastEventId', message: 'not an event id' }])
+  return Number(value)
+}
+
+export const eventRoutes: RouteModule = (routes, services) => {
+  routes.add({
+    method: 'get', path: '/v1/events', tag: 'events', access: 'viewer', query: eventsQuerySchema,
+    summary: 'Live events for operators (server-sent events): device status changes, task and device changes; resume with Last-Event-ID',
+    responses: {
+      200: {
+        description: 'text/event-stream. Events `status`, `task`, `device`, each with an `id:` that only grows; `ready` once caught up; `reset` when the events after Last-Event-ID are no longer kept (fetch the state again); comment heartbeats.',
+        contentType: 'text/event-stream'
+      },
+      404: { description: 'no such task' }
+    }
+  }, async ({ ctx, query }) => {
+    if (query.taskId !== undefined) await services.tasks.get(query.taskId)
+    const header = ctx.get('last-event-id')
+    const resumeFrom = header !== '' ? header : query.lastEventId
+    const lastEventId = resumeFrom !== undefined && resumeFrom !== '' ? parseEventId(resumeFrom) : undefined
+    const response = ctx.res
+    const closed = new AbortController()
+    response.on('close', () => { closed.abort() })
+    ctx.respond = false
+    ctx.req.socket.setNoDelay(true)
+    response.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-store',
+      'x-accel-buffering': 'no'
+    })
+    const session = new EventSession({
+      journal: services.events,
+      sink: responseSink(response),
+      ...(query.taskId !== undefined ? { taskId: query.taskId } : {}),
+      ...(lastEventId !== undefined ? { lastEventId } : {})
+    })
+    services.metrics.eventClients.inc()
+    try {
+      const end = await session.run(closed.signal)
+      services.metrics.eventClientsDisconnected.inc({ reason: end })
+      if (end === 'slow-client') {
+        services.logger.warn({ taskId: query.taskId, unsentBytes: response.writableLength }, 'disconnected an event client that read too slowly')
+        response.destroy()
+      }
+    } finally {
+      services.metrics.eventClients.dec()
+    }
+  })
+}
