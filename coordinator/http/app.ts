@@ -2,6 +2,7 @@ import Koa from 'koa'
 import Router from '@koa/router'
 import type { Services } from '../services.js'
 import { authMiddleware } from './auth.js'
+import { consoleMiddleware, findConsoleFolder, loadConsoleFiles } from './console.js'
 import type { CoordinatorState } from './context.js'
 import { problemMiddleware } from './problem.js'
 import { RouteTable } from './routes-table.js'
@@ -34,6 +35,7 @@ export function createApp (services: Services): CoordinatorApp {
     ctx.set('Cache-Control', 'no-store')
     await next()
   })
+  app.use(consoleMiddleware(loadConsoleFiles(findConsoleFolder())))
   app.use(authMiddleware(services))
   app.use(router.routes())
   app.use(router.allowedMethods({ throw: true }))

@@ -1,0 +1,185 @@
+// Pieces shared by the views: headings, errors, state badges, progress, dialogs, action buttons.
+
+import { ApiProblem, NetworkError } from '../api.js'
+import { h, replace } from '../dom.js'
+import { has, t } from '../i18n.js'
+import { fillPath, resourceActions } from '../openapi.js'
+import { describeField, schemaForm } from '../schema-form.js'
+
+/** @param {string} title @param {...any} extra */
+export function heading (title, ...extra) {
+  return h('div', { class: 'page-head' }, h('h1', null, title), h('div', { class: 'page-actions' }, extra))
+}
+
+/** A message for any error an API call can end in. @param {unknown} error */
+export function errorText (error) {
+  if (error instanceof ApiProblem) {
+    if (error.status === 403) return t('error.forbidden', { detail: error.message })
+    return error.message
+  }
+  if (error instanceof NetworkError) return t('error.network')
+  return String(/** @type {Error} */ (error)?.message ?? error)
+}
+
+/** @param {unknown} error */
+export function errorBox (error) {
+  return h('div', { class: 'error-box', role: 'alert' }, errorText(error))
+}
+
+export function loading () {
+  return h('p', { class: 'loading', role: 'status' }, t('common.loading'))
+}
+
+/** @param {string} state */
+export function stateBadge (state) {
+  const key = `state.${state}`
+  return h('span', { class: `badge state-${state}` }, has(key) ? t(key) : state)
+}
+
+/** A labelled progress bar with its percentage. @param {number} percent 0…100 @param {string} label */
+export function progressBar (percent, label) {
+  const value = Math.max(0, Math.min(100, Number.isFinite(percent) ? percent : 0))
+  return h('div', { class: 'progress' },
+    h('progress', { max: 100, value, 'aria-label': label }),
+    h('span', { class: 'progress-text' }, `${Math.round(value)}%`))
+}
+
+/** Device counts by state, e.g. "succeeded 3 · downloading 2". @param {Record<string, number>} counts */
+export function countsList (counts) {
+  const entries = Object.entries(counts ?? {}).filter(([, count]) => count > 0)
+  if (entries.length === 0) return h('span', { class: 'muted' }, '—')
+  return h('ul', { class: 'counts' }, entries.map(([state, count]) => h('li', { class: `state-${state}` }, stateBadge(state), ' ', h('span', { class: 'count' }, String(count)))))
+}
+
+/**
+ * A modal dialog; resolves with what the operator chose.
+ * @param {{ title: string, body: any, confirm: string, danger?: boolean, onConfirm?: () => Promise<boolean | void> }} options
+ *   `onConfirm` may keep the dialog open by returning false (e.g. to show errors).
+ * @returns {Promise<boolean>}
+ */
+export function dialog (options) {
+  return new Promise(resolve => {
+    const titleId = `dialog-title-${Date.now()}`
+    const error = h('div', { class: 'error-box', role: 'alert', hidden: true })
+    const confirm = /** @type {HTMLButtonElement} */ (h('button', { type: 'submit', class: options.danger === true ? 'danger' : 'primary' }, options.confirm))
+    const element = /** @type {HTMLDialogElement} */ (h('dialog', { 'aria-labelledby': titleId },
+      h('form', {
+        method: 'dialog',
+        onsubmit: async (/** @type {SubmitEvent} */ event) => {
+          event.preventDefault()
+          confirm.disabled = true
+          error.hidden = true
+          try {
+            if ((await options.onConfirm?.()) === false) return
+            element.close('confirm')
+          } catch (failure) {
+            replace(error, errorText(failure))
+            error.hidden = false
+          } finally {
+            confirm.disabled = false
+          }
+        }
+      },
+      h('h2', { id: titleId }, options.title),
+      h('div', { class: 'dialog-body' }, options.body),
+      error,
+      h('div', { class: 'dialog-actions' },
+        h('button', { type: 'button', class: 'secondary', onclick: () => { element.close('cancel') } }, t('common.cancel')),
+        confirm))))
+    element.addEventListener('close', () => {
+      element.remove()
+      resolve(element.returnValue === 'confirm')
+    })
+    document.body.appendChild(element)
+    element.showModal()
+  })
+}
+
+/** @param {string} name */
+function actionLabel (name) {
+  const key = `action.${name}`
+  return has(key) ? t(key) : describeField('action', name, {}).label
+}
+
+/**
+ * Buttons for the actions the API offers on one resource (`POST {base}/{id}/{action}`,
+ * `DELETE {base}/{id}`): a confirmation, and a form when the action takes a body.
+ * @param {{ api: import('../api.js').Api, document: any, base: string, id: string, onDone: (name: string, result: any) => void, announce: (message: string) => void, skip?: string[], deleteWarning?: string }} options
+ */
+export function actionButtons (options) {
+  const { actions, remove } = resourceActions(options.document, options.base)
+  const item = `${options.base}/{id}`
+  const buttons = []
+  for (const action of actions) {
+    if (options.skip?.includes(action.name)) continue
+    const label = actionLabel(action.name)
+    const danger = action.name === 'cancel'
+    buttons.push(h('button', {
+      type: 'button',
+      class: danger ? 'danger' : 'secondary',
+      'data-action': action.name,
+      onclick: async () => {
+        const form = action.schema !== undefined ? schemaForm({ schema: action.schema, document: options.document, scope: `action.${action.name}` }) : undefined
+        const confirmKey = `confirm.${action.name}`
+        await dialog({
+          title: label,
+          body: [h('p', null, has(confirmKey) ? t(confirmKey) : action.summary), form?.element],
+          confirm: label,
+          danger,
+          onConfirm: async () => {
+            try {
+              const body = form?.read()
+              const result = await options.api.post(fillPath(action.path, { id: options.id }), body ?? (action.bodyRequired ? {} : undefined))
+              options.announce(t('common.done', { action: label }))
+              options.onDone(action.name, result)
+            } catch (error) {
+              if (form !== undefined && /** @type {any} */ (error).errors?.length > 0) {
+                form.showProblem(/** @type {any} */ (error))
+                return false
+              }
+              throw error
+            }
+          }
+        })
+      }
+    }, label))
+  }
+  if (remove !== undefined && !options.skip?.includes('delete')) {
+    buttons.push(h('button', {
+      type: 'button',
+      class: 'danger',
+      'data-action': 'delete',
+      onclick: async () => {
+        await dialog({
+          title: t('action.delete'),
+          body: h('p', null, options.deleteWarning ?? remove.summary ?? ''),
+          confirm: t('action.delete'),
+          danger: true,
+          onConfirm: async () => {
+            const result = await options.api.delete(fillPath(item, { id: options.id }))
+            options.announce(result?.message ?? t('common.done', { action: t('action.delete') }))
+            options.onDone('delete', result)
+          }
+        })
+      }
+    }, t('action.delete')))
+  }
+  return buttons
+}
+
+/**
+ * The fields of a record as a definition list, labelled from the catalogue where known.
+ * @param {string} scope @param {Record<string, any>} record @param {string[]} skip
+ * @param {Record<string, (value: any) => any>} [formatters]
+ */
+export function propertyList (scope, record, skip, formatters = {}) {
+  const rows = []
+  for (const [name, value] of Object.entries(record)) {
+    if (skip.includes(name) || value === undefined || value === null || value === '') continue
+    const shown = formatters[name] !== undefined
+      ? formatters[name](value)
+      : (typeof value === 'object' ? JSON.stringify(value) : String(value))
+    rows.push(h('div', { class: 'property' }, h('dt', null, describeField(scope, name, {}).label), h('dd', null, shown)))
+  }
+  return h('dl', { class: 'properties' }, rows)
+}
