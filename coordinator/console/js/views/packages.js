@@ -194,7 +194,7 @@ export async function renderPackages (context) {
   const showDeleted = result => {
     const cancelled = Array.isArray(result?.cancelledTasks) ? result.cancelledTasks : []
     replace(notice,
-      h('p', null, t('packages.deleted', { name: `${result?.deleted?.name ?? ''} ${result?.deleted?.version ?? ''}`.trim(), count: cancelled.length })),
+      h('p', null, t(cancelled.length > 0 ? 'packages.deleted' : 'packages.deletedNone', { name: `${result?.deleted?.name ?? ''} ${result?.deleted?.version ?? ''}`.trim(), count: cancelled.length })),
       cancelled.length > 0 ? h('ul', null, cancelled.map((/** @type {string} */ id) => h('li', null, h('a', { href: `#/tasks/${encodeURIComponent(id)}` }, id)))) : null)
     notice.hidden = false
   }

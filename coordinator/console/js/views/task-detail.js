@@ -104,8 +104,9 @@ export async function renderTaskDetail (context) {
         progressBar(progress.percent, t('tasks.progressOf', { name: task.name })),
         countsList(progress.counts),
         h('p', { class: 'muted small' }, t('taskDetail.bytes', { peers: formatBytes(progress.bytesFromPeers), origin: formatBytes(progress.bytesFromOrigin) }))),
-      propertyList('task', { status: task.status, package: task.package, ...task }, ['id', 'name', 'progress', 'manifest'], {
+      propertyList('task', { status: task.status, package: task.package, ...task }, ['id', 'name', 'progress', 'manifest', 'packageId'], {
         status: value => stateBadge(value),
+        action: value => has(`enum.task.action.${value}`) ? t(`enum.task.action.${value}`) : value,
         package: value => value === null ? t('tasks.packageGone') : `${value.name} ${value.version} (${formatBytes(value.sizeBytes)})`,
         targets: describeTargets,
         runArgs: value => Array.isArray(value) ? (value.length === 0 ? '—' : value.join(' ')) : String(value),
