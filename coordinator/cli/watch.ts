@@ -110,7 +110,9 @@ export async function watchTask (client: ApiClient, taskId: string, options: Wat
   options.signal?.addEventListener('abort', stopFollowing, { once: true })
   let live = false
   let mode: 'events' | 'polling' | undefined
-  const followed = followEvents(client, `/v1/events?taskId=${encodeURIComponent(taskId)}`, {
+  let followed: Promise<void> | undefined
+  // Started once the task is known by its full id; its `ready` triggers a fresh read, so nothing between is missed.
+  const follow = (id: string): Promise<void> => followEvents(client, `/v1/events?taskId=${encodeURIComponent(id)}`, {
     signal: following.signal,
     onMessage: () => { changes.notify() },
     onState: state => {
@@ -128,6 +130,7 @@ export async function watchTask (client: ApiClient, taskId: string, options: Wat
       const current = live ? 'events' : 'polling'
       if (current !== mode) options.onMode?.(mode = current)
       const snap = await snapshot(client, taskId)
+      followed ??= follow(String(snap.task.id))
       const drawnAt = Date.now()
       const lines = renderProgress(snap)
       if (output.isTTY === true) {
@@ -160,6 +163,6 @@ export async function watchTask (client: ApiClient, taskId: string, options: Wat
   } finally {
     following.abort()
     options.signal?.removeEventListener('abort', stopFollowing)
-    await followed
+    await followed?.catch(() => {})
   }
 }

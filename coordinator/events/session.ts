@@ -44,10 +44,12 @@ export interface EventSessionInit {
   maxQueuedEvents?: number
   /** @default the global timers */
   timer?: IntervalTimer
+  /** Asked at every heartbeat: a stream ends when its token is revoked. */
+  stillAuthorized?: () => Promise<boolean>
 }
 
-/** Why a session ended: its connection closed (`signal`), or the client read too slowly. */
-export type SessionEnd = 'closed' | 'slow-client'
+/** Why a session ended: its connection closed (`signal`), the client read too slowly, or its token no longer holds. */
+export type SessionEnd = 'closed' | 'slow-client' | 'unauthorized'
 
 /**
  * One client's event stream: the events it missed (or a reset when they are
@@ -82,7 +84,7 @@ export class EventSession {
     const onAbort = (): void => { this.end('closed') }
     signal.addEventListener('abort', onAbort, { once: true })
     journal.on('appended', onAppended)
-    const heartbeat = this.timer.setInterval(() => { this.send(formatSseComment(`heartbeat ${new Date().toISOString()}`)) }, this.heartbeatMs)
+    const heartbeat = this.timer.setInterval(() => { void this.heartbeat() }, this.heartbeatMs)
     try {
       if (signal.aborted) return 'closed'
       this.send(`retry: ${RECONNECT_DELAY_MS}\n` + formatSseComment('meshdeploy events'))
@@ -106,6 +108,14 @@ export class EventSession {
     if (this.ended.signal.aborted) return
     this.endReason = reason
     this.ended.abort()
+  }
+
+  private async heartbeat (): Promise<void> {
+    if (this.init.stillAuthorized !== undefined && !await this.init.stillAuthorized().catch(() => false)) {
+      this.end('unauthorized')
+      return
+    }
+    this.send(formatSseComment(`heartbeat ${new Date().toISOString()}`))
   }
 
   private async replay (): Promise<void> {

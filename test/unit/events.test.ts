@@ -202,3 +202,18 @@ test('a long backlog is replayed page by page, waiting for the client to read', 
   t.is(ids.length, 1201)
   t.deepEqual(ids.slice(0, 1200), Array.from({ length: 1200 }, (_, index) => index + 1))
 })
+
+test('a stream ends at the next heartbeat once its token no longer holds', async t => {
+  const { journal } = await openJournal(t)
+  const sink = new MemorySink()
+  const timer = new ManualTimer()
+  let authorized = true
+  const running = new EventSession({ journal, sink, timer, stillAuthorized: async () => authorized }).run(new AbortController().signal)
+  await until(() => sink.messages().length === 1)
+  timer.fire()
+  await until(() => sink.text.includes(': heartbeat'))
+  authorized = false
+  timer.fire()
+  t.is(await running, 'unauthorized')
+  t.true(sink.closed)
+})

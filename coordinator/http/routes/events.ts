@@ -1,6 +1,7 @@
 import { once } from 'node:events'
 import type { ServerResponse } from 'node:http'
 import { z } from 'zod'
+import { requireRole } from '../../auth/tokens.js'
 import { EventSession, type EventSink } from '../../events/session.js'
 import { ValidationError } from '../../errors.js'
 import type { RouteModule } from '../context.js'
@@ -41,9 +42,17 @@ export const eventRoutes: RouteModule = (routes, services) => {
     const header = ctx.get('last-event-id')
     const resumeFrom = header !== '' ? header : query.lastEventId
     const lastEventId = resumeFrom !== undefined && resumeFrom !== '' ? parseEventId(resumeFrom) : undefined
+    const secret = ctx.get('authorization').replace(/^Bearer /, '')
+    const stillAuthorized = async (): Promise<boolean> => {
+      const principal = await services.tokens.authenticateOperator(secret)
+      requireRole(principal, 'viewer')
+      return true
+    }
     const response = ctx.res
     const closed = new AbortController()
     response.on('close', () => { closed.abort() })
+    // Answered here, as a stream; Koa leaves the response alone.
+    ctx.status = 200
     ctx.respond = false
     ctx.req.socket.setNoDelay(true)
     response.writeHead(200, {
@@ -55,7 +64,8 @@ export const eventRoutes: RouteModule = (routes, services) => {
       journal: services.events,
       sink: responseSink(response),
       ...(query.taskId !== undefined ? { taskId: query.taskId } : {}),
-      ...(lastEventId !== undefined ? { lastEventId } : {})
+      ...(lastEventId !== undefined ? { lastEventId } : {}),
+      stillAuthorized
     })
     services.metrics.eventClients.inc()
     try {
