@@ -2,6 +2,8 @@
 // operator's bearer token; the token lives in sessionStorage only.
 
 const TOKEN_KEY = 'meshdeploy.token'
+const MAX_READ_ATTEMPTS = 4
+const MAX_RETRY_WAIT_MS = 10_000
 
 /** An error answer of the API (application/problem+json). */
 export class ApiProblem extends Error {
@@ -17,6 +19,8 @@ export class ApiProblem extends Error {
     this.title = problem.title ?? ''
     /** Field errors: `path` is dotted (`targets.deviceIds.0`), `(root)` for the whole body. */
     this.errors = Array.isArray(problem.errors) ? problem.errors : []
+    /** @type {number | undefined} How long the coordinator asks to wait (429). */
+    this.retryAfterMs = undefined
   }
 }
 
@@ -77,6 +81,24 @@ export class Api {
    * @param {{ signal?: AbortSignal }} [options]
    */
   async request (method, path, body, options = {}) {
+    // Reads refused for going too fast are tried again after the wait the coordinator names.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.requestOnce(method, path, body, options)
+      } catch (error) {
+        if (!(error instanceof ApiProblem) || error.status !== 429 || method !== 'GET' || attempt >= MAX_READ_ATTEMPTS) throw error
+        await new Promise(resolve => setTimeout(resolve, Math.min(MAX_RETRY_WAIT_MS, error.retryAfterMs ?? 1000)))
+      }
+    }
+  }
+
+  /**
+   * @param {string} method
+   * @param {string} path
+   * @param {unknown} [body]
+   * @param {{ signal?: AbortSignal }} [options]
+   */
+  async requestOnce (method, path, body, options = {}) {
     let response
     try {
       response = await fetch(path, {
@@ -94,6 +116,8 @@ export class Api {
     const text = await response.text()
     if (!response.ok) {
       const problem = problemOf(response.status, text, response.headers.get('content-type'))
+      const retryAfter = Number(response.headers.get('retry-after'))
+      if (Number.isFinite(retryAfter) && retryAfter >= 0) problem.retryAfterMs = retryAfter * 1000
       if (response.status === 401) this.onUnauthorized()
       throw problem
     }

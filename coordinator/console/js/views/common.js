@@ -3,7 +3,7 @@
 import { ApiProblem, NetworkError } from '../api.js'
 import { h, replace } from '../dom.js'
 import { has, t } from '../i18n.js'
-import { fillPath, resourceActions } from '../openapi.js'
+import { fillPath, jsonRequestSchema, operation, resourceActions } from '../openapi.js'
 import { describeField, schemaForm } from '../schema-form.js'
 
 /** @param {string} title @param {...any} extra */
@@ -182,4 +182,59 @@ export function propertyList (scope, record, skip, formatters = {}) {
     rows.push(h('div', { class: 'property' }, h('dt', null, describeField(scope, name, {}).label), h('dd', null, shown)))
   }
   return h('dl', { class: 'properties' }, rows)
+}
+
+/** Whether a property schema accepts null (so that clearing a field can be sent as null). @param {any} schema */
+function acceptsNull (schema) {
+  if (schema === undefined) return false
+  if (schema.type === 'null' || (Array.isArray(schema.type) && schema.type.includes('null'))) return true
+  return [...(schema.anyOf ?? []), ...(schema.oneOf ?? [])].some(acceptsNull)
+}
+
+/**
+ * An Edit button when the API offers `PATCH {base}/{id}`: a form generated
+ * from that request's schema, filled with the current values; only what the
+ * operator changed is sent.
+ * @param {{ api: import('../api.js').Api, document: any, base: string, id: string, values: Record<string, any>, scope: string, title: string, announce: (message: string) => void, onDone: () => void }} options
+ */
+export function editButton (options) {
+  const path = `${options.base}/{id}`
+  if (operation(options.document, 'patch', path) === undefined) return null
+  const schema = jsonRequestSchema(options.document, 'patch', path) ?? { type: 'object', properties: {} }
+  return h('button', {
+    type: 'button',
+    class: 'secondary',
+    'data-action': 'edit',
+    onclick: async () => {
+      const form = schemaForm({ schema, document: options.document, scope: options.scope, values: options.values })
+      const before = form.read() ?? {}
+      await dialog({
+        title: options.title,
+        body: form.element,
+        confirm: t('common.save'),
+        onConfirm: async () => {
+          const after = form.read() ?? {}
+          /** @type {Record<string, any>} */
+          const changes = {}
+          for (const name of new Set([...Object.keys(before), ...Object.keys(after)])) {
+            if (JSON.stringify(after[name]) === JSON.stringify(before[name])) continue
+            if (after[name] !== undefined) changes[name] = after[name]
+            else if (acceptsNull(schema.properties?.[name])) changes[name] = null
+          }
+          if (Object.keys(changes).length === 0) return
+          try {
+            await options.api.patch(fillPath(path, { id: options.id }), changes)
+          } catch (error) {
+            if (/** @type {any} */ (error).errors?.length > 0) {
+              form.showProblem(/** @type {any} */ (error))
+              return false
+            }
+            throw error
+          }
+          options.announce(t('common.saved'))
+          options.onDone()
+        }
+      })
+    }
+  }, t('action.edit'))
 }

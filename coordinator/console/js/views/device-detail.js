@@ -3,7 +3,7 @@
 import { h, replace, table } from '../dom.js'
 import { formatAgo, formatBytes, formatDateTime, formatNumber, t } from '../i18n.js'
 import { throttled } from '../live.js'
-import { actionButtons, errorBox, heading, loading, propertyList, stateBadge } from './common.js'
+import { actionButtons, editButton, errorBox, heading, loading, propertyList, stateBadge } from './common.js'
 import { onlineBadge } from './devices.js'
 
 /** @param {import('../main.js').ViewContext} context */
@@ -28,7 +28,9 @@ export async function renderDeviceDetail (context) {
     }
     const { tasks = [], ...properties } = device
     replace(main,
-      heading(device.hostname, onlineBadge(device.online), actionButtons({
+      heading(device.hostname, onlineBadge(device.online), editButton({
+        api, document, base: '/v1/devices', id, values: properties, scope: 'device', title: t('deviceDetail.editTitle', { name: device.hostname }), announce: context.announce, onDone: refresh
+      }), actionButtons({
         api,
         document,
         base: '/v1/devices',

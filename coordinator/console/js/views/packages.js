@@ -2,9 +2,9 @@
 
 import { h, replace, table } from '../dom.js'
 import { formatBytes, formatDateTime, t } from '../i18n.js'
-import { multipartRequestSchema, operation, resourceActions, fillPath, jsonRequestSchema } from '../openapi.js'
+import { multipartRequestSchema, operation, resourceActions } from '../openapi.js'
 import { schemaForm } from '../schema-form.js'
-import { actionButtons, dialog, errorBox, errorText, heading, loading } from './common.js'
+import { actionButtons, editButton, errorBox, errorText, heading, loading } from './common.js'
 
 /** Extra help and pickers for upload fields, by path. */
 const UPLOAD_FIELDS = {}
@@ -103,36 +103,6 @@ function isBinary (schema) {
   return schema?.contentMediaType === 'application/octet-stream' || schema?.format === 'binary'
 }
 
-/**
- * @param {import('../main.js').ViewContext} context @param {any} document @param {any} pkg @param {() => void} onSaved
- */
-async function editPackage (context, document, pkg, onSaved) {
-  const schema = jsonRequestSchema(document, 'patch', '/v1/packages/{id}')
-  const form = schemaForm({ schema, document, scope: 'package', values: pkg })
-  await dialog({
-    title: t('packages.editTitle', { name: pkg.name }),
-    body: form.element,
-    confirm: t('common.save'),
-    onConfirm: async () => {
-      const entered = form.read() ?? {}
-      /** @type {Record<string, any>} */
-      const changes = {}
-      for (const [name, value] of Object.entries(entered)) if (JSON.stringify(value) !== JSON.stringify(pkg[name])) changes[name] = value
-      try {
-        await context.api.patch(fillPath('/v1/packages/{id}', { id: pkg.id }), changes)
-      } catch (error) {
-        if (/** @type {any} */ (error).errors?.length > 0) {
-          form.showProblem(/** @type {any} */ (error))
-          return false
-        }
-        throw error
-      }
-      context.announce(t('common.saved'))
-      onSaved()
-    }
-  })
-}
-
 /** @param {import('../main.js').ViewContext} context */
 export async function renderPackages (context) {
   const { main, api } = context
@@ -149,7 +119,6 @@ export async function renderPackages (context) {
     replace(list, errorBox(error))
     return
   }
-  const canEdit = operation(document, 'patch', '/v1/packages/{id}') !== undefined
   const { remove } = resourceActions(document, '/v1/packages')
 
   const load = async () => {
@@ -165,7 +134,7 @@ export async function renderPackages (context) {
         h('td', null, formatDateTime(pkg.createdAt)),
         h('td', { class: 'row-actions' },
           h('button', { type: 'button', class: 'primary small', 'data-action': 'distribute', onclick: () => { context.navigate(`#/tasks/new?packageId=${encodeURIComponent(pkg.id)}`) } }, t('packages.distribute')),
-          canEdit ? h('button', { type: 'button', class: 'secondary small', 'data-action': 'edit', onclick: () => { void editPackage(context, document, pkg, load) } }, t('action.edit')) : null,
+          editButton({ api, document, base: '/v1/packages', id: pkg.id, values: pkg, scope: 'package', title: t('packages.editTitle', { name: pkg.name }), announce: context.announce, onDone: () => { void load() } }),
           actionButtons({
             api,
             document,

@@ -4,7 +4,7 @@
 import { h, replace, table, uniqueId } from '../dom.js'
 import { formatAgo, formatBytes, formatDateTime, formatNumber, has, t } from '../i18n.js'
 import { throttled } from '../live.js'
-import { actionButtons, countsList, errorBox, heading, loading, progressBar, propertyList, stateBadge } from './common.js'
+import { actionButtons, countsList, editButton, errorBox, heading, loading, progressBar, propertyList, stateBadge } from './common.js'
 
 const REFRESH_SPACING_MS = 500
 const SETTLED = new Set(['succeeded', 'succeeded-reboot-pending', 'already-installed', 'not-applicable', 'cancelled', 'expired'])
@@ -86,7 +86,9 @@ export async function renderTaskDetail (context) {
       replace(overview, errorBox(error))
       return
     }
-    replace(head, heading(task.name, actionButtons({
+    replace(head, heading(task.name, editButton({
+      api, document, base: '/v1/tasks', id, values: task, scope: 'task', title: t('taskDetail.editTitle', { name: task.name }), announce: context.announce, onDone: refresh
+    }), actionButtons({
       api,
       document,
       base: '/v1/tasks',
