@@ -62,6 +62,15 @@ function discriminatorOf (variants) {
     rest.every(variant => variant.properties?.[name]?.const !== undefined))
 }
 
+/** An ISO instant as the value of a datetime-local input, in local time. @param {any} iso */
+function localDateTime (iso) {
+  if (typeof iso !== 'string' || iso === '') return ''
+  const at = new Date(iso)
+  if (Number.isNaN(at.getTime())) return ''
+  const two = (/** @type {number} */ n) => String(n).padStart(2, '0')
+  return `${at.getFullYear()}-${two(at.getMonth() + 1)}-${two(at.getDate())}T${two(at.getHours())}:${two(at.getMinutes())}:${two(at.getSeconds())}`
+}
+
 /** @param {string} text */
 function linesOf (text) {
   return text.split('\n').map(line => line.trim()).filter(line => line !== '')
@@ -85,9 +94,10 @@ export function schemaForm (options) {
 
   /**
    * @param {any} rawSchema @param {string} path @param {boolean} required @param {any} value
+   * @param {boolean} [withinOptional] inside an object the operator may leave out: nothing is preset
    * @returns {Field}
    */
-  function build (rawSchema, path, required, value) {
+  function build (rawSchema, path, required, value, withinOptional = false) {
     const schema = resolve(rawSchema)
     const id = uniqueId('field')
     const described = describeField(options.scope, path, schema)
@@ -101,22 +111,25 @@ export function schemaForm (options) {
     const variants = schema.oneOf ?? schema.anyOf
     if (Array.isArray(variants)) {
       const resolved = variants.map(resolve).filter(/** @param {any} variant */ variant => variant.type !== 'null')
-      if (resolved.length === 1) return build(resolved[0], path, required, value)
+      if (resolved.length === 1) return build(resolved[0], path, required, value, withinOptional)
       const discriminator = discriminatorOf(resolved)
       if (discriminator !== undefined) return buildUnion(resolved, discriminator, { id, path, label, help, required, value })
       // A value that may be given in several shapes (a command line or its words): offer the simplest.
       const simplest = resolved.find(/** @param {any} variant */ variant => ['string', 'number', 'integer', 'boolean'].includes(typeOf(variant))) ?? resolved[0]
-      return build(simplest, path, required, Array.isArray(value) && typeOf(simplest) === 'string' ? value.join(' ') : value)
+      return build(simplest, path, required, Array.isArray(value) && typeOf(simplest) === 'string' ? value.join(' ') : value, withinOptional)
     }
     const type = typeOf(schema)
-    if (type === 'object') return buildObject(schema, path, { id, label, help, required, value, nested: true })
+    if (type === 'object' && schema.properties === undefined && typeof schema.additionalProperties === 'object') {
+      return buildMap(schema, { id, path, label, help, required, value })
+    }
+    if (type === 'object') return buildObject(schema, path, { id, label, help, required, value, nested: true, withinOptional })
     if (type === 'array') return buildArray(schema, { id, path, label, help, required, value })
-    return wrap(scalar(schema, { id, path, required, value, label, help }), { id, path, label, help, required })
+    return wrap(scalar(schema, { id, path, required, value, label, help, withinOptional }), { id, path, label, help, required })
   }
 
   /**
    * @param {any} schema
-   * @param {{ id: string, path: string, required: boolean, value: any, label: string, help: string | undefined }} context
+   * @param {{ id: string, path: string, required: boolean, value: any, label: string, help: string | undefined, withinOptional?: boolean }} context
    * @returns {Widget}
    */
   function scalar (schema, context) {
@@ -125,10 +138,11 @@ export function schemaForm (options) {
       return { control: h('output', { id: context.id }, String(schema.const)), read: () => schema.const }
     }
     if (Array.isArray(schema.enum)) {
+      const mayBeUnset = !context.required || context.withinOptional === true
       const select = h('select', { id: context.id, name: context.path },
-        context.required ? null : h('option', { value: '' }, t('form.unset')),
+        mayBeUnset ? h('option', { value: '' }, t('form.unset')) : null,
         schema.enum.map(/** @param {any} option */ option => h('option', { value: String(option), selected: context.value === option }, enumLabel(context.path, option))))
-      if (context.required && context.value === undefined && schema.default !== undefined) /** @type {HTMLSelectElement} */ (select).value = String(schema.default)
+      if (!mayBeUnset && context.value === undefined && schema.default !== undefined) Reflect.set(select, 'value', String(schema.default))
       return { control: select, read: () => { const chosen = /** @type {HTMLSelectElement} */ (select).value; return chosen === '' ? undefined : schema.enum.find(/** @param {any} option */ option => String(option) === chosen) } }
     }
     if (type === 'boolean') {
@@ -149,6 +163,18 @@ export function schemaForm (options) {
           const number = Number(input.value)
           // Anything else goes to the server as typed, so that its message explains it.
           return Number.isFinite(number) ? number : input.value
+        }
+      }
+    }
+    if (type === 'string' && schema.format === 'date-time') {
+      // Entered in the operator's local time, sent as an ISO instant.
+      const input = /** @type {HTMLInputElement} */ (h('input', { type: 'datetime-local', id: context.id, name: context.path, step: '1', value: localDateTime(context.value) }))
+      return {
+        control: input,
+        read: () => {
+          if (input.value === '') return undefined
+          const at = new Date(input.value)
+          return Number.isNaN(at.getTime()) ? input.value : at.toISOString()
         }
       }
     }
@@ -214,10 +240,11 @@ export function schemaForm (options) {
 
   /**
    * @param {any} schema @param {string} path
-   * @param {{ id: string, label: string, help: string | undefined, required: boolean, value: any, nested: boolean, exclude?: string[] }} context
+   * @param {{ id: string, label: string, help: string | undefined, required: boolean, value: any, nested: boolean, exclude?: string[], withinOptional?: boolean }} context
    * @returns {Field}
    */
   function buildObject (schema, path, context) {
+    const childrenWithinOptional = context.withinOptional === true || (context.nested && !context.required)
     const required = new Set(schema.required ?? [])
     const value = context.value ?? {}
     /** @type {Array<[string, Field]>} */
@@ -225,7 +252,7 @@ export function schemaForm (options) {
     for (const [name, property] of Object.entries(schema.properties ?? {})) {
       const childPath = path === '' ? name : `${path}.${name}`
       if (context.exclude?.includes(name) || options.omit?.includes(childPath) || options.info?.(childPath)?.hidden === true) continue
-      children.push([name, build(property, childPath, required.has(name), value[name])])
+      children.push([name, build(property, childPath, required.has(name), value[name], childrenWithinOptional)])
     }
     const read = () => {
       /** @type {Record<string, any>} */
@@ -337,6 +364,44 @@ export function schemaForm (options) {
         return itemType === 'integer' || itemType === 'number' ? lines.map(line => Number.isFinite(Number(line)) ? Number(line) : line) : lines
       }
     }, { ...context, help: [context.help, t('form.onePerLine')].filter(Boolean).join(' ') })
+  }
+
+  /**
+   * An object whose keys the operator chooses (e.g. exit code → meaning): rows of key and value.
+   * @param {any} schema
+   * @param {{ id: string, path: string, label: string, help: string | undefined, required: boolean, value: any }} context
+   * @returns {Field}
+   */
+  function buildMap (schema, context) {
+    const valueSchema = resolve(schema.additionalProperties)
+    /** @type {Array<{ key: HTMLInputElement, value: Widget, element: HTMLElement }>} */
+    const rows = []
+    const list = h('div', { class: 'map-rows' })
+    /** @param {string} key @param {any} value */
+    const add = (key, value) => {
+      const keyId = uniqueId('key')
+      const valueId = uniqueId('value')
+      const keyInput = /** @type {HTMLInputElement} */ (h('input', { type: 'text', id: keyId, value: key, autocomplete: 'off', spellcheck: 'false' }))
+      const widget = scalar(valueSchema, { id: valueId, path: context.path, required: true, value, label: '', help: undefined })
+      const row = { key: keyInput, value: widget, element: h('div') }
+      row.element = h('div', { class: 'map-row' },
+        h('div', { class: 'inline-field' }, h('label', { for: keyId }, t('form.key')), keyInput),
+        h('div', { class: 'inline-field' }, h('label', { for: valueId }, t('form.value')), widget.control),
+        h('button', { type: 'button', class: 'secondary small', onclick: () => { rows.splice(rows.indexOf(row), 1); row.element.remove() } }, t('form.remove')))
+      rows.push(row)
+      list.appendChild(row.element)
+    }
+    for (const [key, value] of Object.entries(context.value ?? {})) add(key, value)
+    return wrap({
+      group: true,
+      control: h('div', null, list, h('button', { type: 'button', class: 'secondary small', onclick: () => { add('', undefined); rows[rows.length - 1].key.focus() } }, t('form.add'))),
+      read: () => {
+        /** @type {Record<string, any>} */
+        const out = {}
+        for (const row of rows) if (row.key.value.trim() !== '') out[row.key.value.trim()] = row.value.read()
+        return Object.keys(out).length === 0 && !context.required ? undefined : out
+      }
+    }, context)
   }
 
   /**

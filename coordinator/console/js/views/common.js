@@ -2,7 +2,7 @@
 
 import { ApiProblem, NetworkError } from '../api.js'
 import { h, replace } from '../dom.js'
-import { has, t } from '../i18n.js'
+import { formatDateTime, has, t } from '../i18n.js'
 import { fillPath, jsonRequestSchema, operation, resourceActions } from '../openapi.js'
 import { describeField, schemaForm } from '../schema-form.js'
 
@@ -104,14 +104,15 @@ function actionLabel (name) {
 /**
  * Buttons for the actions the API offers on one resource (`POST {base}/{id}/{action}`,
  * `DELETE {base}/{id}`): a confirmation, and a form when the action takes a body.
- * @param {{ api: import('../api.js').Api, document: any, base: string, id: string, onDone: (name: string, result: any) => void, announce: (message: string) => void, skip?: string[], deleteWarning?: string }} options
+ * @param {{ api: import('../api.js').Api, document: any, base: string, id: string, onDone: (name: string, result: any) => void, announce: (message: string) => void, skip?: string[], deleteWarning?: string, applies?: (name: string) => boolean }} options
+ *   `applies` hides actions that make no sense in the resource's present state; actions it does not know are shown
  */
 export function actionButtons (options) {
   const { actions, remove } = resourceActions(options.document, options.base)
   const item = `${options.base}/{id}`
   const buttons = []
   for (const action of actions) {
-    if (options.skip?.includes(action.name)) continue
+    if (options.skip?.includes(action.name) || options.applies?.(action.name) === false) continue
     const label = actionLabel(action.name)
     const danger = action.name === 'cancel'
     buttons.push(h('button', {
@@ -176,9 +177,7 @@ export function propertyList (scope, record, skip, formatters = {}) {
   const rows = []
   for (const [name, value] of Object.entries(record)) {
     if (skip.includes(name) || value === undefined || value === null || value === '') continue
-    const shown = formatters[name] !== undefined
-      ? formatters[name](value)
-      : (typeof value === 'object' ? JSON.stringify(value) : String(value))
+    const shown = formatters[name] !== undefined ? formatters[name](value) : formatValue(scope, name, value)
     rows.push(h('div', { class: 'property' }, h('dt', null, describeField(scope, name, {}).label), h('dd', null, shown)))
   }
   return h('dl', { class: 'properties' }, rows)
@@ -195,7 +194,11 @@ function acceptsNull (schema) {
  * An Edit button when the API offers `PATCH {base}/{id}`: a form generated
  * from that request's schema, filled with the current values; only what the
  * operator changed is sent.
- * @param {{ api: import('../api.js').Api, document: any, base: string, id: string, values: Record<string, any>, scope: string, title: string, announce: (message: string) => void, onDone: () => void }} options
+ * @param {{
+ *   api: import('../api.js').Api, document: any, base: string, id: string, values: Record<string, any>, scope: string, title: string,
+ *   announce: (message: string) => void, onDone: () => void,
+ *   fields?: () => Promise<{ info?: (path: string) => any, widgets?: Record<string, any> }>
+ * }} options `fields` supplies pickers for some fields, loaded when the form opens
  */
 export function editButton (options) {
   const path = `${options.base}/{id}`
@@ -206,7 +209,14 @@ export function editButton (options) {
     class: 'secondary',
     'data-action': 'edit',
     onclick: async () => {
-      const form = schemaForm({ schema, document: options.document, scope: options.scope, values: options.values })
+      let extra = {}
+      try {
+        extra = await options.fields?.() ?? {}
+      } catch (error) {
+        options.announce(errorText(error))
+        return
+      }
+      const form = schemaForm({ schema, document: options.document, scope: options.scope, values: options.values, ...extra })
       const before = form.read() ?? {}
       await dialog({
         title: options.title,
@@ -237,4 +247,25 @@ export function editButton (options) {
       })
     }
   }, t('action.edit'))
+}
+
+const ISO_INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}/
+
+/**
+ * A value of a record for reading: instants in local time, yes/no, nested objects as "label: value" pairs.
+ * @param {string} scope @param {string} path @param {any} value
+ * @returns {string}
+ */
+export function formatValue (scope, path, value) {
+  if (typeof value === 'boolean') return value ? t('common.yes') : t('common.no')
+  if (typeof value === 'string' && ISO_INSTANT.test(value)) return formatDateTime(value)
+  if (typeof value === 'string' || typeof value === 'number') {
+    const key = `enum.${scope}.${path}.${value}`
+    return has(key) ? t(key) : String(value)
+  }
+  if (Array.isArray(value)) return value.length === 0 ? '—' : value.map(item => formatValue(scope, path, item)).join(', ')
+  if (value !== null && typeof value === 'object') {
+    return Object.entries(value).map(([name, item]) => `${describeField(scope, `${path}.${name}`, {}).label}: ${formatValue(scope, `${path}.${name}`, item)}`).join('; ')
+  }
+  return String(value)
 }

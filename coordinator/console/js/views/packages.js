@@ -109,7 +109,8 @@ export async function renderPackages (context) {
   const notice = h('div', { class: 'notice', role: 'status', hidden: true })
   const list = h('section', { 'aria-labelledby': 'packages-title' }, loading())
   const uploadSlot = h('div')
-  const uploadButton = h('button', { type: 'button', class: 'primary', 'aria-expanded': 'false', 'aria-controls': 'upload-slot' }, t('packages.uploadTitle'))
+  // Usable once the API's description (what the upload form is built from) has arrived.
+  const uploadButton = /** @type {HTMLButtonElement} */ (h('button', { type: 'button', class: 'primary', 'aria-expanded': 'false', 'aria-controls': 'upload-slot', disabled: true }, t('packages.uploadTitle')))
   uploadSlot.id = 'upload-slot'
   replace(main, heading(t('packages.title'), uploadButton), notice, uploadSlot, list)
   let document
@@ -168,6 +169,7 @@ export async function renderPackages (context) {
     notice.hidden = false
   }
 
+  uploadButton.disabled = false
   uploadButton.addEventListener('click', () => {
     const open = uploadSlot.firstChild === null
     uploadButton.setAttribute('aria-expanded', String(open))

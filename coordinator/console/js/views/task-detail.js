@@ -4,6 +4,7 @@
 import { h, replace, table, uniqueId } from '../dom.js'
 import { formatAgo, formatBytes, formatDateTime, formatNumber, has, t } from '../i18n.js'
 import { throttled } from '../live.js'
+import { TASK_FIELDS, taskWidgets } from './task-fields.js'
 import { actionButtons, countsList, editButton, errorBox, heading, loading, progressBar, propertyList, stateBadge } from './common.js'
 
 const REFRESH_SPACING_MS = 500
@@ -13,6 +14,23 @@ const SETTLED = new Set(['succeeded', 'succeeded-reboot-pending', 'already-insta
 function rowPercent (row) {
   if (SETTLED.has(row.state) || (row.state === 'failed' && row.final === true)) return 100
   return row.bytesTotal > 0 ? 100 * row.bytesDone / row.bytesTotal : 0
+}
+
+/**
+ * Whether an action the API offers makes sense for the task as it is: no
+ * pausing a paused task, no re-running without failures. Actions not named
+ * here are always offered; the coordinator has the last word either way.
+ * @param {string} name @param {any} task
+ */
+function actionApplies (name, task) {
+  const finished = task.status === 'cancelled' || task.status === 'deleted' || task.phase === 'expired'
+  switch (name) {
+    case 'pause': return task.status !== 'paused' && !finished
+    case 'resume': return task.status === 'paused'
+    case 'cancel': return !finished
+    case 'rerun': return (task.progress?.failed ?? 0) > 0 && !finished
+    default: return true
+  }
 }
 
 /** @param {any} targets */
@@ -87,8 +105,21 @@ export async function renderTaskDetail (context) {
       return
     }
     replace(head, heading(task.name, editButton({
-      api, document, base: '/v1/tasks', id, values: task, scope: 'task', title: t('taskDetail.editTitle', { name: task.name }), announce: context.announce, onDone: refresh
+      api,
+      document,
+      base: '/v1/tasks',
+      id,
+      values: task,
+      scope: 'task',
+      title: t('taskDetail.editTitle', { name: task.name }),
+      announce: context.announce,
+      onDone: refresh,
+      fields: async () => {
+        const [{ packages }, { devices }] = await Promise.all([api.get('/v1/packages'), api.get('/v1/devices')])
+        return { info: (/** @type {string} */ path) => TASK_FIELDS[path], widgets: taskWidgets(packages, devices) }
+      }
     }), actionButtons({
+      applies: name => actionApplies(name, task),
       api,
       document,
       base: '/v1/tasks',
@@ -112,9 +143,6 @@ export async function renderTaskDetail (context) {
         package: value => value === null ? t('tasks.packageGone') : `${value.name} ${value.version} (${formatBytes(value.sizeBytes)})`,
         targets: describeTargets,
         runArgs: value => Array.isArray(value) ? (value.length === 0 ? '—' : value.join(' ')) : String(value),
-        createdAt: formatDateTime,
-        updatedAt: formatDateTime,
-        validUntil: formatDateTime,
         bandwidthKBps: value => `${formatNumber(value)} KB/s`
       }))
     const chosen = filter.value
