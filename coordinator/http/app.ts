@@ -9,13 +9,14 @@ import { RouteTable } from './routes-table.js'
 import { agentRoutes } from './routes/agents.js'
 import { deviceRoutes } from './routes/devices.js'
 import { eventRoutes } from './routes/events.js'
+import { meRoutes } from './routes/me.js'
 import { healthRoutes } from './routes/health.js'
 import { openApiRoutes } from './routes/openapi.js'
 import { packageRoutes } from './routes/packages.js'
 import { taskRoutes } from './routes/tasks.js'
 import { tokenRoutes } from './routes/tokens.js'
 
-export const ROUTE_MODULES = [healthRoutes, openApiRoutes, agentRoutes, packageRoutes, taskRoutes, deviceRoutes, tokenRoutes, eventRoutes]
+export const ROUTE_MODULES = [healthRoutes, openApiRoutes, agentRoutes, packageRoutes, taskRoutes, deviceRoutes, tokenRoutes, eventRoutes, meRoutes]
 
 /** The Koa application with the table of its routes (for the OpenAPI document). */
 export type CoordinatorApp = Koa<CoordinatorState> & { routes: RouteTable }

@@ -85,3 +85,28 @@ test('every catalogue has every message, and every message the console asks for 
   t.true(used.size > 100)
   t.deepEqual([...used].filter(key => !(key in catalogues.en)), [], 'messages used but missing')
 })
+
+test('GET /v1/me names the token and its role; the document says which role each operation needs', async t => {
+  const c = await openTestCoordinator()
+  t.teardown(async () => { await c.close() })
+  t.is((await c.http.get('/v1/me')).status, 401)
+  const { body: me } = await c.http.get('/v1/me').set('authorization', `Bearer ${c.adminToken}`).expect(200)
+  t.like(me, { kind: 'operator', role: 'admin' })
+  const { body: document } = await c.http.get('/v1/openapi.json').set('authorization', `Bearer ${c.adminToken}`)
+  t.is(document.paths['/v1/tasks'].post['x-access'], 'operator')
+  t.is(document.paths['/v1/tasks'].get['x-access'], 'viewer')
+  t.is(document.paths['/v1/health'].get['x-access'], 'public')
+
+  // The console's reading of the same document (its module runs in Node as well).
+  const { permits, resourceActions, fillPath } = await import('../../coordinator/console/js/openapi.js')
+  t.true(permits(document, 'post', '/v1/tasks', 'operator'))
+  t.false(permits(document, 'post', '/v1/tasks', 'viewer'), 'a viewer is not offered what it may not do')
+  t.true(permits(document, 'get', '/v1/tasks', 'viewer'))
+  t.true(permits(document, 'post', '/v1/tasks', undefined), 'unknown role: the coordinator decides')
+  const { actions, remove, edit } = resourceActions(document, '/v1/tasks')
+  t.true(actions.some((action: { name: string }) => action.name === 'cancel'))
+  t.is(remove === undefined, document.paths['/v1/tasks/{id}'].delete === undefined)
+  t.is(edit === undefined, document.paths['/v1/tasks/{id}'].patch === undefined)
+  t.true(resourceActions(document, '/v1/packages').remove !== undefined)
+  t.is(fillPath('/v1/tasks/{id}/cancel', { id: 'a/b' }), '/v1/tasks/a%2Fb/cancel')
+})

@@ -67,6 +67,19 @@ export class Api {
     this.onUnauthorized = onUnauthorized
     /** @type {Promise<any> | undefined} */
     this.document = undefined
+    /** @type {{ name: string, role: string } | undefined} who the token is, once known */
+    this.identity = undefined
+  }
+
+  /** Learns the token's name and role (GET /v1/me); unknown on coordinators without that route. */
+  async whoAmI () {
+    if (this.identity !== undefined) return this.identity
+    try {
+      this.identity = await this.get('/v1/me')
+    } catch (error) {
+      if (!(error instanceof ApiProblem) || error.status !== 404) throw error
+    }
+    return this.identity
   }
 
   /** @param {Record<string, string>} [extra] */

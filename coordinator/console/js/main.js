@@ -37,6 +37,8 @@ let session
 /** @type {(() => void) | undefined} */
 let cleanup
 let renderCount = 0
+/** Where the header names the signed-in token. */
+let identity = h('span')
 
 function signOut () {
   storeToken(null)
@@ -68,6 +70,7 @@ function header (active) {
   const select = /** @type {HTMLSelectElement} */ (h('select', { id: languageId, onchange: async () => { await setLanguage(select.value, { remember: true }); await show() } },
     LANGUAGES.map(entry => h('option', { value: entry.code, selected: entry.code === currentLanguage(), lang: entry.code }, entry.name))))
   const liveBadge = h('span', { class: 'live-state', role: 'status' })
+  identity = h('span', { class: 'identity muted small' })
   if (session !== undefined) {
     session.live.onState(state => {
       liveBadge.className = `live-state live-${state}`
@@ -79,6 +82,7 @@ function header (active) {
     session !== undefined ? h('nav', { 'aria-label': t('nav.label') }, link('packages', '#/packages'), link('tasks', '#/tasks'), link('devices', '#/devices')) : h('span'),
     h('div', { class: 'tools' },
       session !== undefined ? liveBadge : null,
+      session !== undefined ? identity : null,
       h('label', { for: languageId, class: 'visually-hidden' }, t('nav.language')), select,
       session !== undefined ? h('button', { type: 'button', class: 'secondary', onclick: signOut }, t('nav.signOut')) : null))
 }
@@ -117,6 +121,9 @@ async function show () {
   for (const [name, value] of Object.entries(params)) params[name] = decodeURIComponent(value)
   replace(root, h('a', { class: 'skip', href: '#main', onclick: (/** @type {Event} */ event) => { event.preventDefault(); main.focus() } }, t('nav.skip')), header(section), main, h('div', { id: 'announcer', class: 'visually-hidden', role: 'status', 'aria-live': 'polite' }))
   const current = session
+  // Which actions to offer depends on the token's role; learnt once per session.
+  await current.api.whoAmI().catch(() => undefined)
+  replace(identity, current.api.identity !== undefined ? t('nav.signedInAs', { name: current.api.identity.name, role: t(`role.${current.api.identity.role}`) }) : '')
   const result = await view({
     api: current.api,
     live: current.live,

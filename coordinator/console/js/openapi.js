@@ -77,3 +77,20 @@ export function resourceActions (document, base) {
 export function fillPath (path, params) {
   return path.replace(/\{(\w+)\}/g, (_, name) => encodeURIComponent(params[name] ?? ''))
 }
+
+const ROLE_RANK = { viewer: 0, operator: 1, admin: 2 }
+
+/**
+ * Whether a role may call an operation, from its `x-access`. Unknown roles or
+ * operations without the field are allowed: the coordinator decides anyway.
+ * @param {any} document @param {string} method @param {string} path @param {string | undefined} role
+ */
+export function permits (document, method, path, role) {
+  const access = operation(document, method, path)?.['x-access']
+  if (role === undefined || typeof access !== 'string' || access === 'public') return true
+  if (access === 'device') return false
+  const needed = access === 'device-or-viewer' ? 'viewer' : access
+  const have = ROLE_RANK[/** @type {keyof typeof ROLE_RANK} */ (role)]
+  const want = ROLE_RANK[/** @type {keyof typeof ROLE_RANK} */ (needed)]
+  return have === undefined || want === undefined || have >= want
+}

@@ -3,7 +3,7 @@
 import { ApiProblem, NetworkError } from '../api.js'
 import { h, replace } from '../dom.js'
 import { formatDateTime, has, t } from '../i18n.js'
-import { fillPath, jsonRequestSchema, operation, resourceActions } from '../openapi.js'
+import { fillPath, jsonRequestSchema, operation, permits, resourceActions } from '../openapi.js'
 import { describeField, schemaForm } from '../schema-form.js'
 
 /** @param {string} title @param {...any} extra */
@@ -113,6 +113,7 @@ export function actionButtons (options) {
   const buttons = []
   for (const action of actions) {
     if (options.skip?.includes(action.name) || options.applies?.(action.name) === false) continue
+    if (!permits(options.document, 'post', action.path, options.api.identity?.role)) continue
     const label = actionLabel(action.name)
     const danger = action.name === 'cancel'
     buttons.push(h('button', {
@@ -145,7 +146,7 @@ export function actionButtons (options) {
       }
     }, label))
   }
-  if (remove !== undefined && !options.skip?.includes('delete')) {
+  if (remove !== undefined && !options.skip?.includes('delete') && permits(options.document, 'delete', item, options.api.identity?.role)) {
     buttons.push(h('button', {
       type: 'button',
       class: 'danger',
@@ -202,7 +203,7 @@ function acceptsNull (schema) {
  */
 export function editButton (options) {
   const path = `${options.base}/{id}`
-  if (operation(options.document, 'patch', path) === undefined) return null
+  if (operation(options.document, 'patch', path) === undefined || !permits(options.document, 'patch', path, options.api.identity?.role)) return null
   const schema = jsonRequestSchema(options.document, 'patch', path) ?? { type: 'object', properties: {} }
   return h('button', {
     type: 'button',

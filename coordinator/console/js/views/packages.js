@@ -2,7 +2,7 @@
 
 import { h, replace, table } from '../dom.js'
 import { formatBytes, formatDateTime, t } from '../i18n.js'
-import { multipartRequestSchema, operation, resourceActions } from '../openapi.js'
+import { multipartRequestSchema, operation, permits, resourceActions } from '../openapi.js'
 import { schemaForm } from '../schema-form.js'
 import { actionButtons, editButton, errorBox, errorText, heading, loading } from './common.js'
 
@@ -121,6 +121,7 @@ export async function renderPackages (context) {
     return
   }
   const { remove } = resourceActions(document, '/v1/packages')
+  const mayDistribute = permits(document, 'post', '/v1/tasks', api.identity?.role)
 
   const load = async () => {
     try {
@@ -134,7 +135,7 @@ export async function renderPackages (context) {
         h('td', null, pkg.publisher ?? '—'),
         h('td', null, formatDateTime(pkg.createdAt)),
         h('td', { class: 'row-actions' },
-          h('button', { type: 'button', class: 'primary small', 'data-action': 'distribute', onclick: () => { context.navigate(`#/tasks/new?packageId=${encodeURIComponent(pkg.id)}`) } }, t('packages.distribute')),
+          mayDistribute ? h('button', { type: 'button', class: 'primary small', 'data-action': 'distribute', onclick: () => { context.navigate(`#/tasks/new?packageId=${encodeURIComponent(pkg.id)}`) } }, t('packages.distribute')) : null,
           editButton({ api, document, base: '/v1/packages', id: pkg.id, values: pkg, scope: 'package', title: t('packages.editTitle', { name: pkg.name }), announce: context.announce, onDone: () => { void load() } }),
           actionButtons({
             api,
@@ -170,6 +171,7 @@ export async function renderPackages (context) {
   }
 
   uploadButton.disabled = false
+  uploadButton.hidden = !permits(document, 'post', '/v1/packages', api.identity?.role)
   uploadButton.addEventListener('click', () => {
     const open = uploadSlot.firstChild === null
     uploadButton.setAttribute('aria-expanded', String(open))

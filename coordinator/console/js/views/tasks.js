@@ -4,6 +4,7 @@
 import { h, replace, table } from '../dom.js'
 import { formatBytes, formatDateTime, formatPercent, t } from '../i18n.js'
 import { throttled } from '../live.js'
+import { permits } from '../openapi.js'
 import { countsList, errorBox, heading, loading, progressBar, stateBadge } from './common.js'
 
 /** Refreshes at most this often, however many events arrive. */
@@ -28,7 +29,8 @@ export async function renderTasks (context) {
   const { main, api, live } = context
   const summary = h('div', { class: 'summary', 'aria-live': 'off' })
   const list = h('section', { 'aria-label': t('tasks.caption') }, loading())
-  replace(main, heading(t('tasks.title'), h('a', { class: 'button primary', href: '#/tasks/new' }, t('tasks.new'))), summary, list)
+  const mayCreate = permits(await api.openapi().catch(() => undefined), 'post', '/v1/tasks', api.identity?.role)
+  replace(main, heading(t('tasks.title'), mayCreate ? h('a', { class: 'button primary', href: '#/tasks/new' }, t('tasks.new')) : null), summary, list)
 
   const load = async () => {
     try {
