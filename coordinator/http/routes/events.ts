@@ -3,7 +3,7 @@ import type { ServerResponse } from 'node:http'
 import { z } from 'zod'
 import { requireRole } from '../../auth/tokens.js'
 import { EventSession, type EventSink } from '../../events/session.js'
-import { ValidationError } from '../../errors.js'
+import { ApiError, ValidationError } from '../../errors.js'
 import type { RouteModule } from '../context.js'
 
 const eventsQuerySchema = z.object({
@@ -11,6 +11,9 @@ const eventsQuerySchema = z.object({
   /** For clients that cannot set the Last-Event-ID header; the header wins. */
   lastEventId: z.string().max(20).optional()
 }).strict()
+
+/** Streams open at once; more are refused (each holds a socket and a listener). */
+export const MAX_EVENT_CLIENTS = 1000
 
 function responseSink (response: ServerResponse): EventSink {
   return {
@@ -27,6 +30,7 @@ function parseEventId (value: string): number {
 }
 
 export const eventRoutes: RouteModule = (routes, services) => {
+  let clients = 0
   routes.add({
     method: 'get', path: '/v1/events', tag: 'events', access: 'viewer', query: eventsQuerySchema,
     summary: 'Live events for operators (server-sent events): device status changes, task and device changes; resume with Last-Event-ID',
@@ -35,10 +39,12 @@ export const eventRoutes: RouteModule = (routes, services) => {
         description: 'text/event-stream. Events `status`, `task`, `device`, each with an `id:` that only grows; `ready` once caught up; `reset` when the events after Last-Event-ID are no longer kept (fetch the state again); comment heartbeats.',
         contentType: 'text/event-stream'
       },
-      404: { description: 'no such task' }
+      404: { description: 'no such task' },
+      503: { description: 'too many event streams are open; try again later' }
     }
   }, async ({ ctx, query }) => {
     if (query.taskId !== undefined) await services.tasks.get(query.taskId)
+    if (clients >= MAX_EVENT_CLIENTS) throw new ApiError(503, 'too-many-event-clients', `${MAX_EVENT_CLIENTS} event streams are open already`, { headers: { 'retry-after': '30' } })
     const header = ctx.get('last-event-id')
     const resumeFrom = header !== '' ? header : query.lastEventId
     const lastEventId = resumeFrom !== undefined && resumeFrom !== '' ? parseEventId(resumeFrom) : undefined
@@ -67,6 +73,7 @@ export const eventRoutes: RouteModule = (routes, services) => {
       ...(lastEventId !== undefined ? { lastEventId } : {}),
       stillAuthorized
     })
+    clients++
     services.metrics.eventClients.inc()
     try {
       const end = await session.run(closed.signal)
@@ -76,6 +83,7 @@ export const eventRoutes: RouteModule = (routes, services) => {
         response.destroy()
       }
     } finally {
+      clients--
       services.metrics.eventClients.dec()
     }
   })
