@@ -40,7 +40,12 @@ let renderCount = 0
 /** Where the header names the signed-in token. */
 let identity = h('span')
 
-function signOut () {
+/** Why the operator is back at the sign-in form, when it was not their choice. */
+let signOutNotice = ''
+
+/** @param {string} [notice] */
+function signOut (notice = '') {
+  signOutNotice = notice
   storeToken(null)
   session?.live.stop()
   session = undefined
@@ -50,8 +55,8 @@ function signOut () {
 
 /** @param {string} token */
 function startSession (token) {
-  const api = new Api(token, () => { signOut() })
-  const live = new LiveEvents(token, () => { signOut() })
+  const api = new Api(token, () => { signOut(t('signIn.expired')) })
+  const live = new LiveEvents(token, () => { signOut(t('signIn.expired')) })
   void live.run()
   session = { api, live }
 }
@@ -84,7 +89,7 @@ function header (active) {
       session !== undefined ? liveBadge : null,
       session !== undefined ? identity : null,
       h('label', { for: languageId, class: 'visually-hidden' }, t('nav.language')), select,
-      session !== undefined ? h('button', { type: 'button', class: 'secondary', onclick: signOut }, t('nav.signOut')) : null))
+      session !== undefined ? h('button', { type: 'button', class: 'secondary', onclick: () => { signOut() } }, t('nav.signOut')) : null))
 }
 
 async function show () {
@@ -102,7 +107,9 @@ async function show () {
     replace(root, header(''), main, h('div', { id: 'announcer', class: 'visually-hidden', role: 'status', 'aria-live': 'polite' }))
     renderSignIn({
       main,
+      notice: signOutNotice,
       onSignedIn: token => {
+        signOutNotice = ''
         storeToken(token)
         startSession(token)
         if (path === '/' || path === '') location.hash = '#/tasks'

@@ -1,7 +1,7 @@
 // Pieces shared by the views: headings, errors, state badges, progress, dialogs, action buttons.
 
 import { ApiProblem, NetworkError } from '../api.js'
-import { h, replace } from '../dom.js'
+import { h, replace, uniqueId } from '../dom.js'
 import { formatDateTime, has, t } from '../i18n.js'
 import { fillPath, jsonRequestSchema, operation, permits, resourceActions } from '../openapi.js'
 import { describeField, schemaForm } from '../schema-form.js'
@@ -59,7 +59,7 @@ export function countsList (counts) {
  */
 export function dialog (options) {
   return new Promise(resolve => {
-    const titleId = `dialog-title-${Date.now()}`
+    const titleId = uniqueId('dialog-title')
     const error = h('div', { class: 'error-box', role: 'alert', hidden: true })
     const confirm = /** @type {HTMLButtonElement} */ (h('button', { type: 'submit', class: options.danger === true ? 'danger' : 'primary' }, options.confirm))
     const element = /** @type {HTMLDialogElement} */ (h('dialog', { 'aria-labelledby': titleId },

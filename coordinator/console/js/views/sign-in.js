@@ -6,7 +6,7 @@ import { h, replace } from '../dom.js'
 import { t } from '../i18n.js'
 import { errorText } from './common.js'
 
-/** @param {{ main: HTMLElement, onSignedIn: (token: string) => void }} context */
+/** @param {{ main: HTMLElement, notice?: string, onSignedIn: (token: string) => void }} context */
 export function renderSignIn (context) {
   const input = /** @type {HTMLInputElement} */ (h('input', { id: 'token', name: 'token', type: 'password', autocomplete: 'off', spellcheck: 'false', required: true, 'aria-describedby': 'token-help' }))
   const error = h('div', { class: 'error-box', role: 'alert', hidden: true })
@@ -40,6 +40,7 @@ export function renderSignIn (context) {
   },
   h('h1', null, t('signIn.title')),
   h('p', null, t('signIn.intro')),
+  context.notice ? h('div', { class: 'notice', role: 'status' }, context.notice) : null,
   error,
   h('div', { class: 'field' },
     h('label', { for: 'token' }, t('signIn.token')),
