@@ -3,13 +3,14 @@ import { mkdir } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import {
-  MalformedError, SETTLED_STATES, StaleRevisionError, describeError, openManifest, trustKeys, type DeviceTaskState, type Manifest
+  MAX_CLOCK_SKEW_MS, MalformedError, SETTLED_STATES, StaleRevisionError, describeError, followKeyRotations, openManifest, trustKeys,
+  type DeviceTaskState, type Manifest, type SignedEnvelope, type TlsTrust
 } from '../protocol/index.js'
 import type { Logger } from '../protocol/logger.js'
 import { ChunkCache } from './cache.js'
 import { CoordinatorClient, type AssignmentAnswer } from './coordinator-client.js'
-import { CoordinatorError } from './errors.js'
-import { loadOrEnroll, type Identity } from './identity.js'
+import { AssignmentMismatchError, CoordinatorError, RetiredKeyError, RevisionConflictError } from './errors.js'
+import { loadIdentity, loadOrEnroll, pinCoordinatorKey, saveTlsTrust, type Identity } from './identity.js'
 import { Outbox } from './outbox.js'
 import { OriginSource } from './download/origin-source.js'
 import { downloadPackage, type PackageFetcher } from './download/downloader.js'
@@ -34,8 +35,12 @@ export interface AgentInit {
   downloadConcurrency?: number
   /** @default 1000 */
   progressIntervalMs?: number
-  /** Tolerated difference between this clock and the coordinator's. @default 5 minutes */
+  /** Tolerated difference between this clock and the coordinator's, at most MAX_CLOCK_SKEW_MS. @default 5 minutes */
   clockSkewMs?: number
+  /** How to trust the coordinator's HTTPS certificate; stored in agent.json. @default what agent.json holds, else the system's CAs */
+  tls?: TlsTrust
+  /** Accept an http:// coordinator URL. @default false */
+  allowInsecureHttp?: boolean
   now?: () => number
 }
 
@@ -50,6 +55,8 @@ export interface AgentEvents {
   assignments: [answer: AssignmentAnswer]
   state: [taskId: string, state: DeviceTaskState]
   refused: [taskId: string, reason: string, message: string]
+  /** A key rotation was verified and the new coordinator key pinned. */
+  'key-pinned': [keyId: string, sequence: number]
 }
 
 /**
@@ -98,19 +105,26 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   /** Opens the data folder (refusing one in use), enrolls if needed, and starts working. */
   static async start (init: AgentInit): Promise<Agent> {
+    if (init.clockSkewMs !== undefined && !(init.clockSkewMs >= 0 && init.clockSkewMs <= MAX_CLOCK_SKEW_MS)) {
+      throw new RangeError(`the clock-skew tolerance must be between 0 and ${MAX_CLOCK_SKEW_MS} ms`)
+    }
     await mkdir(init.dataDir, { recursive: true, mode: 0o700 })
     const store = await AgentStore.open(join(init.dataDir, 'db'), init.dataDir)
     try {
-      const client = new CoordinatorClient({ url: init.coordinatorUrl })
+      const stored = await loadIdentity(init.dataDir)
+      const tls = init.tls ?? stored?.tls ?? {}
+      const client = new CoordinatorClient({ url: init.coordinatorUrl, tls, ...(init.allowInsecureHttp !== undefined ? { allowInsecureHttp: init.allowInsecureHttp } : {}) })
       const { identity, enrolled } = await loadOrEnroll({
         dataDir: init.dataDir,
         client,
         agentVersion: AGENT_VERSION,
+        tls,
         ...(init.enrollToken !== undefined ? { enrollToken: init.enrollToken } : {}),
         ...(init.site !== undefined ? { site: init.site } : {}),
         ...(init.groups !== undefined ? { groups: init.groups } : {}),
         ...(init.hostname !== undefined ? { hostname: init.hostname } : {})
       })
+      if (!enrolled && init.tls !== undefined) await saveTlsTrust(init.dataDir, identity, init.tls)
       client.setCredential(identity.credential)
       const cache = new ChunkCache(join(init.dataDir, 'cache'))
       await cache.open()
@@ -155,19 +169,59 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
   }
 
+  /**
+   * Follows the coordinator's key rotations from the pinned key: each
+   * statement is verified against the key before it, and the new key is
+   * written to agent.json before it is trusted. A chain that does not verify
+   * changes nothing; manifests signed by a key the agent does not hold are
+   * then refused one by one.
+   */
+  private async followRotations (answer: AssignmentAnswer): Promise<void> {
+    const statements = answer.keyRotations ?? []
+    if (!Array.isArray(statements) || statements.length === 0) return
+    try {
+      const chain = followKeyRotations({ publicKey: this.identity.coordinatorPublicKey, sequence: this.identity.coordinatorKeySequence }, statements)
+      if (chain.applied.length === 0) return
+      await pinCoordinatorKey(this.dataDir, this.identity, chain)
+      this.logger.warn({ keyId: this.identity.coordinatorKeyId, sequence: chain.pinned.sequence, retired: chain.retiredKeyIds }, 'followed a coordinator key rotation; the new key is pinned')
+      this.emit('key-pinned', this.identity.coordinatorKeyId, chain.pinned.sequence)
+    } catch (error) {
+      const reason = (error as { reason?: string }).reason ?? 'key-rotation-refused'
+      this.logger.error({ err: describeError(error), reason }, 'refused the coordinator key rotation; the pinned key stays')
+      this.emit('refused', '(key-rotation)', reason, describeError(error))
+    }
+  }
+
+  /** Verifies one assignment's manifest: signed by the pinned key, valid now, and for the task and revision the assignment names. */
+  private openAssignment (assignment: AssignmentAnswer['assignments'][number]): Manifest {
+    const envelope = assignment.manifest as SignedEnvelope | undefined
+    if (envelope === null || typeof envelope !== 'object') throw new MalformedError('the assignment carries no manifest')
+    if (typeof envelope.keyId === 'string' && this.identity.retiredCoordinatorKeyIds.includes(envelope.keyId)) throw new RetiredKeyError(envelope.keyId)
+    const manifest = openManifest(envelope, {
+      keys: trustKeys(this.identity.coordinatorPublicKey),
+      now: this.now(),
+      ...(this.init.clockSkewMs !== undefined ? { clockSkewMs: this.init.clockSkewMs } : {})
+    }).manifest
+    // The signed manifest names its task; the assignment list says whether this device acts on it. Both must agree.
+    if (manifest.taskId !== assignment.taskId) throw new AssignmentMismatchError(`the manifest is for task ${manifest.taskId}, not ${assignment.taskId}`)
+    if (manifest.revision !== assignment.revision) throw new AssignmentMismatchError(`the manifest is revision ${manifest.revision}, the assignment names ${assignment.revision}`)
+    return manifest
+  }
+
   /** Brings the running tasks in line with the coordinator's list. */
   private async reconcile (answer: AssignmentAnswer): Promise<void> {
+    await this.followRotations(answer)
     const listed = new Set<string>()
-    for (const assignment of answer.assignments) {
+    const assignments = Array.isArray(answer.assignments) ? answer.assignments : []
+    for (const assignment of assignments) {
+      if (typeof assignment?.taskId !== 'string' || assignment.taskId === '' || assignment.taskId.length > 100) {
+        this.logger.error({ taskId: String(assignment?.taskId).slice(0, 100) }, 'ignored an assignment without a valid task id')
+        continue
+      }
       listed.add(assignment.taskId)
       let manifest: Manifest
       try {
-        manifest = openManifest(assignment.manifest, {
-          keys: trustKeys(this.identity.coordinatorPublicKey),
-          now: this.now(),
-          ...(this.init.clockSkewMs !== undefined ? { clockSkewMs: this.init.clockSkewMs } : {})
-        }).manifest
-        if (manifest.taskId !== assignment.taskId) throw new MalformedError(`the manifest is for task ${manifest.taskId}, not ${assignment.taskId}`)
+        manifest = this.openAssignment(assignment)
       } catch (error) {
         await this.refuse(assignment.taskId, error)
         continue
@@ -206,11 +260,23 @@ export class Agent extends EventEmitter<AgentEvents> {
     await this.store.putTask({ ...base, seq: updated.seq, message })
   }
 
-  private async consider (manifest: Manifest, envelope: AssignmentAnswer['assignments'][number]['manifest']): Promise<void> {
-    const existing = await this.store.getTask(manifest.taskId)
+  private async consider (manifest: Manifest, envelope: SignedEnvelope): Promise<void> {
+    let existing = await this.store.getTask(manifest.taskId)
     if (existing !== undefined && existing.revision > manifest.revision) {
       await this.refuse(manifest.taskId, new StaleRevisionError(existing.revision, manifest.revision))
       return
+    }
+    if (existing?.manifest !== undefined && existing.revision === manifest.revision) {
+      // A revision is signed once: other bytes under the same number are a substitution, not an update.
+      if (existing.manifest.payload !== envelope.payload) {
+        await this.refuse(manifest.taskId, new RevisionConflictError(manifest.taskId, manifest.revision))
+        return
+      }
+      // The same bytes under a new signature: the coordinator re-signed them after a key rotation; keep the envelope that verifies now.
+      if (existing.manifest.signature !== envelope.signature) {
+        existing = { ...existing, manifest: envelope }
+        await this.store.putTask(existing)
+      }
     }
     const running = this.running.get(manifest.taskId)
     if (running !== undefined) {

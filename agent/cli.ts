@@ -1,4 +1,6 @@
+import { readFile } from 'node:fs/promises'
 import { Command, Option } from 'commander'
+import { normalizeFingerprint, type TlsTrust } from '../protocol/index.js'
 import { runAgent } from './main.js'
 
 function list (value: string): string[] {
@@ -11,10 +13,33 @@ function positiveInteger (value: string): number {
   return number
 }
 
+/** An environment variable, with an empty value read as unset. */
+function environment (name: string): string | undefined {
+  const value = process.env[name]
+  return value === undefined || value === '' ? undefined : value
+}
+
+/** Adds the options that say how the coordinator's certificate is trusted. */
+function withTrustOptions (command: Command): Command {
+  return command
+    .option('--ca <file>', 'trust the coordinator\'s certificate if it chains to this CA (PEM); kept in agent.json (env MESHDEPLOY_CA)', environment('MESHDEPLOY_CA'))
+    .option('--pin-sha256 <hex>', 'trust only the coordinator certificate with this SHA-256 fingerprint; kept in agent.json (env MESHDEPLOY_PIN_SHA256)', environment('MESHDEPLOY_PIN_SHA256'))
+    .option('--insecure-http', 'accept a plain http:// coordinator URL (a lab or loopback only)')
+}
+
+/** The trust the options name, or undefined when they name none (agent.json then says). */
+async function trustFrom (options: { ca?: string, pinSha256?: string }): Promise<TlsTrust | undefined> {
+  if (options.ca === undefined && options.pinSha256 === undefined) return undefined
+  const tls: TlsTrust = {}
+  if (options.ca !== undefined) tls.caPem = await readFile(options.ca, 'utf8')
+  if (options.pinSha256 !== undefined) tls.pinSha256 = normalizeFingerprint(options.pinSha256)
+  return tls
+}
+
 /** `meshdeploy agent …`: the device side. */
 export function agentCommand (): Command {
   const agent = new Command('agent').description('run the device agent')
-  agent.command('start')
+  withTrustOptions(agent.command('start'))
     .description('enroll (first start) and run the agent until stopped')
     .requiredOption('--data <dir>', 'data folder: identity, task state, chunk cache')
     .option('--coordinator <url>', 'coordinator URL (needed at enrollment; afterwards the enrolled one is used)', process.env.MESHDEPLOY_URL)
@@ -24,8 +49,9 @@ export function agentCommand (): Command {
     .option('--hostname <name>', 'name to enroll under (default: the host name)')
     .option('--install-root <dir>', 'folder that absolute install paths are resolved under', '/')
     .option('--download-concurrency <n>', 'chunks fetched at once', positiveInteger)
+    .option('--clock-skew-seconds <n>', 'tolerated difference between this clock and the coordinator\'s (at most 3600)', positiveInteger)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
-    .addHelpText('after', '\nExample:\n  meshdeploy agent start --data /var/lib/meshdeploy --coordinator https://deploy.example.org:8650 --enroll-token mde_… --site berlin')
+    .addHelpText('after', '\nExample:\n  meshdeploy agent start --data /var/lib/meshdeploy --coordinator https://deploy.example.org:8650 --enroll-token mde_… --site berlin --ca /etc/meshdeploy/ca.pem')
     .action(async options => {
       let coordinatorUrl: string | undefined = options.coordinator
       if (coordinatorUrl === undefined) {
@@ -37,8 +63,19 @@ export function agentCommand (): Command {
         process.exitCode = 2
         return
       }
+      let tls: TlsTrust | undefined
+      try {
+        tls = await trustFrom(options)
+      } catch (error) {
+        process.stderr.write(`meshdeploy agent: ${(error as Error).message}\n`)
+        process.exitCode = 2
+        return
+      }
       await runAgent({
         dataDir: options.data,
+        ...(tls !== undefined ? { tls } : {}),
+        ...(options.insecureHttp === true ? { allowInsecureHttp: true } : {}),
+        ...(options.clockSkewSeconds !== undefined ? { clockSkewMs: options.clockSkewSeconds * 1000 } : {}),
         coordinatorUrl,
         installRoot: options.installRoot,
         logLevel: options.logLevel,
@@ -49,7 +86,7 @@ export function agentCommand (): Command {
         ...(options.downloadConcurrency !== undefined ? { downloadConcurrency: options.downloadConcurrency } : {})
       })
     })
-  agent.command('install-service')
+  withTrustOptions(agent.command('install-service'))
     .description('enroll (when given a token) and install the agent as a systemd service, enabled and started')
     .requiredOption('--data <dir>', 'data folder of the agent')
     .option('--coordinator <url>', 'coordinator URL, for enrollment', process.env.MESHDEPLOY_URL)
@@ -60,7 +97,7 @@ export function agentCommand (): Command {
     .option('--name <name>', 'unit name', 'meshdeploy-agent')
     .option('--unit-dir <dir>', 'where unit files go', '/etc/systemd/system')
     .option('--no-enable', 'write the unit but do not enable or start it')
-    .addHelpText('after', '\nExample:\n  meshdeploy agent install-service --data /var/lib/meshdeploy-agent --coordinator https://deploy.example.org:8650 --enroll-token mde_… --site berlin')
+    .addHelpText('after', '\nExample:\n  meshdeploy agent install-service --data /var/lib/meshdeploy-agent --coordinator https://deploy.example.org:8650 --ca /etc/meshdeploy/ca.pem --enroll-token mde_… --site berlin')
     .action(async options => {
       const { resolve } = await import('node:path')
       const { fileURLToPath } = await import('node:url')
@@ -72,9 +109,11 @@ export function agentCommand (): Command {
           const { CoordinatorClient } = await import('./coordinator-client.js')
           const { loadOrEnroll } = await import('./identity.js')
           const { AGENT_VERSION } = await import('./agent.js')
-          const client = new CoordinatorClient({ url: options.coordinator })
+          const tls = await trustFrom(options)
+          const client = new CoordinatorClient({ url: options.coordinator, ...(tls !== undefined ? { tls } : {}), allowInsecureHttp: options.insecureHttp === true })
           const { identity, enrolled } = await loadOrEnroll({
             dataDir, client, enrollToken: options.enrollToken, agentVersion: AGENT_VERSION,
+            ...(tls !== undefined ? { tls } : {}),
             ...(options.site !== undefined ? { site: options.site } : {}),
             ...(options.groups !== undefined ? { groups: options.groups } : {})
           })
@@ -84,6 +123,7 @@ export function agentCommand (): Command {
         const bin = resolve(fileURLToPath(import.meta.url), '../../../bin/meshdeploy.js')
         const command = [process.execPath, bin, 'agent', 'start', '--data', dataDir]
         if (options.installRoot !== undefined) command.push('--install-root', resolve(options.installRoot))
+        if (options.insecureHttp === true) command.push('--insecure-http')
         await installService({ name: options.name, unitDir: options.unitDir, command, enable: options.enable !== false, log: line => { process.stdout.write(line + '\n') } })
       } catch (error) {
         process.stderr.write(`meshdeploy agent install-service: ${(error as Error).message}\n`)

@@ -1,6 +1,9 @@
 import http from 'node:http'
 import https from 'node:https'
-import { PROBLEM_CONTENT_TYPE, TooLargeError, TimeoutError, type Problem, type SignedEnvelope } from '../protocol/index.js'
+import {
+  InsecureTransportError, PROBLEM_CONTENT_TYPE, TooLargeError, TimeoutError, createHttpsAgent, trustFailureOf,
+  type Problem, type SignedEnvelope, type TlsTrust
+} from '../protocol/index.js'
 import { CoordinatorError, CoordinatorUnreachableError } from './errors.js'
 
 export interface EnrollRequest {
@@ -22,6 +25,8 @@ export interface EnrollAnswer {
   groups: string[]
   coordinatorPublicKey: string
   coordinatorKeyId: string
+  /** Key rotations that led to the key; absent from coordinators that never rotated. */
+  coordinatorKeySequence?: number
 }
 
 export interface AssignmentAnswer {
@@ -29,6 +34,9 @@ export interface AssignmentAnswer {
   device: { id: string, site: string, groups: string[] }
   assignments: Array<{ taskId: string, revision: number, manifest: SignedEnvelope }>
   pollIntervalSeconds: number
+  coordinatorKey?: { keyId: string, sequence: number }
+  /** Key rotation statements, oldest first; verified by the agent before use. */
+  keyRotations?: unknown[]
 }
 
 export interface StatusAnswer {
@@ -44,7 +52,10 @@ export interface CoordinatorClientInit {
   requestTimeoutMs?: number
   /** Bound on a JSON answer. @default 64 MiB (manifests of very large packages) */
   maxJsonBytes?: number
-  tls?: https.AgentOptions
+  /** How the coordinator's HTTPS certificate is trusted: a CA, a pinned fingerprint, or the system's CAs. */
+  tls?: TlsTrust
+  /** Accept an http:// URL. @default false */
+  allowInsecureHttp?: boolean
 }
 
 export interface RequestOptions {
@@ -54,6 +65,13 @@ export interface RequestOptions {
 
 const DEFAULT_REQUEST_TIMEOUT_MS = 30_000
 const DEFAULT_MAX_JSON_BYTES = 64 * 1024 * 1024
+
+interface Answer {
+  status: number
+  body: Buffer
+  contentType: string | undefined
+  retryAfter?: string
+}
 
 /** Every exchange of the agent with the coordinator goes through here. */
 export class CoordinatorClient {
@@ -65,11 +83,13 @@ export class CoordinatorClient {
 
   constructor (init: CoordinatorClientInit) {
     this.baseUrl = new URL(init.url)
+    if (this.baseUrl.protocol === 'http:' && init.allowInsecureHttp !== true) throw new InsecureTransportError(init.url, '--insecure-http')
+    if (this.baseUrl.protocol !== 'http:' && this.baseUrl.protocol !== 'https:') throw new TypeError(`${init.url} is not an http(s) URL`)
     if (init.credential !== undefined) this.credential = init.credential
     this.requestTimeoutMs = init.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS
     this.maxJsonBytes = init.maxJsonBytes ?? DEFAULT_MAX_JSON_BYTES
     this.agent = this.baseUrl.protocol === 'https:'
-      ? new https.Agent({ keepAlive: true, maxSockets: 16, ...init.tls })
+      ? createHttpsAgent(init.tls ?? {}, { keepAlive: true, maxSockets: 16 })
       : new http.Agent({ keepAlive: true, maxSockets: 16 })
   }
 
@@ -103,22 +123,22 @@ export class CoordinatorClient {
   async fetchContent (sha256: string, range: { start: number, end: number } | undefined, maxBytes: number, options: RequestOptions & { onData?: (bytes: number) => Promise<void> | void } = {}): Promise<Buffer> {
     const headers: Record<string, string> = {}
     if (range !== undefined) headers.range = `bytes=${range.start}-${range.end - 1}`
-    const { status, body, contentType } = await this.request('GET', `/v1/content/${sha256}`, undefined, { ...options, headers, maxBytes })
-    if (status !== 200 && status !== 206) throw this.errorOf(status, body, contentType)
-    return body
+    const answer = await this.request('GET', `/v1/content/${sha256}`, undefined, { ...options, headers, maxBytes })
+    if (answer.status !== 200 && answer.status !== 206) throw this.errorOf(answer)
+    return answer.body
   }
 
   private async json<T> (method: string, path: string, payload: unknown, options: RequestOptions & { anonymous?: boolean }): Promise<T> {
-    const { status, body, contentType } = await this.request(method, path, payload, { ...options, maxBytes: this.maxJsonBytes })
-    if (status < 200 || status >= 300) throw this.errorOf(status, body, contentType)
+    const answer = await this.request(method, path, payload, { ...options, maxBytes: this.maxJsonBytes })
+    if (answer.status < 200 || answer.status >= 300) throw this.errorOf(answer)
     try {
-      return JSON.parse(body.toString('utf8')) as T
+      return JSON.parse(answer.body.toString('utf8')) as T
     } catch {
-      throw new CoordinatorError(status, 'malformed-answer', `the coordinator's answer to ${method} ${path} is not JSON`)
+      throw new CoordinatorError(answer.status, 'malformed-answer', `the coordinator's answer to ${method} ${path} is not JSON`)
     }
   }
 
-  private errorOf (status: number, body: Buffer, contentType: string | undefined): CoordinatorError {
+  private errorOf ({ status, body, contentType, retryAfter }: Answer): CoordinatorError {
     let reason = 'http-error'
     let message = `HTTP ${status}`
     if (contentType?.startsWith(PROBLEM_CONTENT_TYPE) === true) {
@@ -128,10 +148,12 @@ export class CoordinatorClient {
         message = problem.detail ?? problem.title
       } catch {}
     }
-    return new CoordinatorError(status, reason, message)
+    // Retry-After in seconds (429, 503): the agent waits that long before it asks again.
+    const retryAfterSeconds = Number(retryAfter)
+    return new CoordinatorError(status, reason, message, retryAfter !== undefined && Number.isFinite(retryAfterSeconds) && retryAfterSeconds >= 0 ? Math.min(retryAfterSeconds, 3600) * 1000 : undefined)
   }
 
-  private async request (method: string, path: string, payload: unknown, options: RequestOptions & { headers?: Record<string, string>, maxBytes: number, anonymous?: boolean, onData?: (bytes: number) => Promise<void> | void }): Promise<{ status: number, body: Buffer, contentType: string | undefined }> {
+  private async request (method: string, path: string, payload: unknown, options: RequestOptions & { headers?: Record<string, string>, maxBytes: number, anonymous?: boolean, onData?: (bytes: number) => Promise<void> | void }): Promise<Answer> {
     const url = new URL(path, this.baseUrl)
     const signals = [AbortSignal.timeout(options.timeoutMs ?? this.requestTimeoutMs)]
     if (options.signal !== undefined) signals.push(options.signal)
@@ -166,12 +188,17 @@ export class CoordinatorClient {
             held.then(() => response.resume(), error => response.destroy(error))
           }
         })
-        response.on('end', () => { resolve({ status: response.statusCode ?? 0, body: Buffer.concat(parts), contentType: response.headers['content-type'] }) })
+        response.on('end', () => {
+          const retryAfter = response.headers['retry-after']
+          resolve({ status: response.statusCode ?? 0, body: Buffer.concat(parts), contentType: response.headers['content-type'], ...(retryAfter !== undefined ? { retryAfter } : {}) })
+        })
         response.on('error', error => { reject(signal.aborted ? abortReason(signal, method, url) : error) })
         response.on('aborted', () => { reject(new CoordinatorUnreachableError(`the coordinator closed the answer to ${method} ${url.pathname}`)) })
       })
       request.on('error', error => {
+        const untrusted = trustFailureOf(error)
         if (signal.aborted) reject(abortReason(signal, method, url))
+        else if (untrusted !== undefined) reject(untrusted)
         else if (error instanceof TooLargeError) reject(error)
         else reject(new CoordinatorUnreachableError(`cannot reach the coordinator at ${url.origin}: ${error.message}`, { cause: error }))
       })

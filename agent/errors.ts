@@ -75,3 +75,41 @@ export class ChunkUnavailableError extends MeshdeployError {
     this.index = index
   }
 }
+
+/** agent.json cannot be read as an identity; the agent will not guess and will not enroll over it. */
+export class IdentityCorruptError extends MeshdeployError {
+  readonly path: string
+  constructor (path: string, problem: string, options?: ErrorOptions) {
+    super(`the identity file ${path} is damaged (${problem}); restore it from a backup, or move it away and enroll again`, 'identity-corrupt', options)
+    this.name = 'IdentityCorruptError'
+    this.path = path
+  }
+}
+
+/** A manifest signed by a coordinator key that a followed rotation retired. */
+export class RetiredKeyError extends MeshdeployError {
+  readonly keyId: string
+  constructor (keyId: string) {
+    super(`the manifest is signed by ${keyId}, a coordinator key retired by a key rotation`, 'retired-key')
+    this.name = 'RetiredKeyError'
+    this.keyId = keyId
+  }
+}
+
+/** Two different manifests with the same task revision: one of them is not what the coordinator signed for it. */
+export class RevisionConflictError extends MeshdeployError {
+  readonly revision: number
+  constructor (taskId: string, revision: number) {
+    super(`task ${taskId} revision ${revision} arrived with other content than the accepted one`, 'revision-conflict')
+    this.name = 'RevisionConflictError'
+    this.revision = revision
+  }
+}
+
+/** An assignment whose manifest is for another task or revision than the assignment names. */
+export class AssignmentMismatchError extends MeshdeployError {
+  constructor (message: string) {
+    super(message, 'assignment-mismatch')
+    this.name = 'AssignmentMismatchError'
+  }
+}

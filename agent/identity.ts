@@ -1,10 +1,11 @@
-import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
+import { mkdir, open, readFile, rename } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { z } from 'zod'
-import { fromHex, generateKeyPair, keyIdOf, keyPairFromSecret, toHex, type Ed25519KeyPair } from '../protocol/index.js'
+import { fromHex, generateKeyPair, keyIdOf, keyPairFromSecret, toHex, type Ed25519KeyPair, type FollowedChain, type TlsTrust } from '../protocol/index.js'
 import type { CoordinatorClient } from './coordinator-client.js'
-import { NotEnrolledError } from './errors.js'
+import { IdentityCorruptError, NotEnrolledError } from './errors.js'
 import { currentArch, currentPlatform } from './platform.js'
 
 const identitySchema = z.object({
@@ -14,8 +15,14 @@ const identitySchema = z.object({
   secretKey: z.string().regex(/^[0-9a-f]{64}$/),
   peerId: z.string(),
   coordinatorUrl: z.string(),
-  /** Pinned at enrollment; manifests must verify against it. */
+  /** Pinned at enrollment, then moved along verified key rotations; manifests must verify against it. */
   coordinatorPublicKey: z.string().regex(/^[0-9a-f]{64}$/),
+  /** Key rotations followed to reach the pinned key. */
+  coordinatorKeySequence: z.number().int().min(0).optional(),
+  /** Keys retired by the rotations followed: manifests signed by them are refused. */
+  retiredCoordinatorKeyIds: z.array(z.string()).max(10_000).optional(),
+  /** How the coordinator's HTTPS certificate is trusted. */
+  tls: z.object({ caPem: z.string().max(1024 * 1024).optional(), pinSha256: z.string().regex(/^[0-9a-f]{64}$/).optional() }).strict().optional(),
   site: z.string(),
   groups: z.array(z.string()),
   enrolledAt: z.string()
@@ -31,12 +38,18 @@ export interface Identity {
   coordinatorUrl: string
   coordinatorPublicKey: Uint8Array
   coordinatorKeyId: string
+  coordinatorKeySequence: number
+  retiredCoordinatorKeyIds: string[]
+  tls: TlsTrust
   site: string
   groups: string[]
 }
 
 function fromStored (stored: StoredIdentity): Identity {
   const coordinatorPublicKey = fromHex(stored.coordinatorPublicKey)
+  const tls: TlsTrust = {}
+  if (stored.tls?.caPem !== undefined) tls.caPem = stored.tls.caPem
+  if (stored.tls?.pinSha256 !== undefined) tls.pinSha256 = stored.tls.pinSha256
   return {
     deviceId: stored.deviceId,
     credential: stored.credential,
@@ -45,6 +58,9 @@ function fromStored (stored: StoredIdentity): Identity {
     coordinatorUrl: stored.coordinatorUrl,
     coordinatorPublicKey,
     coordinatorKeyId: keyIdOf(coordinatorPublicKey),
+    coordinatorKeySequence: stored.coordinatorKeySequence ?? 0,
+    retiredCoordinatorKeyIds: stored.retiredCoordinatorKeyIds ?? [],
+    tls,
     site: stored.site,
     groups: stored.groups
   }
@@ -54,24 +70,80 @@ export function identityPath (dataDir: string): string {
   return join(dataDir, 'agent.json')
 }
 
-export async function loadIdentity (dataDir: string): Promise<Identity | undefined> {
+async function loadStored (dataDir: string): Promise<StoredIdentity | undefined> {
+  const path = identityPath(dataDir)
   let text: string
   try {
-    text = await readFile(identityPath(dataDir), 'utf8')
+    text = await readFile(path, 'utf8')
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     throw error
   }
-  return fromStored(identitySchema.parse(JSON.parse(text)))
+  let decoded: unknown
+  try {
+    decoded = JSON.parse(text)
+  } catch (error) {
+    throw new IdentityCorruptError(path, 'it is not JSON', { cause: error })
+  }
+  const parsed = identitySchema.safeParse(decoded)
+  if (!parsed.success) throw new IdentityCorruptError(path, z.prettifyError(parsed.error))
+  return parsed.data
 }
 
+export async function loadIdentity (dataDir: string): Promise<Identity | undefined> {
+  const stored = await loadStored(dataDir)
+  return stored === undefined ? undefined : fromStored(stored)
+}
+
+/** Replaces agent.json so that a crash leaves the old or the new file whole: temporary file, flush, rename, flush the folder. */
 async function saveIdentity (dataDir: string, stored: StoredIdentity): Promise<void> {
   await mkdir(dataDir, { recursive: true, mode: 0o700 })
   const path = identityPath(dataDir)
-  const temporary = `${path}.tmp`
-  await writeFile(temporary, JSON.stringify(stored, null, 2) + '\n', { mode: 0o600 })
-  await chmod(temporary, 0o600)
+  const temporary = `${path}.${randomBytes(6).toString('hex')}.tmp`
+  const file = await open(temporary, 'wx', 0o600)
+  try {
+    await file.writeFile(JSON.stringify(stored, null, 2) + '\n')
+    await file.sync()
+  } finally {
+    await file.close()
+  }
   await rename(temporary, path)
+  const folder = await open(dataDir, 'r')
+  try {
+    await folder.sync()
+  } finally {
+    await folder.close()
+  }
+}
+
+async function updateIdentity (dataDir: string, change: (stored: StoredIdentity) => void): Promise<void> {
+  const stored = await loadStored(dataDir)
+  if (stored === undefined) throw new NotEnrolledError()
+  change(stored)
+  await saveIdentity(dataDir, stored)
+}
+
+/**
+ * Pins the key a verified rotation chain ends at, durably, before the agent
+ * trusts it; from then on the retired keys are refused.
+ */
+export async function pinCoordinatorKey (dataDir: string, identity: Identity, chain: FollowedChain): Promise<void> {
+  const retired = [...new Set([...identity.retiredCoordinatorKeyIds, ...chain.retiredKeyIds])]
+  await updateIdentity(dataDir, stored => {
+    stored.coordinatorPublicKey = toHex(chain.pinned.publicKey)
+    stored.coordinatorKeySequence = chain.pinned.sequence
+    stored.retiredCoordinatorKeyIds = retired
+  })
+  identity.coordinatorPublicKey = chain.pinned.publicKey
+  identity.coordinatorKeyId = keyIdOf(chain.pinned.publicKey)
+  identity.coordinatorKeySequence = chain.pinned.sequence
+  identity.retiredCoordinatorKeyIds = retired
+}
+
+/** Stores how the coordinator's certificate is trusted (a new CA or pin given at a later start). */
+export async function saveTlsTrust (dataDir: string, identity: Identity, tls: TlsTrust): Promise<void> {
+  await updateIdentity(dataDir, stored => { stored.tls = tls })
+  identity.tls = tls
 }
 
 export interface EnrollInit {
@@ -82,6 +154,8 @@ export interface EnrollInit {
   groups?: string[]
   hostname?: string
   agentVersion: string
+  /** How the coordinator's certificate was trusted at enrollment; kept for later starts. */
+  tls?: TlsTrust
   signal?: AbortSignal
 }
 
@@ -114,10 +188,13 @@ export async function loadOrEnroll (init: EnrollInit): Promise<{ identity: Ident
     peerId: answer.peerId,
     coordinatorUrl: init.client.baseUrl.toString(),
     coordinatorPublicKey: answer.coordinatorPublicKey,
+    coordinatorKeySequence: answer.coordinatorKeySequence ?? 0,
+    retiredCoordinatorKeyIds: [],
     site: answer.site,
     groups: answer.groups,
     enrolledAt: new Date().toISOString()
   }
+  if (init.tls !== undefined && (init.tls.caPem !== undefined || init.tls.pinSha256 !== undefined)) stored.tls = init.tls
   await saveIdentity(init.dataDir, stored)
   return { identity: fromStored(stored), enrolled: true }
 }

@@ -29,8 +29,9 @@ export class ValidationError extends ApiError {
 }
 
 export class UnauthorizedError extends ApiError {
-  constructor (message = 'a valid bearer token is required') {
-    super(401, 'unauthorized', message, { headers: { 'www-authenticate': 'Bearer realm="meshdeploy"' } })
+  /** `reason` says which: `unauthorized`, `token-revoked`, `token-expired`, `device-blocked`, `device-retired`, … */
+  constructor (message = 'a valid bearer token is required', reason = 'unauthorized') {
+    super(401, reason, message, { headers: { 'www-authenticate': 'Bearer realm="meshdeploy"' } })
     this.name = 'UnauthorizedError'
   }
 }
@@ -67,5 +68,23 @@ export class UnsupportedMediaTypeError extends ApiError {
   constructor (message: string) {
     super(415, 'unsupported-media-type', message)
     this.name = 'UnsupportedMediaTypeError'
+  }
+}
+
+/** The client sent too many requests; `retryAfterMs` says when the next one would pass. */
+export class RateLimitedError extends ApiError {
+  readonly retryAfterMs: number
+  constructor (message: string, retryAfterMs: number) {
+    super(429, 'rate-limited', message, { headers: { 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) } })
+    this.name = 'RateLimitedError'
+    this.retryAfterMs = retryAfterMs
+  }
+}
+
+/** The client took too long to send its request body. */
+export class RequestTimeoutError extends ApiError {
+  constructor (message: string) {
+    super(408, 'body-timeout', message, { headers: { connection: 'close' } })
+    this.name = 'RequestTimeoutError'
   }
 }

@@ -1,9 +1,12 @@
 import '../protocol/polyfill.js'
-import { createServer, type Server } from 'node:http'
-import { chmod, rm, writeFile } from 'node:fs/promises'
+import type { Server } from 'node:http'
+import { chmod, readFile, rm, writeFile } from 'node:fs/promises'
+import { isIP } from 'node:net'
 import { join } from 'node:path'
 import type { AddressInfo } from 'node:net'
 import { createApp } from './http/app.js'
+import { createCoordinatorServer } from './http/server.js'
+import type { HttpLimitsInit } from './http/request-limits.js'
 import { openServices, type Services } from './services.js'
 import { createLogger, type Logger, type LogLevel } from '../protocol/logger.js'
 
@@ -21,6 +24,12 @@ export interface CoordinatorInit {
   publicUrl?: string
   logger?: Logger
   logLevel?: LogLevel
+  /** PEM certificate (chain) file: with tlsKeyPath, the API is served over HTTPS. */
+  tlsCertPath?: string
+  /** PEM private key file of the certificate. */
+  tlsKeyPath?: string
+  /** Rate limits and slow-client timeouts; defaults in http/request-limits.ts. */
+  limits?: HttpLimitsInit
 }
 
 export const DEFAULT_PORT = 8650
@@ -33,8 +42,13 @@ export interface RunningCoordinator {
   close: () => Promise<void>
 }
 
+function isLoopback (host: string): boolean {
+  return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'))
+}
+
 /** Opens the coordinator's data folder and serves its API. */
 export async function startCoordinator (init: CoordinatorInit): Promise<RunningCoordinator> {
+  if ((init.tlsCertPath === undefined) !== (init.tlsKeyPath === undefined)) throw new TypeError('TLS needs both a certificate and its key')
   const logger = init.logger ?? createLogger(init.logLevel ?? 'info', 'coordinator')
   const services = await openServices({
     dataDir: init.dataDir,
@@ -48,18 +62,17 @@ export async function startCoordinator (init: CoordinatorInit): Promise<RunningC
     await chmod(adminTokenPath, 0o600)
     logger.info({ path: adminTokenPath }, 'created the first admin token')
   }
-  const app = createApp(services)
-  const server = createServer({ requestTimeout: 0, headersTimeout: 30_000, keepAliveTimeout: 65_000 }, app.callback())
-  // Uploads of several GiB and held-open assignment requests outlive the default timeouts;
-  // an idle socket still ends after two minutes.
-  server.setTimeout(120_000)
+  const app = createApp(services, init.limits !== undefined ? { limits: init.limits } : {})
+  const tls = init.tlsCertPath !== undefined && init.tlsKeyPath !== undefined
+  const server = createCoordinatorServer(app, tls ? { cert: await readFile(init.tlsCertPath!), key: await readFile(init.tlsKeyPath!) } : undefined)
   const host = init.host ?? '127.0.0.1'
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(init.port ?? DEFAULT_PORT, host, () => { server.off('error', reject); resolve() })
   })
   const port = (server.address() as AddressInfo).port
-  const url = init.publicUrl ?? `http://${host.includes(':') ? `[${host}]` : host}:${port}`
+  const url = init.publicUrl ?? `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`
+  if (!tls && !isLoopback(host)) logger.warn({ host }, 'serving plain HTTP beyond loopback: tokens and credentials cross the network unprotected; pass --tls-cert and --tls-key')
   const endpointPath = join(init.dataDir, 'endpoint.json')
   await writeFile(endpointPath, JSON.stringify({ url, pid: process.pid, adminTokenPath }) + '\n', { mode: 0o600 })
   logger.info({ url, dataDir: init.dataDir, adminTokenPath }, 'coordinator listening')

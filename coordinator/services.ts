@@ -7,7 +7,9 @@ import { PackageService } from './packages/service.js'
 import { TaskService } from './tasks/service.js'
 import { AssignmentService } from './agents/assignments.js'
 import { StatusService } from './agents/statuses.js'
-import { loadOrCreateSigningKey, type CoordinatorKey } from './signing-key.js'
+import { CoordinatorKeyring, type CoordinatorKey } from './signing-key.js'
+import { ManifestSigner } from './manifest-signer.js'
+import { AuditLog } from './audit/log.js'
 import { LevelStore } from './store/level-store.js'
 import type { Store } from './store/types.js'
 import type { Logger } from '../protocol/logger.js'
@@ -34,7 +36,11 @@ export interface Services {
   logger: Logger
   store: Store
   content: ContentStore
+  /** The current manifest signing key (follows rotations). */
   key: CoordinatorKey
+  keyring: CoordinatorKeyring
+  manifests: ManifestSigner
+  audit: AuditLog
   tokens: TokenService
   devices: DeviceService
   packages: PackageService
@@ -57,7 +63,10 @@ export async function openServices (init: ServicesInit): Promise<Services> {
   const store = await LevelStore.open(join(init.dataDir, 'db'))
   const content = new ContentStore(join(init.dataDir, 'content'))
   await content.open()
-  const { key } = await loadOrCreateSigningKey(join(init.dataDir, 'signing-key.json'))
+  const { keyring } = await CoordinatorKeyring.open(join(init.dataDir, 'signing-key.json'), now)
+  const key = keyring.signer
+  const manifests = new ManifestSigner(keyring)
+  const audit = new AuditLog({ store, now })
   const tokens = new TokenService({ store, now })
   const devices = new DeviceService({ store, now })
   const packages = new PackageService({
@@ -71,7 +80,7 @@ export async function openServices (init: ServicesInit): Promise<Services> {
   if (removed > 0) init.logger.info({ removed }, 'removed chunks left by interrupted uploads')
   const tasks = new TaskService({ store, packages, devices, key, now })
   await tasks.open()
-  const assignments = new AssignmentService({ store, tasks, devices, ...(init.pollIntervalSeconds !== undefined ? { pollIntervalSeconds: init.pollIntervalSeconds } : {}) })
+  const assignments = new AssignmentService({ store, tasks, devices, manifests, keyring, ...(init.pollIntervalSeconds !== undefined ? { pollIntervalSeconds: init.pollIntervalSeconds } : {}) })
   const statuses = new StatusService({
     store,
     now,
@@ -94,6 +103,9 @@ export async function openServices (init: ServicesInit): Promise<Services> {
     store,
     content,
     key,
+    keyring,
+    manifests,
+    audit,
     tokens,
     devices,
     packages,

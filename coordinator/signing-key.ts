@@ -1,35 +1,153 @@
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
+import { EventEmitter } from 'node:events'
+import { chmod, mkdir, open, readFile, rename } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import { generateKeyPair, keyIdOf, keyPairFromSecret, fromHex, toHex, trustKeys, type KeyResolver, type SigningKey } from '../protocol/index.js'
+import { z } from 'zod'
+import {
+  generateKeyPair, keyIdOf, keyPairFromSecret, fromHex, signKeyRotation, signedEnvelopeSchema, toHex,
+  type KeyRotation, type SignedEnvelope, type SigningKey
+} from '../protocol/index.js'
 
 export interface CoordinatorKey extends SigningKey {
   keyId: string
   publicKeyHex: string
 }
 
-/**
- * Loads the coordinator's ed25519 signing key, or makes one at first start.
- * The file is readable by its owner only.
- */
-export async function loadOrCreateSigningKey (path: string): Promise<{ key: CoordinatorKey, created: boolean }> {
-  let secretKey: Uint8Array
-  let created = false
-  try {
-    const stored = JSON.parse(await readFile(path, 'utf8')) as { secretKey: string }
-    secretKey = fromHex(stored.secretKey)
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
-    const pair = generateKeyPair()
-    secretKey = pair.secretKey
-    await mkdir(dirname(path), { recursive: true, mode: 0o700 })
-    await writeFile(path, JSON.stringify({ secretKey: toHex(pair.secretKey), publicKey: toHex(pair.publicKey), createdAt: new Date().toISOString() }, null, 2) + '\n', { mode: 0o600, flag: 'wx' })
-    created = true
-  }
-  await chmod(path, 0o600)
+const keyFileSchema = z.object({
+  secretKey: z.string().regex(/^[0-9a-f]{64}$/),
+  publicKey: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+  createdAt: z.string().optional(),
+  /** Rotations so far; the current key is the successor named by the last one. */
+  sequence: z.number().int().min(0).optional(),
+  /** Every rotation statement, oldest first, each signed by the key it retired. */
+  rotations: z.array(signedEnvelopeSchema).optional()
+})
+
+type KeyFile = z.infer<typeof keyFileSchema>
+
+function keyOf (secretKey: Uint8Array): CoordinatorKey {
   const pair = keyPairFromSecret(secretKey)
-  return { key: { ...pair, keyId: keyIdOf(pair.publicKey), publicKeyHex: toHex(pair.publicKey) }, created }
+  return { ...pair, keyId: keyIdOf(pair.publicKey), publicKeyHex: toHex(pair.publicKey) }
 }
 
-export function resolverFor (key: CoordinatorKey): KeyResolver {
-  return trustKeys(key.publicKey)
+/** Writes a file so that a crash leaves either the old or the new content: temporary file, flush, rename, flush the folder. */
+async function writeFileAtomic (path: string, text: string): Promise<void> {
+  const temporary = `${path}.${randomBytes(6).toString('hex')}.tmp`
+  const file = await open(temporary, 'wx', 0o600)
+  try {
+    await file.writeFile(text)
+    await file.sync()
+  } finally {
+    await file.close()
+  }
+  await rename(temporary, path)
+  const folder = await open(dirname(path), 'r')
+  try {
+    await folder.sync()
+  } finally {
+    await folder.close()
+  }
+}
+
+export interface Rotation {
+  statement: KeyRotation
+  envelope: SignedEnvelope
+  previousKeyId: string
+  key: CoordinatorKey
+}
+
+/**
+ * The coordinator's manifest signing key and the chain of rotations that led
+ * to it, in one file readable by its owner only. A rotation writes the new
+ * secret and the statement signed by the old key in one atomic replace: after
+ * a crash the file holds either the old key or the new key with its
+ * statement, never one without the other. The old secret is not kept.
+ */
+export class CoordinatorKeyring extends EventEmitter<{ rotated: [rotation: Rotation] }> {
+  private key: CoordinatorKey
+  private file: KeyFile
+  private rotating: Promise<unknown> = Promise.resolve()
+  /**
+   * The current key, read through on every use: services that sign hold this
+   * view and sign with the new key as soon as a rotation is written.
+   */
+  readonly signer: CoordinatorKey
+
+  private constructor (private readonly path: string, file: KeyFile) {
+    super()
+    this.file = file
+    this.key = keyOf(fromHex(file.secretKey))
+    const keyring = this
+    this.signer = {
+      get secretKey () { return keyring.key.secretKey },
+      get publicKey () { return keyring.key.publicKey },
+      get keyId () { return keyring.key.keyId },
+      get publicKeyHex () { return keyring.key.publicKeyHex }
+    }
+  }
+
+  /** Loads the key file, or makes a key at first start. */
+  static async open (path: string, now: () => number = Date.now): Promise<{ keyring: CoordinatorKeyring, created: boolean }> {
+    let file: KeyFile
+    let created = false
+    try {
+      file = keyFileSchema.parse(JSON.parse(await readFile(path, 'utf8')))
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
+      const pair = generateKeyPair()
+      file = { secretKey: toHex(pair.secretKey), publicKey: toHex(pair.publicKey), createdAt: new Date(now()).toISOString(), sequence: 0, rotations: [] }
+      await mkdir(dirname(path), { recursive: true, mode: 0o700 })
+      await writeFileAtomic(path, JSON.stringify(file, null, 2) + '\n')
+      created = true
+    }
+    await chmod(path, 0o600)
+    return { keyring: new CoordinatorKeyring(path, file), created }
+  }
+
+  get current (): CoordinatorKey {
+    return this.key
+  }
+
+  /** Rotations so far: 0 until the first. */
+  get sequence (): number {
+    return this.file.sequence ?? 0
+  }
+
+  /** Every rotation statement, oldest first. */
+  get rotations (): SignedEnvelope[] {
+    return this.file.rotations ?? []
+  }
+
+  /** Makes a new key, signs its statement with the current one, and makes it current. Rotations run one at a time. */
+  async rotate (now: number): Promise<Rotation> {
+    const rotation = this.rotating.then(async () => await this.rotateNow(now))
+    this.rotating = rotation.catch(() => {})
+    return await rotation
+  }
+
+  private async rotateNow (now: number): Promise<Rotation> {
+    const previous = this.key
+    const next = generateKeyPair()
+    const statement: KeyRotation = {
+      type: 'meshdeploy.key-rotation',
+      sequence: this.sequence + 1,
+      previousKeyId: previous.keyId,
+      newPublicKey: toHex(next.publicKey),
+      issuedAt: new Date(now).toISOString()
+    }
+    const envelope = signKeyRotation(statement, previous)
+    const file: KeyFile = {
+      secretKey: toHex(next.secretKey),
+      publicKey: toHex(next.publicKey),
+      createdAt: statement.issuedAt,
+      sequence: statement.sequence,
+      rotations: [...this.rotations, envelope]
+    }
+    await writeFileAtomic(this.path, JSON.stringify(file, null, 2) + '\n')
+    this.file = file
+    this.key = keyOf(next.secretKey)
+    const rotation = { statement, envelope, previousKeyId: previous.keyId, key: this.key }
+    this.emit('rotated', rotation)
+    return rotation
+  }
 }

@@ -6,6 +6,11 @@ import { SHA256_HEX } from './encoding.js'
 
 export interface PutOptions {
   /**
+   * The caller computed `sha256` from these very bytes (the chunker, a
+   * verified download), so hashing them again would prove nothing. @default false
+   */
+  hashedByCaller?: boolean
+  /**
    * Flush the file to disk before it becomes visible. Callers that write many
    * chunks in a row may skip it and call `syncAll` once before they promise
    * durability. @default true
@@ -56,7 +61,7 @@ export class ContentStore {
    * was new.
    */
   async put (bytes: Uint8Array, sha256?: string, options: PutOptions = {}): Promise<{ sha256: string, created: boolean }> {
-    const actual = createHash('sha256').update(bytes).digest('hex')
+    const actual = options.hashedByCaller === true && sha256 !== undefined ? sha256 : createHash('sha256').update(bytes).digest('hex')
     if (sha256 !== undefined && actual !== sha256) throw new HashMismatchError(sha256, actual, 'chunk')
     const target = this.pathOf(actual)
     if (await this.has(actual)) return { sha256: actual, created: false }

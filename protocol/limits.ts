@@ -33,6 +33,8 @@ export const MAX_ASSIGNMENT_WAIT_SECONDS = 60
 
 /** Tolerated difference between a device clock and the coordinator clock. */
 export const DEFAULT_CLOCK_SKEW_MS = 5 * 60 * 1000
+/** The largest clock-skew tolerance a verifier accepts: a wider one would let expired manifests live on. */
+export const MAX_CLOCK_SKEW_MS = 60 * 60 * 1000
 
 /** Default validity of a task (Feilian: one week). */
 export const DEFAULT_TASK_VALIDITY_MS = 7 * 24 * 60 * 60 * 1000

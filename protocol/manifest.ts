@@ -4,7 +4,7 @@ import { ExpiredError, MalformedError, NotYetValidError } from './errors.js'
 import { fromUtf8, SHA256_HEX, utf8 } from './encoding.js'
 import { detectionRuleSchema } from './detection.js'
 import {
-  DEFAULT_CLOCK_SKEW_MS, MAX_CHUNK_SIZE_BYTES, MAX_CHUNKS_PER_PACKAGE, MAX_INSTALL_TIMEOUT_SECONDS,
+  DEFAULT_CLOCK_SKEW_MS, MAX_CLOCK_SKEW_MS, MAX_CHUNK_SIZE_BYTES, MAX_CHUNKS_PER_PACKAGE, MAX_INSTALL_TIMEOUT_SECONDS,
   MAX_MANIFEST_BYTES, MAX_RUN_ARGS, MIN_CHUNK_SIZE_BYTES
 } from './limits.js'
 import { packageIdOf } from './package-id.js'
@@ -105,7 +105,7 @@ export interface OpenManifestOptions {
   keys: KeyResolver
   /** Current time in ms; @default Date.now() */
   now?: number
-  /** Tolerated clock difference; @default DEFAULT_CLOCK_SKEW_MS */
+  /** Tolerated clock difference, bounded by MAX_CLOCK_SKEW_MS; @default DEFAULT_CLOCK_SKEW_MS */
   clockSkewMs?: number
 }
 
@@ -130,7 +130,7 @@ export function openManifest (envelope: unknown, options: OpenManifestOptions): 
   }
   const manifest = validateManifest(decoded)
   const now = options.now ?? Date.now()
-  const skew = options.clockSkewMs ?? DEFAULT_CLOCK_SKEW_MS
+  const skew = Math.min(Math.max(0, options.clockSkewMs ?? DEFAULT_CLOCK_SKEW_MS), MAX_CLOCK_SKEW_MS)
   if (Date.parse(manifest.expiresAt) + skew < now) throw new ExpiredError(manifest.expiresAt)
   if (Date.parse(manifest.issuedAt) - skew > now) throw new NotYetValidError(manifest.issuedAt)
   return { manifest, keyId: opened.keyId }

@@ -55,7 +55,7 @@ export async function ingestOrigin (options: IngestOriginOptions = {}): Promise<
 
     const { token } = await api.post('/v1/enrollment-tokens', {})
     await mkdir(join(root, 'agent', 'root'), { recursive: true })
-    const agent = await startMeshdeploy(['agent', 'start', '--data', join(root, 'agent'), '--coordinator', coordinator.event.url, '--enroll-token', token, '--hostname', 'bench-agent', '--install-root', join(root, 'agent', 'root'), '--log-level', 'warn'], join(root, 'agent.log'), 'agent-started')
+    const agent = await startMeshdeploy(['agent', 'start', '--data', join(root, 'agent'), '--coordinator', coordinator.event.url, '--insecure-http', '--enroll-token', token, '--hostname', 'bench-agent', '--install-root', join(root, 'agent', 'root'), '--log-level', 'warn'], join(root, 'agent.log'), 'agent-started')
     processes.push(agent)
     const task = await api.post('/v1/tasks', { packageId: pkg.id, action: 'distribute-files', destination: '/data', targets: { all: true }, maxAttempts: 1 })
     const deadline = Date.now() + 30 * 60_000

@@ -3,7 +3,9 @@ import { on } from 'node:events'
 import type { SignedEnvelope } from '../../protocol/index.js'
 import type { DeviceRecord, Store } from '../store/types.js'
 import { deviceTaskKey } from '../store/types.js'
-import type { DeviceService } from '../devices/service.js'
+import { assertActive, type DeviceService } from '../devices/service.js'
+import type { ManifestSigner } from '../manifest-signer.js'
+import type { CoordinatorKeyring } from '../signing-key.js'
 import { isSettled, type TaskService } from '../tasks/service.js'
 import { matchesTargets } from '../tasks/targets.js'
 
@@ -20,12 +22,20 @@ export interface AssignmentList {
   assignments: Assignment[]
   /** Seconds the agent should wait before polling again when it cannot hold a request open. */
   pollIntervalSeconds: number
+  /** The key that signs the manifests, and how many rotations led to it. */
+  coordinatorKey: { keyId: string, sequence: number }
+  /** Every key rotation statement, oldest first: agents follow them from the key they pinned. */
+  keyRotations: SignedEnvelope[]
 }
 
 export interface AssignmentServiceInit {
   store: Store
   tasks: TaskService
   devices: DeviceService
+  /** Signs manifests with the current key (re-signing those made before a rotation). */
+  manifests: ManifestSigner
+  /** Rotations wake held requests: every agent should learn of a new key at once. */
+  keyring: CoordinatorKeyring
   /** @default 30 */
   pollIntervalSeconds?: number
 }
@@ -38,12 +48,16 @@ export class AssignmentService {
   private readonly store: Store
   private readonly tasks: TaskService
   private readonly devices: DeviceService
+  private readonly manifests: ManifestSigner
+  private readonly keyring: CoordinatorKeyring
   private readonly pollIntervalSeconds: number
 
   constructor (init: AssignmentServiceInit) {
     this.store = init.store
     this.tasks = init.tasks
     this.devices = init.devices
+    this.manifests = init.manifests
+    this.keyring = init.keyring
     this.pollIntervalSeconds = init.pollIntervalSeconds ?? 30
   }
 
@@ -55,18 +69,25 @@ export class AssignmentService {
       // A device that settled the current revision is done with it; one that started keeps it even after leaving the targets.
       if (row !== undefined && row.revision === task.revision && isSettled(row)) continue
       if (!targeted && (row === undefined || isSettled(row))) continue
-      assignments.push({ taskId: task.id, revision: task.revision, manifest: task.manifest })
+      assignments.push({ taskId: task.id, revision: task.revision, manifest: this.manifests.current(task) })
     }
     assignments.sort((a, b) => a.taskId.localeCompare(b.taskId))
     const hash = createHash('sha256')
-    hash.update(`${device.site}\n${device.groups.join(',')}\n`)
+    hash.update(`${device.site}\n${device.groups.join(',')}\n${this.manifests.keyId}\n`)
     for (const assignment of assignments) hash.update(`${assignment.taskId}@${assignment.revision}\n`)
     return {
       etag: hash.digest('hex').slice(0, 32),
       device: { id: device.id, site: device.site, groups: device.groups },
       assignments,
-      pollIntervalSeconds: this.pollIntervalSeconds
+      pollIntervalSeconds: this.pollIntervalSeconds,
+      coordinatorKey: { keyId: this.manifests.keyId, sequence: this.manifests.sequence },
+      keyRotations: this.manifests.rotations
     }
+  }
+
+  /** The device, as long as it is active: a held request of a device blocked meanwhile ends with 401. */
+  private async activeDevice (deviceId: string): Promise<DeviceRecord> {
+    return assertActive(await this.devices.get(deviceId))
   }
 
   /**
@@ -75,16 +96,17 @@ export class AssignmentService {
    */
   async waitFor (deviceId: string, etag: string | undefined, waitMs: number, signal: AbortSignal): Promise<AssignmentList> {
     const deadline = AbortSignal.any([signal, AbortSignal.timeout(Math.max(0, waitMs))])
-    let list = await this.listFor(await this.devices.get(deviceId))
+    let list = await this.listFor(await this.activeDevice(deviceId))
     if (etag === undefined || list.etag !== etag || waitMs <= 0) return list
     const changes = new EventTarget()
     const notify = (): void => { changes.dispatchEvent(new Event('change')) }
     this.tasks.on('changed', notify)
     this.devices.on('changed', notify)
+    this.keyring.on('rotated', notify)
     try {
       for await (const event of on(changes, 'change', { signal: deadline })) {
         void event
-        list = await this.listFor(await this.devices.get(deviceId))
+        list = await this.listFor(await this.activeDevice(deviceId))
         if (list.etag !== etag) return list
       }
     } catch (error) {
@@ -92,6 +114,7 @@ export class AssignmentService {
     } finally {
       this.tasks.off('changed', notify)
       this.devices.off('changed', notify)
+      this.keyring.off('rotated', notify)
     }
     return list
   }

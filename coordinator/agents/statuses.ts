@@ -93,6 +93,10 @@ export class StatusService extends EventEmitter<{ records: [records: StatusRecor
         reject(index, 'unknown-device', `device ${deviceId} is not enrolled`)
         continue
       }
+      if (device.status !== 'active') {
+        reject(index, 'device-inactive', `device ${deviceId} is ${device.status}`)
+        continue
+      }
       try {
         const { record } = openStatusRecord(envelope, trustKeys(publicKeyFromHex(device.publicKey)))
         if (record.deviceId !== device.id) throw new MalformedError('the record names another device')

@@ -5,7 +5,8 @@ import https from 'node:https'
 import { basename } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { StringDecoder } from 'node:string_decoder'
-import { PROBLEM_CONTENT_TYPE, type Problem } from '../../protocol/index.js'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { PROBLEM_CONTENT_TYPE, createHttpsAgent, trustFailureOf, type Problem, type TlsTrust } from '../../protocol/index.js'
 import { SseParser, type SseMessage } from '../events/sse.js'
 
 /** An error answer of the API, with its problem details. */
@@ -25,10 +26,15 @@ export interface ApiClientInit {
   token?: string
   /** @default 60000 */
   timeoutMs?: number
-  tls?: https.AgentOptions
+  /** How the coordinator's HTTPS certificate is trusted: a CA, a pinned fingerprint, or the system's CAs. */
+  tls?: TlsTrust
 }
 
 type Json = any
+
+/** Reads refused with 429 are tried this often in all, each after the coordinator's Retry-After (at most 10 s). */
+const MAX_READ_ATTEMPTS = 3
+const MAX_RETRY_AFTER_MS = 10_000
 
 export interface EventStreamOptions {
   /** Resume after this event id (sent as Last-Event-ID). */
@@ -52,7 +58,7 @@ export class ApiClient {
     this.baseUrl = new URL(init.url)
     if (init.token !== undefined) this.token = init.token
     this.timeoutMs = init.timeoutMs ?? 60_000
-    this.agent = this.baseUrl.protocol === 'https:' ? new https.Agent({ keepAlive: true, ...init.tls }) : new http.Agent({ keepAlive: true })
+    this.agent = this.baseUrl.protocol === 'https:' ? createHttpsAgent(init.tls ?? {}, { keepAlive: true }) : new http.Agent({ keepAlive: true })
   }
 
   close (): void {
@@ -84,8 +90,16 @@ export class ApiClient {
   async request (method: string, path: string, body?: unknown): Promise<Json> {
     const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body))
     const headers = this.headers(data === undefined ? {} : { 'content-type': 'application/json', 'content-length': String(data.byteLength) })
-    const { status, text, contentType } = await this.send(method, path, headers, request => { request.end(data) }, this.timeoutMs)
-    return this.decode(method, path, status, text, contentType)
+    for (let attempt = 1; ; attempt++) {
+      const { status, text, contentType, retryAfter } = await this.send(method, path, headers, request => { request.end(data) }, this.timeoutMs)
+      // A read that hit the rate limit is asked again after the wait the coordinator names; a change is never repeated.
+      if (status === 429 && method === 'GET' && attempt < MAX_READ_ATTEMPTS) {
+        const seconds = Number(retryAfter)
+        await sleep(Math.min(MAX_RETRY_AFTER_MS, Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : 1000))
+        continue
+      }
+      return this.decode(method, path, status, text, contentType)
+    }
   }
 
   private decode (method: string, path: string, status: number, text: string, contentType: string | undefined): Json {
@@ -97,17 +111,25 @@ export class ApiClient {
     throw new ApiRequestError(status, `${method} ${path} answered HTTP ${status}`)
   }
 
-  private async send (method: string, path: string, headers: Record<string, string>, write: (request: http.ClientRequest) => void, timeoutMs: number): Promise<{ status: number, text: string, contentType: string | undefined }> {
+  private async send (method: string, path: string, headers: Record<string, string>, write: (request: http.ClientRequest) => void, timeoutMs: number): Promise<{ status: number, text: string, contentType: string | undefined, retryAfter?: string }> {
     const url = new URL(path, this.baseUrl)
     const transport = url.protocol === 'https:' ? https : http
     return await new Promise((resolve, reject) => {
       const request = transport.request(url, { method, headers, agent: this.agent, signal: AbortSignal.timeout(timeoutMs) }, response => {
         const parts: Buffer[] = []
         response.on('data', (part: Buffer) => { parts.push(part) })
-        response.on('end', () => { resolve({ status: response.statusCode ?? 0, text: Buffer.concat(parts).toString('utf8'), contentType: response.headers['content-type'] }) })
+        response.on('end', () => {
+          const retryAfter = response.headers['retry-after']
+          resolve({ status: response.statusCode ?? 0, text: Buffer.concat(parts).toString('utf8'), contentType: response.headers['content-type'], ...(retryAfter !== undefined ? { retryAfter } : {}) })
+        })
         response.on('error', reject)
       })
       request.on('error', error => {
+        const untrusted = trustFailureOf(error)
+        if (untrusted !== undefined) {
+          reject(untrusted)
+          return
+        }
         reject((error as Error).name === 'AbortError' || (error as Error).name === 'TimeoutError'
           ? new Error(`${method} ${url.pathname} timed out after ${timeoutMs} ms`)
           : new Error(`cannot reach the coordinator at ${url.origin}: ${error.message}`))
@@ -158,7 +180,9 @@ export class ApiClient {
         response.on('close', () => { if (!response.complete) reject(new Error(`the event stream from ${url.origin} was cut`)) })
       })
       request.on('error', error => {
-        reject((error as Error).name === 'AbortError' ? error : new Error(`cannot reach the coordinator at ${url.origin}: ${error.message}`))
+        const untrusted = trustFailureOf(error)
+        if (untrusted !== undefined) reject(untrusted)
+        else reject((error as Error).name === 'AbortError' ? error : new Error(`cannot reach the coordinator at ${url.origin}: ${error.message}`))
       })
       request.end()
     })

@@ -9,7 +9,13 @@ export const cliConfigSchema = z.object({
   /** Coordinator URL. */
   url: z.url().optional(),
   /** Operator token. Keep the file readable by its owner only. */
-  token: z.string().min(1).optional()
+  token: z.string().min(1).optional(),
+  /** CA certificate file (PEM) the coordinator's HTTPS certificate must chain to. */
+  ca: z.string().min(1).optional(),
+  /** SHA-256 fingerprint of the coordinator's certificate. */
+  pinSha256: z.string().min(1).optional(),
+  /** Allow a plain http:// URL to another machine. */
+  insecureHttp: z.boolean().optional()
 }).strict()
 
 export type CliConfig = z.infer<typeof cliConfigSchema>

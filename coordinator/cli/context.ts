@@ -1,4 +1,6 @@
+import { readFileSync } from 'node:fs'
 import type { Command } from 'commander'
+import { InsecureTransportError, normalizeFingerprint, type TlsTrust } from '../../protocol/index.js'
 import { ApiClient, ApiRequestError } from './api-client.js'
 import { loadCliConfig } from './config.js'
 
@@ -21,6 +23,9 @@ export interface GlobalOptions {
   url?: string
   token?: string
   json?: boolean
+  ca?: string
+  pinSha256?: string
+  insecureHttp?: boolean
 }
 
 /** Adds the options every API command takes. */
@@ -28,10 +33,26 @@ export function withApiOptions (command: Command): Command {
   return command
     .option('--url <url>', 'coordinator URL (env MESHDEPLOY_URL, or url: in the config file)')
     .option('--token <token>', 'operator token (env MESHDEPLOY_TOKEN, or token: in the config file)')
+    .option('--ca <file>', 'trust the coordinator\'s certificate if it chains to this CA, PEM (env MESHDEPLOY_CA, or ca: in the config file)')
+    .option('--pin-sha256 <hex>', 'trust only the coordinator certificate with this SHA-256 fingerprint (env MESHDEPLOY_PIN_SHA256, or pinSha256:)')
+    .option('--insecure-http', 'allow a plain http:// URL to another machine (env MESHDEPLOY_INSECURE_HTTP=1, or insecureHttp: true)')
     .option('--json', 'print JSON instead of a table')
 }
 
-/** Settings by precedence: command-line options, then environment, then the config file, then defaults. */
+/** An environment variable, with an empty value read as unset. */
+export function environment (name: string): string | undefined {
+  const value = process.env[name]
+  return value === undefined || value === '' ? undefined : value
+}
+
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]'])
+
+/**
+ * The API client for a command. Settings by precedence: command-line
+ * options, then environment, then the config file, then defaults. Plain HTTP
+ * is accepted to this machine only, unless asked for: an operator token
+ * would otherwise cross the network in clear text.
+ */
 export function clientFrom (options: GlobalOptions): ApiClient {
   let config
   try {
@@ -41,7 +62,26 @@ export function clientFrom (options: GlobalOptions): ApiClient {
   }
   const url = options.url ?? process.env.MESHDEPLOY_URL ?? config.url ?? DEFAULT_URL
   const token = options.token ?? process.env.MESHDEPLOY_TOKEN ?? config.token
-  return new ApiClient({ url, ...(token !== undefined ? { token } : {}) })
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    throw new UsageError(`${url} is not a URL`)
+  }
+  const insecureAllowed = options.insecureHttp === true || process.env.MESHDEPLOY_INSECURE_HTTP === '1' || config.insecureHttp === true
+  if (parsed.protocol === 'http:' && !insecureAllowed && !LOOPBACK_HOSTS.has(parsed.hostname)) {
+    throw new UsageError(new InsecureTransportError(url, '--insecure-http').message)
+  }
+  const tls: TlsTrust = {}
+  const caFile = options.ca ?? environment('MESHDEPLOY_CA') ?? config.ca
+  const pin = options.pinSha256 ?? environment('MESHDEPLOY_PIN_SHA256') ?? config.pinSha256
+  try {
+    if (caFile !== undefined) tls.caPem = readFileSync(caFile, 'utf8')
+    if (pin !== undefined) tls.pinSha256 = normalizeFingerprint(pin)
+  } catch (error) {
+    throw new UsageError((error as Error).message)
+  }
+  return new ApiClient({ url, tls, ...(token !== undefined ? { token } : {}) })
 }
 
 export function print (text: string): void {

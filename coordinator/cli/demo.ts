@@ -134,7 +134,7 @@ export async function runDemo (options: DemoOptions = {}): Promise<number> {
       agentDirs.push(data)
       await mkdir(join(data, 'root'), { recursive: true })
       const agent = await startProcess([
-        'agent', 'start', '--data', data, '--coordinator', url, '--enroll-token', enrollToken,
+        'agent', 'start', '--data', data, '--coordinator', url, '--enroll-token', enrollToken, '--insecure-http',
         '--site', site, '--hostname', hostname, '--install-root', join(data, 'root'), '--log-level', 'warn'
       ], join(root, `${hostname}.log`), 'agent-started')
       children.push(agent.child)

@@ -26,8 +26,8 @@ export interface FollowEventsOptions {
 /**
  * Follows an event stream for as long as `signal` allows: reconnects with
  * Last-Event-ID after a cut, treats silence longer than the heartbeat as a
- * cut, and gives up only when the coordinator answers with an error other
- * than 5xx (an older coordinator without /v1/events, a revoked token).
+ * cut, and gives up only when the coordinator refuses it for good (an older
+ * coordinator without /v1/events, a revoked token).
  */
 export async function followEvents (client: ApiClient, path: string, options: FollowEventsOptions): Promise<void> {
   const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_EVENT_IDLE_TIMEOUT_MS
@@ -60,7 +60,8 @@ export async function followEvents (client: ApiClient, path: string, options: Fo
         }
       })
     } catch (error) {
-      if (error instanceof ApiRequestError && error.status < 500) {
+      // Refusals that another attempt cannot change; 429 and 5xx are tried again.
+      if (error instanceof ApiRequestError && error.status < 500 && error.status !== 429) {
         options.onState('unavailable')
         return
       }

@@ -4,6 +4,9 @@ import { deviceCommand } from './commands/devices.js'
 import { packageCommand } from './commands/packages.js'
 import { taskCommand } from './commands/tasks.js'
 import { enrollmentTokenCommand } from './commands/tokens.js'
+import { operatorTokenCommand } from './commands/operator-tokens.js'
+import { auditCommand } from './commands/audit.js'
+import { keyCommand } from './commands/keys.js'
 import { runDemo } from './demo.js'
 import { positiveInteger } from './context.js'
 import { completionCommands } from './completion.js'
@@ -22,6 +25,9 @@ export function operatorProgram (): Command {
 Environment:
   MESHDEPLOY_URL     coordinator URL (default http://127.0.0.1:8650)
   MESHDEPLOY_TOKEN   operator token
+  MESHDEPLOY_CA      CA certificate file (PEM) the coordinator's HTTPS certificate must chain to
+  MESHDEPLOY_PIN_SHA256  SHA-256 fingerprint of the coordinator's certificate, instead of or besides a CA
+  MESHDEPLOY_INSECURE_HTTP=1  allow http:// to another machine
 
 Exit codes: 0 ok, 1 a watched task had failures, 2 usage, 3 refused by the API, 4 coordinator unreachable or failing.`)
   program.addCommand(coordinatorCommand())
@@ -29,6 +35,9 @@ Exit codes: 0 ok, 1 a watched task had failures, 2 usage, 3 refused by the API, 
   program.addCommand(taskCommand())
   program.addCommand(deviceCommand())
   program.addCommand(enrollmentTokenCommand())
+  program.addCommand(operatorTokenCommand())
+  program.addCommand(auditCommand())
+  program.addCommand(keyCommand())
   const [completion, complete] = completionCommands()
   program.addCommand(completion)
   program.addCommand(complete, { hidden: true })

@@ -1,11 +1,12 @@
 import { EventEmitter } from 'node:events'
+import pLimit from 'p-limit'
 import { z } from 'zod'
 import {
   ARCHITECTURES, PLATFORMS, peerIdOf, publicKeyFromHex, randomId, randomSecret, type Architecture, type Platform
 } from '../../protocol/index.js'
 import { hashSecret } from '../auth/tokens.js'
-import { ApiError, ConflictError, NotFoundError, UnauthorizedError } from '../errors.js'
-import type { DeviceRecord, EnrollmentToken, Store, WriteOperation } from '../store/types.js'
+import { ConflictError, NotFoundError, UnauthorizedError } from '../errors.js'
+import type { DeviceRecord, DeviceStatus, EnrollmentToken, Store, WriteOperation } from '../store/types.js'
 import { collect } from '../store/level-store.js'
 
 export const enrollRequestSchema = z.object({
@@ -32,10 +33,21 @@ export interface DeviceView extends DeviceRecord {
   online: boolean
 }
 
+/** Returns the device if it is active; a blocked or retired device fails as its credential would. */
+export function assertActive (device: DeviceRecord): DeviceRecord {
+  if (device.status === 'blocked') throw new UnauthorizedError('this device has been blocked', 'device-blocked')
+  if (device.status !== 'active') throw new UnauthorizedError('this device has been retired', 'device-retired')
+  return device
+}
+
 export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }> {
   private readonly store: Store
   private readonly now: () => number
   private readonly lastSeen = new Map<string, { at: number, address?: string, writtenAt: number }>()
+  /** Enrollments one at a time: two cannot both take an enrollment token's last use, nor enroll one key twice. */
+  private readonly enrollments = pLimit(1)
+  /** Changes of one device record one at a time: a contact noted while the device is being blocked cannot write the old status back. */
+  private readonly deviceChanges = new Map<string, Promise<unknown>>()
 
   constructor (init: { store: Store, now?: () => number }) {
     super()
@@ -44,17 +56,23 @@ export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }>
   }
 
   async enroll (request: EnrollRequest, address: string | undefined): Promise<{ device: DeviceRecord, credential: string }> {
+    return await this.enrollments(async () => await this.enrollNow(request, address))
+  }
+
+  private async enrollNow (request: EnrollRequest, address: string | undefined): Promise<{ device: DeviceRecord, credential: string }> {
     const tokenHash = hashSecret(request.token)
     const token = await this.store.collections.enrollmentTokens.get(tokenHash)
     const now = this.now()
     if (token === undefined) throw new UnauthorizedError('the enrollment token is not valid')
-    if (token.expiresAt !== undefined && Date.parse(token.expiresAt) <= now) throw new ApiError(401, 'enrollment-token-expired', 'the enrollment token has expired')
-    if (token.maxUses !== undefined && token.uses >= token.maxUses) throw new ApiError(401, 'enrollment-token-used-up', 'the enrollment token has no uses left')
+    if (token.revokedAt !== undefined) throw new UnauthorizedError('the enrollment token has been revoked', 'enrollment-token-revoked')
+    if (token.expiresAt !== undefined && Date.parse(token.expiresAt) <= now) throw new UnauthorizedError('the enrollment token has expired', 'enrollment-token-expired')
+    if (token.maxUses !== undefined && token.uses >= token.maxUses) throw new UnauthorizedError('the enrollment token has no uses left', 'enrollment-token-used-up')
     const publicKey = publicKeyFromHex(request.publicKey)
     for await (const existing of this.store.collections.devices.values()) {
-      if (existing.publicKey === request.publicKey && existing.status === 'active') {
-        throw new ConflictError('device-key-enrolled', `this device key is already enrolled as ${existing.id}`)
-      }
+      if (existing.publicKey !== request.publicKey) continue
+      // A blocked or retired device may not come back under a new id with the same key.
+      if (existing.status === 'active') throw new ConflictError('device-key-enrolled', `this device key is already enrolled as ${existing.id}`)
+      throw new ConflictError(`device-key-${existing.status}`, `this device key belongs to ${existing.id}, which is ${existing.status}`)
     }
     const credential = randomSecret('mdd')
     const device: DeviceRecord = {
@@ -88,8 +106,41 @@ export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }>
     const credential = await this.store.collections.credentials.get(hashSecret(secret))
     if (credential === undefined) return undefined
     const device = await this.store.collections.devices.get(credential.deviceId)
-    if (device === undefined || device.status !== 'active') throw new UnauthorizedError('this device is no longer enrolled')
-    return device
+    if (device === undefined) throw new UnauthorizedError('this device has been retired', 'device-retired')
+    return assertActive(device)
+  }
+
+  /**
+   * Blocks, unblocks or retires a device. From the next request on, a device
+   * that is not active fails to authenticate (a held assignments request ends
+   * too), is no target of any task, and is off the peer allow-list. Retiring
+   * is for good: no status change follows it, so the credential never works
+   * again (it is kept only to answer `device-retired` rather than a bare 401).
+   */
+  async setStatus (id: string, status: DeviceStatus, by: string, reason?: string): Promise<DeviceRecord> {
+    return await this.changeDevice(id, async () => await this.setStatusNow(id, status, by, reason))
+  }
+
+  private async setStatusNow (id: string, status: DeviceStatus, by: string, reason?: string): Promise<DeviceRecord> {
+    const device = await this.get(id)
+    if (device.status === 'retired') throw new ConflictError('device-retired', `device ${id} is retired; retiring is permanent`)
+    if (device.status === status) return device
+    const updated: DeviceRecord = { ...device, status, statusChangedAt: new Date(this.now()).toISOString(), statusChangedBy: by }
+    if (reason !== undefined) updated.statusReason = reason
+    else delete updated.statusReason
+    await this.store.write([{ type: 'put', collection: 'devices', key: id, value: updated }])
+    this.lastSeen.delete(id)
+    this.emit('changed', id)
+    return updated
+  }
+
+  private async changeDevice<T> (id: string, change: () => Promise<T>): Promise<T> {
+    const previous = this.deviceChanges.get(id) ?? Promise.resolve()
+    const running = previous.then(change, change)
+    const settled = running.catch(() => {})
+    this.deviceChanges.set(id, settled)
+    void settled.then(() => { if (this.deviceChanges.get(id) === settled) this.deviceChanges.delete(id) })
+    return await running
   }
 
   /** Notes a contact from a device; persisted at most every 30 seconds per device. */
@@ -102,11 +153,13 @@ export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }>
     this.lastSeen.set(device.id, entry)
     if (now - writtenAt < LAST_SEEN_WRITE_INTERVAL_MS && address === device.lastAddress) return
     entry.writtenAt = now
-    const current = await this.store.collections.devices.get(device.id)
-    if (current === undefined) return
-    const updated: DeviceRecord = { ...current, lastSeenAt: new Date(now).toISOString() }
-    if (address !== undefined) updated.lastAddress = address
-    await this.store.write([{ type: 'put', collection: 'devices', key: device.id, value: updated }])
+    await this.changeDevice(device.id, async () => {
+      const current = await this.store.collections.devices.get(device.id)
+      if (current === undefined) return
+      const updated: DeviceRecord = { ...current, lastSeenAt: new Date(now).toISOString() }
+      if (address !== undefined) updated.lastAddress = address
+      await this.store.write([{ type: 'put', collection: 'devices', key: device.id, value: updated }])
+    })
   }
 
   view (device: DeviceRecord): DeviceView {

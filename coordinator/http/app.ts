@@ -1,8 +1,10 @@
 import Koa from 'koa'
 import Router from '@koa/router'
 import type { Services } from '../services.js'
-import { authMiddleware } from './auth.js'
+import { authMiddleware, isPublicPath } from './auth.js'
+import { auditListener } from './audit-listener.js'
 import { consoleMiddleware, findConsoleFolder, loadConsoleFiles } from './console.js'
+import { anonymousRateMiddleware, principalRateMiddleware, resolveHttpLimits, type HttpLimits, type HttpLimitsInit } from './request-limits.js'
 import type { CoordinatorState } from './context.js'
 import { problemMiddleware } from './problem.js'
 import { RouteTable } from './routes-table.js'
@@ -15,29 +17,43 @@ import { openApiRoutes } from './routes/openapi.js'
 import { packageRoutes } from './routes/packages.js'
 import { taskRoutes } from './routes/tasks.js'
 import { tokenRoutes } from './routes/tokens.js'
+import { operatorTokenRoutes } from './routes/operator-tokens.js'
+import { auditRoutes } from './routes/audit.js'
+import { keyRoutes } from './routes/keys.js'
 
-export const ROUTE_MODULES = [healthRoutes, openApiRoutes, agentRoutes, packageRoutes, taskRoutes, deviceRoutes, tokenRoutes, eventRoutes, meRoutes]
+export const ROUTE_MODULES = [healthRoutes, openApiRoutes, agentRoutes, packageRoutes, taskRoutes, deviceRoutes, tokenRoutes, operatorTokenRoutes, auditRoutes, keyRoutes, eventRoutes, meRoutes]
 
 /** The Koa application with the table of its routes (for the OpenAPI document). */
-export type CoordinatorApp = Koa<CoordinatorState> & { routes: RouteTable }
+export type CoordinatorApp = Koa<CoordinatorState> & { routes: RouteTable, limits: HttpLimits }
+
+export interface AppInit {
+  /** Rate limits and body timeouts; defaults in request-limits.ts. */
+  limits?: HttpLimitsInit
+}
 
 /** The coordinator's Koa application; tests drive it through `app.callback()`. */
-export function createApp (services: Services): CoordinatorApp {
+export function createApp (services: Services, init: AppInit = {}): CoordinatorApp {
   const app = new Koa<CoordinatorState>() as CoordinatorApp
   app.proxy = false
   app.silent = true
   const router = new Router<CoordinatorState>()
   const routes = new RouteTable(router)
   app.routes = routes
+  app.limits = resolveHttpLimits(init.limits)
   for (const module of ROUTE_MODULES) module(routes, services)
+  routes.onChange(auditListener(services.audit))
   app.use(problemMiddleware(services.logger))
   app.use(async (ctx, next) => {
     ctx.set('X-Content-Type-Options', 'nosniff')
     ctx.set('Cache-Control', 'no-store')
+    ctx.state.limits = app.limits
     await next()
   })
+  // The console's files are static, public and served from memory: they come before the limits on anonymous callers.
   app.use(consoleMiddleware(loadConsoleFiles(findConsoleFolder())))
+  app.use(anonymousRateMiddleware(app.limits, isPublicPath))
   app.use(authMiddleware(services))
+  app.use(principalRateMiddleware(app.limits))
   app.use(router.routes())
   app.use(router.allowedMethods({ throw: true }))
   return app

@@ -8,13 +8,18 @@ const BEARER = /^Bearer ([A-Za-z0-9_\-.~+/]+=*)$/
 /** Paths that answer without credentials. */
 const PUBLIC_PATHS = new Set(['/v1/health', '/v1/agents/enroll'])
 
+/** Whether a path answers without credentials (everything outside /v1 and /metrics is a 404 for anyone). */
+export function isPublicPath (path: string): boolean {
+  return !(path.startsWith('/v1/') || path === '/metrics') || PUBLIC_PATHS.has(path)
+}
+
 /**
  * Resolves the bearer token to an operator or a device. Everything under
  * /v1 but health and enroll needs one.
  */
 export function authMiddleware (services: Services) {
   return async function authenticate (ctx: CoordinatorContext, next: Next): Promise<void> {
-    if (!(ctx.path.startsWith('/v1/') || ctx.path === '/metrics') || PUBLIC_PATHS.has(ctx.path)) {
+    if (isPublicPath(ctx.path)) {
       await next()
       return
     }

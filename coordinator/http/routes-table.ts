@@ -54,7 +54,12 @@ export type Handler<Body extends z.ZodType | undefined, Query extends z.ZodType 
   (input: RouteInput<Infer<Body>, Infer<Query>>) => Promise<unknown> | unknown
 
 /** Hooks run around every operator change (audit log). */
-export type ChangeListener = (entry: { spec: RouteSpec<any, any>, ctx: CoordinatorContext, principal: Principal | undefined, status: number }) => void | Promise<void>
+export type ChangeListener = (entry: { spec: RouteSpec<any, any>, ctx: CoordinatorContext, principal: Principal | undefined, status: number, body: unknown, params: Record<string, string> }) => void | Promise<void>
+
+function bodyTimeouts (ctx: CoordinatorContext): { idleTimeoutMs?: number, totalTimeoutMs?: number } {
+  const limits = ctx.state.limits
+  return limits === undefined ? {} : { idleTimeoutMs: limits.bodyIdleTimeoutMs, totalTimeoutMs: limits.jsonBodyTimeoutMs }
+}
 
 function checkAccess (access: Access, ctx: CoordinatorContext): void {
   const principal = ctx.state.principal
@@ -98,7 +103,7 @@ export class RouteTable {
       let body: unknown
       if (spec.body !== undefined) {
         const empty = spec.bodyOptional === true && (ctx.request.length === undefined || ctx.request.length === 0) && ctx.get('transfer-encoding') === ''
-        body = parseWith(spec.body, empty ? {} : await readJson(ctx), 'body')
+        body = parseWith(spec.body, empty ? {} : await readJson(ctx, bodyTimeouts(ctx)), 'body')
       }
       const query = spec.query !== undefined ? parseWith(spec.query, { ...ctx.query }, 'query') : undefined
       const principal = ctx.state.principal
@@ -106,7 +111,7 @@ export class RouteTable {
       const result = await handler({ ctx, body: body as Infer<Body>, query: query as Infer<Query>, params: ctx.params, principal, actor, device: ctx.state.device })
       if (result !== undefined) ctx.body = result
       if (isChange && ctx.status < 400) {
-        for (const listener of this.listeners) await listener({ spec, ctx, principal, status: ctx.status })
+        for (const listener of this.listeners) await listener({ spec, ctx, principal, status: ctx.status, body, params: ctx.params })
       }
     })
   }

@@ -68,7 +68,7 @@ export class PackageUpload {
       onChunk: async chunk => {
         if (this.aborted) throw new Error('the upload was aborted')
         if (chunk.index === 0) this.sniffed = sniffPackageType(chunk.bytes, this.fileName)
-        const storing = this.service.content.put(chunk.bytes, chunk.sha256, { sync: false })
+        const storing = this.service.content.put(chunk.bytes, chunk.sha256, { sync: false, hashedByCaller: true })
         this.storing = storing
         const { created } = await storing
         if (created) this.created.add(chunk.sha256)

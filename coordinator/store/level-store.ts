@@ -2,7 +2,7 @@ import { Level } from 'level'
 import type { Collection, CollectionName, Collections, RangeOptions, Store, WriteOperation } from './types.js'
 
 const COLLECTION_NAMES: CollectionName[] = [
-  'packages', 'tasks', 'devices', 'deviceTasks', 'statusLog', 'operatorTokens', 'enrollmentTokens', 'credentials', 'meta', 'events'
+  'packages', 'tasks', 'devices', 'deviceTasks', 'statusLog', 'operatorTokens', 'enrollmentTokens', 'credentials', 'audit', 'meta', 'events'
 ]
 
 import type { AbstractSublevel } from 'abstract-level'
@@ -28,9 +28,15 @@ class LevelCollection<T> implements Collection<T> {
       range.gte = options.prefix
       range.lt = options.prefix + '\uffff'
     }
+    if (options.gte !== undefined && (range.gte === undefined || options.gte > (range.gte as string))) range.gte = options.gte
+    if (options.lt !== undefined && (range.lt === undefined || options.lt < (range.lt as string))) range.lt = options.lt
     if (options.after !== undefined) {
-      if (options.reverse === true) range.lt = options.after
-      else range.gt = options.after
+      if (options.reverse === true) {
+        if (range.lt === undefined || options.after < (range.lt as string)) range.lt = options.after
+      } else if (range.gte === undefined || options.after >= (range.gte as string)) {
+        delete range.gte
+        range.gt = options.after
+      }
     }
     for await (const [key, value] of this.sublevel.iterator(range)) yield [key as string, value as T]
   }

@@ -50,7 +50,14 @@ export interface TaskRecord {
   manifest: SignedEnvelope
 }
 
-export type DeviceStatus = 'active' | 'retired'
+/**
+ * The single source of truth of whether a device belongs to the fleet: only
+ * an `active` device authenticates, is targeted, and is on the peer allow-list.
+ * `blocked` can be undone; `retired` is permanent.
+ */
+export type DeviceStatus = 'active' | 'blocked' | 'retired'
+
+export const DEVICE_STATUSES: readonly DeviceStatus[] = ['active', 'blocked', 'retired']
 
 export interface DeviceRecord {
   id: string
@@ -62,6 +69,10 @@ export interface DeviceRecord {
   site: string
   groups: string[]
   status: DeviceStatus
+  /** When, by whom and why the status last changed (block, unblock, retire). */
+  statusChangedAt?: string
+  statusChangedBy?: string
+  statusReason?: string
   enrolledAt: string
   lastSeenAt?: string
   lastAddress?: string
@@ -107,7 +118,11 @@ export interface OperatorToken {
   /** SHA-256 of the secret, hex. */
   hash: string
   createdAt: string
+  /** Who created it (the bootstrap token: `bootstrap`). */
+  createdBy?: string
+  expiresAt?: string
   revokedAt?: string
+  revokedBy?: string
 }
 
 export interface EnrollmentToken {
@@ -120,6 +135,30 @@ export interface EnrollmentToken {
   site?: string
   groups?: string[]
   createdBy: string
+  revokedAt?: string
+}
+
+/** One operator change, as the audit log keeps it. */
+export interface AuditEntry {
+  id: string
+  /** ISO time the change was answered. */
+  at: string
+  /** The operator token's name. */
+  actor: string
+  tokenId: string
+  role: OperatorRole
+  method: string
+  /** The request path as sent, and the route it matched. */
+  path: string
+  route: string
+  /** Ids the change concerned: path parameters and the id of what it created. */
+  targetIds: string[]
+  /** The request's fields, secrets removed and long values cut. */
+  summary: Record<string, unknown>
+  status: number
+  /** The client's address as the coordinator saw it. */
+  address: string
+  userAgent?: string
 }
 
 export type OperatorEventType = 'status' | 'task' | 'device'
@@ -150,6 +189,7 @@ export interface Collections {
   operatorTokens: OperatorToken
   enrollmentTokens: EnrollmentToken
   credentials: CredentialRecord
+  audit: AuditEntry
   meta: unknown
   /** The operators' event journal: a bounded ring keyed by the zero-padded event id. */
   events: OperatorEvent
@@ -166,6 +206,10 @@ export interface RangeOptions {
   limit?: number
   /** Start after this key (for paging). */
   after?: string
+  /** Only keys at or above this one. */
+  gte?: string
+  /** Only keys below this one. */
+  lt?: string
   reverse?: boolean
 }
 

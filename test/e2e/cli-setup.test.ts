@@ -90,12 +90,12 @@ test('install-service enrolls, writes a unit without secrets, and enables it thr
     const { token } = await coordinator.api.post('/v1/enrollment-tokens', {})
     const result = await cli([
       'agent', 'install-service', '--data', join(work, 'agent'), '--coordinator', coordinator.url, '--enroll-token', token,
-      '--site', 'lab', '--unit-dir', join(work, 'units')
+      '--site', 'lab', '--unit-dir', join(work, 'units'), '--insecure-http'
     ], { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}` })
     t.is(result.code, 0, result.stderr)
     t.regex(result.stdout, /enrolled as dev-/)
     const unit = await readFile(join(work, 'units', 'meshdeploy-agent.service'), 'utf8')
-    t.regex(unit, new RegExp(`ExecStart=\\S+ \\S+meshdeploy.js agent start --data ${join(work, 'agent')}`))
+    t.regex(unit, new RegExp(`ExecStart=\\S+ \\S+meshdeploy.js agent start --data ${join(work, 'agent')} --insecure-http`))
     t.false(unit.includes(token), 'the unit holds no enrollment secret')
     t.regex(unit, /Restart=on-failure/)
     t.deepEqual((await readFile(calls, 'utf8')).trim().split('\n'), ['daemon-reload', 'enable --now meshdeploy-agent.service'])

@@ -1,22 +1,8 @@
 import test from 'ava'
-import { execFile } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
-import { BIN, startAgentProcess, startCoordinatorProcess } from '../helpers/processes.js'
-
-const exec = promisify(execFile)
-
-async function cli (args: string[], env: Record<string, string>): Promise<{ code: number, stdout: string, stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, timeout: 120_000 })
-    return { code: 0, stdout, stderr }
-  } catch (error) {
-    const failed = error as { code: number, stdout: string, stderr: string }
-    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr }
-  }
-}
+import { runCli as cli, startAgentProcess, startCoordinatorProcess } from '../helpers/processes.js'
 
 test('an operator deploys with the CLI alone, and scripts can rely on its exit codes', async t => {
   const coordinator = await startCoordinatorProcess()

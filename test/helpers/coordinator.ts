@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import supertest from 'supertest'
 import type Koa from 'koa'
 import { createApp } from '../../coordinator/http/app.js'
+import type { HttpLimitsInit } from '../../coordinator/http/request-limits.js'
 import { openServices, type Services } from '../../coordinator/services.js'
 import { silentLogger } from '../../protocol/logger.js'
 import { generateKeyPair, toHex, type Ed25519KeyPair } from '../../protocol/index.js'
@@ -21,6 +22,7 @@ export interface TestCoordinatorInit {
   maxPackageBytes?: number
   chunkSizeBytes?: number
   now?: () => number
+  limits?: HttpLimitsInit
 }
 
 /** A coordinator in this process on a temporary folder, driven through app.callback() (no port). */
@@ -33,7 +35,7 @@ export async function openTestCoordinator (init: TestCoordinatorInit = {}): Prom
     chunkSizeBytes: init.chunkSizeBytes ?? 64 * 1024,
     ...(init.now !== undefined ? { now: init.now } : {})
   })
-  const app = createApp(services)
+  const app = createApp(services, init.limits !== undefined ? { limits: init.limits } : {})
   const adminToken = services.bootstrapAdminToken ?? ''
   return {
     dataDir,

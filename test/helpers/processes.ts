@@ -1,11 +1,13 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { createWriteStream } from 'node:fs'
 import { mkdir, mkdtemp, readFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
+import { promisify } from 'node:util'
 import { ApiClient } from '../../coordinator/cli/api-client.js'
+import type { TlsTrust } from '../../protocol/index.js'
 
 export const BIN = resolve(import.meta.dirname, '../../bin/meshdeploy.js')
 
@@ -76,7 +78,7 @@ export interface CoordinatorProcess extends ManagedProcess {
   api: ApiClient
 }
 
-export async function startCoordinatorProcess (options: { dataDir?: string, port?: number, chunkSizeKiB?: number, host?: string, prefix?: string[], extraArgs?: string[] } = {}): Promise<CoordinatorProcess> {
+export async function startCoordinatorProcess (options: { dataDir?: string, port?: number, chunkSizeKiB?: number, host?: string, prefix?: string[], extraArgs?: string[], apiTls?: TlsTrust } = {}): Promise<CoordinatorProcess> {
   const dataDir = options.dataDir ?? await mkdtemp(join(tmpdir(), 'md-e2e-coordinator-'))
   const args = ['coordinator', 'start', '--data', dataDir, '--port', String(options.port ?? 0), '--host', options.host ?? '127.0.0.1', '--log-level', 'info']
   if (options.chunkSizeKiB !== undefined) args.push('--chunk-size-kib', String(options.chunkSizeKiB))
@@ -84,7 +86,7 @@ export async function startCoordinatorProcess (options: { dataDir?: string, port
   const managed = await startMeshdeploy(args, join(dataDir, '..', `${dataDir.split('/').pop()}.log`), 'coordinator-started', options.prefix !== undefined ? { prefix: options.prefix } : {})
   const adminToken = (await readFile(join(dataDir, 'admin-token'), 'utf8')).trim()
   const url = managed.event.url as string
-  return { ...managed, url, dataDir, adminToken, api: new ApiClient({ url, token: adminToken }) }
+  return { ...managed, url, dataDir, adminToken, api: new ApiClient({ url, token: adminToken, ...(options.apiTls !== undefined ? { tls: options.apiTls } : {}) }) }
 }
 
 export interface AgentProcess extends ManagedProcess {
@@ -109,6 +111,7 @@ export async function startAgentProcess (options: AgentOptions): Promise<AgentPr
   const installRoot = join(dataDir, 'root')
   await mkdir(installRoot, { recursive: true })
   const args = ['agent', 'start', '--data', dataDir, '--coordinator', options.coordinatorUrl, '--hostname', options.hostname, '--install-root', installRoot, '--log-level', 'info']
+  if (options.coordinatorUrl.startsWith('http:')) args.push('--insecure-http')
   if (options.enrollToken !== undefined) args.push('--enroll-token', options.enrollToken)
   if (options.site !== undefined) args.push('--site', options.site)
   if (options.groups !== undefined) args.push('--groups', options.groups.join(','))
@@ -130,5 +133,18 @@ export async function waitFor<T> (check: () => Promise<T | undefined>, what: str
     }
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last !== undefined ? `: ${(last as Error).message}` : ''}`)
     await new Promise(resolve => setTimeout(resolve, intervalMs))
+  }
+}
+
+const exec = promisify(execFile)
+
+/** Runs a `meshdeploy` command to its end: its exit code and output. */
+export async function runCli (args: string[], env: Record<string, string>): Promise<{ code: number, stdout: string, stderr: string }> {
+  try {
+    const { stdout, stderr } = await exec(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, timeout: 120_000 })
+    return { code: 0, stdout, stderr }
+  } catch (error) {
+    const failed = error as { code: number, stdout: string, stderr: string }
+    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr }
   }
 }

@@ -13,8 +13,8 @@ export function deviceCommand (): Command {
         const { devices } = await client.get('/v1/devices')
         client.close()
         if (options.json === true) return printJson(devices)
-        print(table(['ID', 'HOST', 'SITE', 'GROUPS', 'PLATFORM', 'ONLINE', 'LAST CONTACT'], devices.map((d: any) => [
-          d.id, d.hostname, d.site, d.groups.join(',') || '-', `${d.platform}/${d.arch}`, d.online ? 'yes' : 'no', d.lastSeenAt
+        print(table(['ID', 'HOST', 'SITE', 'GROUPS', 'PLATFORM', 'STATUS', 'ONLINE', 'LAST CONTACT'], devices.map((d: any) => [
+          d.id, d.hostname, d.site, d.groups.join(',') || '-', `${d.platform}/${d.arch}`, d.status, d.online ? 'yes' : 'no', d.lastSeenAt
         ])))
       })
     })
@@ -27,9 +27,29 @@ export function deviceCommand (): Command {
         const view = await client.get(`/v1/devices/${id}`)
         client.close()
         if (options.json === true) return printJson(view)
-        print(`${view.id}  ${view.hostname}\n  site ${view.site}, groups ${view.groups.join(',') || '-'}, ${view.platform}/${view.arch}, ${view.online ? 'online' : 'offline'}, last contact ${view.lastSeenAt ?? 'never'}\n  peer id ${view.peerId}\n`)
+        const statusLine = view.status === 'active' ? 'active' : `${view.status} since ${view.statusChangedAt} by ${view.statusChangedBy}${view.statusReason !== undefined ? ` (${view.statusReason})` : ''}`
+        print(`${view.id}  ${view.hostname}\n  site ${view.site}, groups ${view.groups.join(',') || '-'}, ${view.platform}/${view.arch}, ${view.online ? 'online' : 'offline'}, last contact ${view.lastSeenAt ?? 'never'}\n  status ${statusLine}\n  peer id ${view.peerId}\n`)
         print(table(['TASK', 'NAME', 'STATE', 'ATTEMPT', 'EXIT', 'UPDATED', 'MESSAGE'], view.tasks.map((t: any) => [t.taskId, t.taskName, t.state, t.attempt, t.exitCode, t.updatedAt, t.message?.slice(0, 60)])))
       })
     })
+  const changes: Array<[string, string]> = [
+    ['block', 'block a device: its credential fails at once, it leaves every target and the peer allow-list (undo with unblock)'],
+    ['unblock', 'unblock a blocked device'],
+    ['retire', 'retire a device for good: its credential fails from now on, it leaves every target and the peer allow-list']
+  ]
+  for (const [action, description] of changes) {
+    withApiOptions(device.command(`${action} <id>`))
+      .description(description)
+      .option('--reason <text>', 'why, kept on the device and in the audit log')
+      .action(async (id: string, options) => {
+        await run(async () => {
+          const client = clientFrom(options)
+          const view = await client.post(`/v1/devices/${encodeURIComponent(id)}/${action}`, options.reason !== undefined ? { reason: options.reason } : {})
+          client.close()
+          if (options.json === true) return printJson(view)
+          print(`device ${view.id} (${view.hostname}) is ${view.status}`)
+        })
+      })
+  }
   return device
 }

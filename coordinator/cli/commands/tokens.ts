@@ -22,6 +22,7 @@ export function enrollmentTokenCommand (): Command {
         const created = await client.post('/v1/enrollment-tokens', body)
         client.close()
         if (options.json === true) return printJson(created)
+        process.stderr.write(`created enrollment token ${created.id}: expires ${created.expiresAt}, ${created.maxUses ?? 'unlimited'} use(s)${created.site !== undefined ? `, site ${created.site}` : ''}${created.groups !== undefined ? `, groups ${created.groups.join(',')}` : ''}\n`)
         print(created.token)
       })
     })
@@ -34,7 +35,21 @@ export function enrollmentTokenCommand (): Command {
         const { enrollmentTokens } = await client.get('/v1/enrollment-tokens')
         client.close()
         if (options.json === true) return printJson(enrollmentTokens)
-        print(table(['ID', 'CREATED', 'EXPIRES', 'USES', 'MAX', 'SITE', 'GROUPS'], enrollmentTokens.map((t: any) => [t.id, t.createdAt, t.expiresAt, t.uses, t.maxUses, t.site, t.groups?.join(',')])))
+        print(table(['ID', 'ACTIVE', 'CREATED', 'EXPIRES', 'USES', 'MAX', 'SITE', 'GROUPS', 'REVOKED'], enrollmentTokens.map((t: any) => [
+          t.id, t.active ? 'yes' : 'no', t.createdAt, t.expiresAt, t.uses, t.maxUses, t.site, t.groups?.join(','), t.revokedAt
+        ])))
+      })
+    })
+
+  withApiOptions(command.command('revoke <id>'))
+    .description('revoke an enrollment token: no device enrolls with it any more')
+    .action(async (id: string, options) => {
+      await run(async () => {
+        const client = clientFrom(options)
+        const revoked = await client.post(`/v1/enrollment-tokens/${encodeURIComponent(id)}/revoke`)
+        client.close()
+        if (options.json === true) return printJson(revoked)
+        print(`enrollment token ${revoked.id} is revoked`)
       })
     })
   return command

@@ -126,7 +126,8 @@ export class LiveEvents {
           return
         }
         if (!response.ok || response.body === null) {
-          if (response.status < 500) {
+          // Refusals another attempt cannot change; 429 and 5xx are tried again.
+          if (response.status < 500 && response.status !== 429) {
             this.setState('unavailable')
             return
           }

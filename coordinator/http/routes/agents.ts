@@ -50,7 +50,8 @@ export const agentRoutes: RouteModule = (routes, services) => {
       site: device.site,
       groups: device.groups,
       coordinatorPublicKey: toHex(services.key.publicKey),
-      coordinatorKeyId: services.key.keyId
+      coordinatorKeyId: services.key.keyId,
+      coordinatorKeySequence: services.keyring.sequence
     }
   })
 

@@ -1,7 +1,8 @@
 import busboy from 'busboy'
 import type { Readable } from 'node:stream'
 import { z } from 'zod'
-import { ApiError, PayloadTooLargeError, UnsupportedMediaTypeError, ValidationError } from '../../errors.js'
+import { ApiError, PayloadTooLargeError, RequestTimeoutError, UnsupportedMediaTypeError, ValidationError } from '../../errors.js'
+import { DEFAULT_BODY_IDLE_TIMEOUT_MS } from '../request-limits.js'
 import { packageMetadataSchema, summarizePackage, type PackageMetadata, type PackageUpload } from '../../packages/service.js'
 import type { Services } from '../../services.js'
 import type { CoordinatorContext, RouteModule } from '../context.js'
@@ -31,15 +32,27 @@ async function receiveUpload (ctx: CoordinatorContext, services: Services, uploa
     }
     let failed = false
     let file: Readable | undefined
+    // An upload may be slow, but it may not stall: the clock restarts with every piece that arrives.
+    const idleTimeoutMs = ctx.state.limits?.bodyIdleTimeoutMs ?? DEFAULT_BODY_IDLE_TIMEOUT_MS
+    let idle: NodeJS.Timeout | undefined
+    const arm = (): void => {
+      clearTimeout(idle)
+      idle = setTimeout(() => { fail(new RequestTimeoutError(`the upload stalled for more than ${idleTimeoutMs} ms`)) }, idleTimeoutMs)
+    }
     const fail = (error: unknown): void => {
       if (failed) return
       failed = true
+      clearTimeout(idle)
+      ctx.req.off('data', arm)
       ctx.req.unpipe(parser)
       ctx.set('Connection', 'close')
       // Stop the chunker and let it settle, so the clean-up sees every chunk it stored.
       file?.destroy(error as Error)
       void Promise.allSettled([ingest]).then(() => { reject(error) })
     }
+    ctx.req.on('data', arm)
+    ctx.req.once('end', () => { clearTimeout(idle) })
+    arm()
     parser.on('field', (name, value, info) => {
       if (name !== 'metadata') return fail(new ValidationError(`unexpected field ${JSON.stringify(name)}; only metadata and file are accepted`))
       if (info.valueTruncated) return fail(new PayloadTooLargeError('the metadata field is larger than 64 KiB'))
@@ -59,11 +72,12 @@ async function receiveUpload (ctx: CoordinatorContext, services: Services, uploa
       ingest = upload.ingest(stream, info.filename ?? 'package')
       ingest.catch(fail)
     })
-    parser.on('filesLimit', () => { fail(new ValidationError('only one file part is accepted')) })
-    parser.on('fieldsLimit', () => { fail(new ValidationError('too many fields')) })
-    parser.on('partsLimit', () => { fail(new ValidationError('too many parts')) })
+    parser.on('filesLimit', () => { fail(new ApiError(400, 'too-many-parts', 'only one file part is accepted')) })
+    parser.on('fieldsLimit', () => { fail(new ApiError(400, 'too-many-parts', 'too many fields')) })
+    parser.on('partsLimit', () => { fail(new ApiError(400, 'too-many-parts', 'too many parts')) })
     parser.on('error', error => { fail(new ValidationError(`malformed multipart body: ${(error as Error).message}`)) })
     parser.on('close', () => {
+      clearTimeout(idle)
       if (ingest === undefined) {
         resolve()
         return
