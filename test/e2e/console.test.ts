@@ -18,7 +18,7 @@ const CHROMIUM_ARGS = [
 const available = existsSync(CHROMIUM)
 const inCi = process.env.CI === 'true'
 if (!available) {
-  process.stderr.write(`\n  the web console's browser test is SKIPPED: ${CHROMIUM} is not installed (apt-get install -y chromium)${inCi ? '; in CI this is a failure' : ''}\n\n`)
+  process.stderr.write(`\n  the web console's browser test ${inCi ? 'FAILS' : 'is SKIPPED'}: ${CHROMIUM} is not installed (apt-get install -y chromium)\n\n`)
 }
 
 const title = 'the web console in Chromium: sign in, upload a package, create a task through the form, watch it succeed live, open the device'

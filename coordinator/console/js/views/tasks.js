@@ -9,6 +9,8 @@ import { countsList, errorBox, heading, loading, progressBar, stateBadge } from 
 
 /** Refreshes at most this often, however many events arrive. */
 const REFRESH_SPACING_MS = 700
+/** More tasks changed than this since the last refresh: the whole list is read instead. */
+const MAX_SINGLE_READS = 10
 
 /** @param {any} task */
 function taskRow (task) {
@@ -32,31 +34,60 @@ export async function renderTasks (context) {
   const mayCreate = permits(await api.openapi().catch(() => undefined), 'post', '/v1/tasks', api.identity?.role)
   replace(main, heading(t('tasks.title'), mayCreate ? h('a', { class: 'button primary', href: '#/tasks/new' }, t('tasks.new')) : null), summary, list)
 
+  /** @type {any[]} */
+  let tasks = []
+  const draw = () => {
+    const saved = tasks.reduce((sum, task) => sum + task.progress.bytesFromPeers, 0)
+    const origin = tasks.reduce((sum, task) => sum + task.progress.bytesFromOrigin, 0)
+    replace(summary,
+      h('div', { class: 'stat' }, h('span', { class: 'stat-value' }, String(tasks.filter(task => task.status === 'active').length)), h('span', { class: 'stat-label' }, t('tasks.activeTasks'))),
+      h('div', { class: 'stat' }, h('span', { class: 'stat-value', 'data-stat': 'saved' }, formatBytes(saved)), h('span', { class: 'stat-label' }, t('tasks.savedOnWan'))),
+      h('div', { class: 'stat' }, h('span', { class: 'stat-value' }, formatBytes(origin)), h('span', { class: 'stat-label' }, t('tasks.fromOrigin'))))
+    replace(list, table({
+      caption: t('tasks.caption'),
+      captionHidden: true,
+      columns: [t('tasks.name'), t('tasks.package'), t('tasks.status'), t('tasks.progress'), t('tasks.devices'), { label: t('tasks.savedOnWan'), className: 'num' }, { label: t('tasks.fromOrigin'), className: 'num' }, t('tasks.created')],
+      rows: tasks.map(taskRow),
+      empty: t('tasks.empty')
+    }))
+  }
+  const loadAll = async () => {
+    ({ tasks } = await api.get('/v1/tasks'))
+  }
+
+  // Device reports touch one task each: those tasks are read again, the list only when tasks come or go.
+  /** @type {Set<string>} */
+  const changed = new Set()
+  let everything = true
   const load = async () => {
+    const ids = [...changed]
+    const whole = everything || ids.length > MAX_SINGLE_READS || ids.some(id => !tasks.some(task => task.id === id))
+    changed.clear()
+    everything = false
     try {
-      const { tasks } = await api.get('/v1/tasks')
-      const saved = tasks.reduce((/** @type {number} */ sum, /** @type {any} */ task) => sum + task.progress.bytesFromPeers, 0)
-      const origin = tasks.reduce((/** @type {number} */ sum, /** @type {any} */ task) => sum + task.progress.bytesFromOrigin, 0)
-      replace(summary,
-        h('div', { class: 'stat' }, h('span', { class: 'stat-value' }, String(tasks.filter((/** @type {any} */ task) => task.status === 'active').length)), h('span', { class: 'stat-label' }, t('tasks.activeTasks'))),
-        h('div', { class: 'stat' }, h('span', { class: 'stat-value', 'data-stat': 'saved' }, formatBytes(saved)), h('span', { class: 'stat-label' }, t('tasks.savedOnWan'))),
-        h('div', { class: 'stat' }, h('span', { class: 'stat-value' }, formatBytes(origin)), h('span', { class: 'stat-label' }, t('tasks.fromOrigin'))))
-      replace(list, table({
-        caption: t('tasks.caption'),
-        captionHidden: true,
-        columns: [t('tasks.name'), t('tasks.package'), t('tasks.status'), t('tasks.progress'), t('tasks.devices'), { label: t('tasks.savedOnWan'), className: 'num' }, { label: t('tasks.fromOrigin'), className: 'num' }, t('tasks.created')],
-        rows: tasks.map(taskRow),
-        empty: t('tasks.empty')
-      }))
+      if (whole) {
+        await loadAll()
+      } else {
+        const views = await Promise.all(ids.map(id => api.get(`/v1/tasks/${encodeURIComponent(id)}`)))
+        tasks = tasks.map(task => views.find(view => view.id === task.id) ?? task)
+      }
+      draw()
     } catch (error) {
+      everything = true
       replace(list, errorBox(error))
     }
   }
   const refresh = throttled(load, REFRESH_SPACING_MS)
-  const stopEvents = live.subscribe(event => { if (event.type === 'status' || event.type === 'task') refresh() })
-  const stopReset = live.onReset(refresh)
+  const stopEvents = live.subscribe(event => {
+    if (event.type === 'status' && event.taskId !== undefined) changed.add(event.taskId)
+    else if (event.type === 'task') everything = true
+    else return
+    refresh()
+  })
+  const readAll = () => { everything = true; refresh() }
+  const stopReset = live.onReset(readAll)
   // Coming back after a cut: what changed meanwhile was replayed, but a fresh read costs little.
-  const stopState = live.onState(state => { if (state === 'live') refresh() })
+  const stopState = live.onState(state => { if (state === 'live') readAll() })
   await load()
   return () => {
     stopEvents()
