@@ -66,7 +66,12 @@ test('the console loads nothing from elsewhere and never turns text into markup'
 
 test('every catalogue has every message, and every message the console asks for exists', async t => {
   const catalogues: Record<string, Record<string, unknown>> = {}
-  for (const file of await readdir(join(folder, 'i18n'))) catalogues[file.replace('.json', '')] = JSON.parse(await readFile(join(folder, 'i18n', file), 'utf8'))
+  for (const file of await readdir(join(folder, 'i18n'))) {
+    const text = await readFile(join(folder, 'i18n', file), 'utf8')
+    catalogues[file.replace('.json', '')] = JSON.parse(text)
+    const keys = [...text.matchAll(/^\s*"([^"]+)":/gm)].map(match => match[1])
+    t.deepEqual(keys.filter((key, index) => keys.indexOf(key) !== index), [], `${file} names each message once`)
+  }
   t.deepEqual(Object.keys(catalogues).sort(), ['de', 'en', 'ja', 'zh'])
   const keys = Object.keys(catalogues.en).sort()
   for (const [language, catalogue] of Object.entries(catalogues)) {
