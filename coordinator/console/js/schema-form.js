@@ -35,8 +35,10 @@ export function describeField (scope, path, schema) {
   const labelKey = `field.${scope}.${generic}`
   const helpKey = `help.${scope}.${generic}`
   const name = generic.split('.').pop() ?? generic
+  // Names that mean the same everywhere (a reason, a comment) share one message.
+  const commonKey = `field.common.${name}`
   return {
-    label: has(labelKey) ? t(labelKey) : (schema?.title ?? humanize(name)),
+    label: has(labelKey) ? t(labelKey) : has(commonKey) ? t(commonKey) : (schema?.title ?? humanize(name)),
     help: has(helpKey) ? t(helpKey) : schema?.description
   }
 }

@@ -115,7 +115,7 @@ export function actionButtons (options) {
     if (options.skip?.includes(action.name) || options.applies?.(action.name) === false) continue
     if (!permits(options.document, 'post', action.path, options.api.identity?.role)) continue
     const label = actionLabel(action.name)
-    const danger = action.name === 'cancel'
+    const danger = ['cancel', 'block', 'retire'].includes(action.name)
     buttons.push(h('button', {
       type: 'button',
       class: danger ? 'danger' : 'secondary',

@@ -6,6 +6,20 @@ import { throttled } from '../live.js'
 import { actionButtons, editButton, errorBox, heading, loading, propertyList, stateBadge } from './common.js'
 import { onlineBadge } from './devices.js'
 
+/**
+ * Whether a lifecycle action the API offers makes sense for the device as it
+ * is; actions not named here are always offered.
+ * @param {string} name @param {any} device
+ */
+function actionApplies (name, device) {
+  switch (name) {
+    case 'block': return device.status === 'active'
+    case 'unblock': return device.status === 'blocked'
+    case 'retire': return device.status !== 'retired'
+    default: return true
+  }
+}
+
 /** @param {import('../main.js').ViewContext} context */
 export async function renderDeviceDetail (context) {
   const { main, api, live, params } = context
@@ -35,6 +49,7 @@ export async function renderDeviceDetail (context) {
         document,
         base: '/v1/devices',
         id,
+        applies: name => actionApplies(name, device),
         announce: context.announce,
         onDone: name => {
           if (name === 'delete') context.navigate('#/devices')
