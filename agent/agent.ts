@@ -15,7 +15,9 @@ import { Outbox } from './outbox.js'
 import { OriginSource } from './download/origin-source.js'
 import { downloadPackage, type PackageFetcher } from './download/downloader.js'
 import { AgentStore, type LocalTask } from './state/store.js'
-import { TaskRunner } from './tasks/runner.js'
+import { TaskRunner, type WithdrawReason } from './tasks/runner.js'
+import { VpnDetector, type InterfaceLister } from './vpn.js'
+import { systemBootId, type BootIdentity } from './boot.js'
 
 export const AGENT_VERSION = '0.1.0'
 
@@ -41,6 +43,20 @@ export interface AgentInit {
   tls?: TlsTrust
   /** Accept an http:// coordinator URL. @default false */
   allowInsecureHttp?: boolean
+  /** Root for dpkg and rpm: '/' for the system or a private root (dpkg --root). @default installRoot */
+  packageRoot?: string
+  /** Name prefixes of VPN interfaces. @default DEFAULT_VPN_INTERFACE_PREFIXES */
+  vpnInterfacePrefixes?: string[]
+  /** Lists the interfaces that are up. @default os.networkInterfaces */
+  listInterfaces?: InterfaceLister
+  /** How often a task deferred by a VPN looks again. @default 15000 */
+  vpnCheckIntervalMs?: number
+  /** Reboots this device; gets the plan in MESHDEPLOY_REBOOT_* variables. @default the system's shutdown */
+  rebootCommand?: string[]
+  /** Wait after an installer asked to retry soon (1618). @default 5 minutes */
+  retrySoonMs?: number
+  /** Identifies this boot, to notice that a pending reboot happened. @default the system's boot id */
+  bootId?: BootIdentity
   now?: () => number
 }
 
@@ -48,6 +64,7 @@ interface Running {
   controller: AbortController
   runner: TaskRunner
   revision: number
+  manifest: Manifest
   done: Promise<void>
 }
 
@@ -75,7 +92,10 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly init: AgentInit
   private readonly now: () => number
   private readonly running = new Map<string, Running>()
-  private readonly retryTimers = new Map<string, NodeJS.Timeout>()
+  private readonly retryTimers = new Map<string, { timer: NodeJS.Timeout, manifest: Manifest }>()
+  private readonly vpn: VpnDetector
+  /** Tasks the coordinator holds (paused or deleted): what runs finishes, nothing new starts, no retry. */
+  private readonly held = new Set<string>()
   private readonly stopController = new AbortController()
   private loop?: Promise<void>
   private lastAnswer?: AssignmentAnswer
@@ -101,6 +121,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.now = init.now ?? Date.now
     this.outbox = new Outbox({ store, client, identity, logger: this.logger, now: this.now })
     this.origin = new OriginSource(client)
+    this.vpn = new VpnDetector({
+      ...(init.vpnInterfacePrefixes !== undefined ? { prefixes: init.vpnInterfacePrefixes } : {}),
+      ...(init.listInterfaces !== undefined ? { listInterfaces: init.listInterfaces } : {}),
+      ...(init.vpnCheckIntervalMs !== undefined ? { checkIntervalMs: init.vpnCheckIntervalMs } : {})
+    })
   }
 
   /** Opens the data folder (refusing one in use), enrolls if needed, and starts working. */
@@ -130,12 +155,23 @@ export class Agent extends EventEmitter<AgentEvents> {
       await cache.open()
       const agent = new Agent(init, identity, client, store, cache)
       agent.logger.info({ enrolled, site: identity.site, peerId: identity.peerId }, enrolled ? 'enrolled' : 'identity loaded')
+      await agent.confirmReboots()
       agent.loop = agent.assignmentLoop()
       agent.outbox.flushSoon()
       return agent
     } catch (error) {
       await store.close()
       throw error
+    }
+  }
+
+  /** Tasks that waited for a reboot are done once the device has restarted. */
+  private async confirmReboots (): Promise<void> {
+    const bootId = await (this.init.bootId ?? systemBootId)()
+    for (const task of await this.store.listTasks()) {
+      if (task.state !== 'succeeded-reboot-pending' || task.bootId === undefined || task.bootId === bootId) continue
+      const { bootId: _previous, ...rest } = task
+      await this.outbox.record(rest, { state: 'succeeded', bytesTotal: 0, bytesDone: 0, bytesFromPeers: task.bytesFromPeers, bytesFromOrigin: task.bytesFromOrigin, exitCode: task.exitCode ?? null, message: 'the device has restarted since the install: the reboot is done' })
     }
   }
 
@@ -226,22 +262,36 @@ export class Agent extends EventEmitter<AgentEvents> {
         await this.refuse(assignment.taskId, error)
         continue
       }
-      await this.consider(manifest, assignment.manifest)
+      await this.consider(manifest, assignment.manifest, assignment.mode)
     }
     for (const [taskId, running] of this.running) {
       if (listed.has(taskId) || running.runner.installing) continue
-      this.logger.info({ taskId }, 'task withdrawn by the coordinator')
-      running.controller.abort()
+      const reason = this.withdrawReason(running.manifest)
+      this.logger.info({ taskId, reason }, 'task withdrawn by the coordinator')
+      running.controller.abort(reason)
     }
-    for (const [taskId, timer] of this.retryTimers) {
+    for (const [taskId, { timer, manifest }] of this.retryTimers) {
       if (listed.has(taskId)) continue
       clearTimeout(timer)
       this.retryTimers.delete(taskId)
       const task = await this.store.getTask(taskId)
       if (task !== undefined && !SETTLED_STATES.has(task.state) && task.final !== true) {
-        await this.outbox.record({ ...task }, { state: 'cancelled', bytesTotal: 0, bytesDone: 0, bytesFromPeers: task.bytesFromPeers, bytesFromOrigin: task.bytesFromOrigin, message: 'the task was withdrawn' })
+        const expired = this.withdrawReason(manifest) === 'expired'
+        await this.outbox.record({ ...task }, {
+          state: expired ? 'expired' : 'cancelled',
+          bytesTotal: 0,
+          bytesDone: 0,
+          bytesFromPeers: task.bytesFromPeers,
+          bytesFromOrigin: task.bytesFromOrigin,
+          message: expired ? `the task's validity ended at ${manifest.expiresAt}` : 'the task was withdrawn'
+        })
       }
     }
+  }
+
+  /** A task the coordinator no longer lists ended by its validity, or was cancelled or taken from this device. */
+  private withdrawReason (manifest: Manifest): WithdrawReason {
+    return Date.parse(manifest.expiresAt) <= this.now() ? 'expired' : 'cancelled'
   }
 
   /** Reports a manifest the agent will not act on, and keeps its state as it was. */
@@ -260,7 +310,13 @@ export class Agent extends EventEmitter<AgentEvents> {
     await this.store.putTask({ ...base, seq: updated.seq, message })
   }
 
-  private async consider (manifest: Manifest, envelope: SignedEnvelope): Promise<void> {
+  /**
+   * Acts on a verified manifest. A new revision starts afresh but keeps the
+   * attempt counter, unless the task was re-run for failed devices. In
+   * `finish` mode (the task is paused or deleted) only work already under
+   * way goes on.
+   */
+  private async consider (manifest: Manifest, envelope: SignedEnvelope, mode?: 'finish'): Promise<void> {
     let existing = await this.store.getTask(manifest.taskId)
     if (existing !== undefined && existing.revision > manifest.revision) {
       await this.refuse(manifest.taskId, new StaleRevisionError(existing.revision, manifest.revision))
@@ -279,24 +335,42 @@ export class Agent extends EventEmitter<AgentEvents> {
       }
     }
     const running = this.running.get(manifest.taskId)
+    if (mode === 'finish') this.held.add(manifest.taskId)
+    else this.held.delete(manifest.taskId)
+    if (mode === 'finish') {
+      if (running !== undefined && !running.runner.busy) running.controller.abort('held' satisfies WithdrawReason)
+      const retry = this.retryTimers.get(manifest.taskId)
+      if (retry !== undefined) {
+        clearTimeout(retry.timer)
+        this.retryTimers.delete(manifest.taskId)
+      }
+      return
+    }
     if (running !== undefined) {
       if (running.revision === manifest.revision || running.runner.installing) return
-      running.controller.abort()
+      running.controller.abort('held' satisfies WithdrawReason)
       await running.done
     }
     let task: LocalTask
     if (existing?.manifest === undefined || existing.revision < manifest.revision) {
+      const rerun = manifest.rerun > (existing?.rerun ?? 0)
       task = {
         taskId: manifest.taskId,
         revision: manifest.revision,
         manifest: envelope,
         state: 'pending',
         attempt: 0,
-        failures: 0,
+        failures: rerun ? 0 : existing?.failures ?? 0,
+        rerun: manifest.rerun,
         seq: existing?.seq ?? 0,
         bytesFromPeers: 0,
         bytesFromOrigin: 0,
         updatedAt: this.now()
+      }
+      const previousTimer = this.retryTimers.get(manifest.taskId)
+      if (previousTimer !== undefined) {
+        clearTimeout(previousTimer.timer)
+        this.retryTimers.delete(manifest.taskId)
       }
       await this.store.putTask(task)
     } else {
@@ -313,14 +387,14 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   private scheduleRetry (manifest: Manifest, task: LocalTask, waitMs: number): void {
     if (this.retryTimers.has(task.taskId)) return
-    const timer = setTimeout(() => {
+    const timer: NodeJS.Timeout = setTimeout(() => {
       this.retryTimers.delete(task.taskId)
       void this.store.getTask(task.taskId).then(current => {
-        if (current !== undefined && current.revision === manifest.revision && !this.stopController.signal.aborted) this.launch(manifest, current)
+        if (current !== undefined && current.revision === manifest.revision && !this.held.has(task.taskId) && !this.stopController.signal.aborted) this.launch(manifest, current)
       })
     }, Math.min(waitMs, 2 ** 31 - 1))
     timer.unref()
-    this.retryTimers.set(task.taskId, timer)
+    this.retryTimers.set(task.taskId, { timer, manifest })
   }
 
   private launch (manifest: Manifest, task: LocalTask): void {
@@ -334,13 +408,18 @@ export class Agent extends EventEmitter<AgentEvents> {
       logger: this.logger,
       dataDir: this.dataDir,
       installRoot: this.installRoot,
+      packageRoot: this.init.packageRoot !== undefined ? resolve(this.init.packageRoot) : this.installRoot,
+      vpn: this.vpn,
       now: this.now,
+      ...(this.init.rebootCommand !== undefined ? { rebootCommand: this.init.rebootCommand } : {}),
+      ...(this.init.retrySoonMs !== undefined ? { retrySoonMs: this.init.retrySoonMs } : {}),
+      ...(this.init.bootId !== undefined ? { bootId: this.init.bootId } : {}),
       ...(this.init.progressIntervalMs !== undefined ? { progressIntervalMs: this.init.progressIntervalMs } : {})
     }, task, manifest, controller.signal, this.stopController.signal)
     const done = runner.run().then(result => {
       this.emit('state', result.taskId, result.state)
       this.logger.info({ taskId: result.taskId, state: result.state, attempt: result.attempt }, 'task attempt ended')
-      if (result.retryAt !== undefined && result.final !== true && !this.stopController.signal.aborted) {
+      if (result.retryAt !== undefined && result.final !== true && !this.held.has(result.taskId) && !this.stopController.signal.aborted) {
         this.scheduleRetry(manifest, result, result.retryAt - this.now())
       }
     }, error => {
@@ -350,7 +429,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     }).finally(() => {
       this.running.delete(task.taskId)
     })
-    this.running.set(task.taskId, { controller, runner, revision: manifest.revision, done })
+    this.running.set(task.taskId, { controller, runner, revision: manifest.revision, manifest, done })
   }
 
   /** The last assignments answer, for diagnostics. */
@@ -360,7 +439,7 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   async stop (): Promise<void> {
     this.stopController.abort()
-    for (const timer of this.retryTimers.values()) clearTimeout(timer)
+    for (const { timer } of this.retryTimers.values()) clearTimeout(timer)
     await this.loop
     await Promise.all([...this.running.values()].map(async running => { await running.done }))
     await this.outbox.stop()

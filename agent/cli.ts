@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises'
 import { Command, Option } from 'commander'
-import { normalizeFingerprint, type TlsTrust } from '../protocol/index.js'
+import { normalizeFingerprint, splitRunArgs, type TlsTrust } from '../protocol/index.js'
 import { runAgent } from './main.js'
 
 function list (value: string): string[] {
@@ -36,9 +36,34 @@ async function trustFrom (options: { ca?: string, pinSha256?: string }): Promise
   return tls
 }
 
+/** Runs a command that talks to the coordinator with this device's identity (the agent may be running). */
+async function withDevice (options: { data: string, insecureHttp?: boolean }, body: (client: import('./coordinator-client.js').CoordinatorClient) => Promise<void>): Promise<void> {
+  const dataDir = options.data
+  const { loadIdentity } = await import('./identity.js')
+  const { CoordinatorClient } = await import('./coordinator-client.js')
+  const { describeError } = await import('../protocol/index.js')
+  const identity = await loadIdentity(dataDir).catch(() => undefined)
+  if (identity === undefined) {
+    process.stderr.write(`meshdeploy agent: no enrolled agent in ${dataDir}; start it once with --enroll-token\n`)
+    process.exitCode = 2
+    return
+  }
+  let client: import('./coordinator-client.js').CoordinatorClient | undefined
+  try {
+    client = new CoordinatorClient({ url: identity.coordinatorUrl, credential: identity.credential, tls: identity.tls, allowInsecureHttp: options.insecureHttp === true })
+    await body(client)
+  } catch (error) {
+    const status = (error as { status?: number }).status
+    process.stderr.write(`meshdeploy agent: ${describeError(error)}\n`)
+    process.exitCode = status !== undefined && status < 500 ? 3 : 4
+  } finally {
+    client?.close()
+  }
+}
+
 /** `meshdeploy agent …`: the device side. */
 export function agentCommand (): Command {
-  const agent = new Command('agent').description('run the device agent')
+  const agent = new Command('agent').description('run the device agent; request self-service packages')
   withTrustOptions(agent.command('start'))
     .description('enroll (first start) and run the agent until stopped')
     .requiredOption('--data <dir>', 'data folder: identity, task state, chunk cache')
@@ -48,8 +73,13 @@ export function agentCommand (): Command {
     .option('--groups <a,b>', 'static groups, comma separated', list)
     .option('--hostname <name>', 'name to enroll under (default: the host name)')
     .option('--install-root <dir>', 'folder that absolute install paths are resolved under', '/')
+    .option('--package-root <dir>', 'root dpkg and rpm install under (default: the install root; / for the system)')
     .option('--download-concurrency <n>', 'chunks fetched at once', positiveInteger)
     .option('--clock-skew-seconds <n>', 'tolerated difference between this clock and the coordinator\'s (at most 3600)', positiveInteger)
+    .option('--vpn-interfaces <prefixes>', 'name prefixes of VPN interfaces, comma separated (default tun,tap,wg,ppp,utun,ipsec,cscotun,gpd,fortissl,zt,nordlynx,tailscale)', list)
+    .option('--vpn-check-seconds <n>', 'how often a task deferred by a VPN looks again', positiveInteger)
+    .option('--reboot-command <command>', 'command that reboots this device; it gets MESHDEPLOY_REBOOT_DELAY_SECONDS, MESHDEPLOY_REBOOT_MESSAGE, MESHDEPLOY_REBOOT_FORCE_CLOSE_APPS (default: shutdown -r)', splitRunArgs)
+    .option('--retry-soon-seconds <n>', 'wait after an installer asks to retry soon (exit 1618)', positiveInteger)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .addHelpText('after', '\nExample:\n  meshdeploy agent start --data /var/lib/meshdeploy --coordinator https://deploy.example.org:8650 --enroll-token mde_… --site berlin --ca /etc/meshdeploy/ca.pem')
     .action(async options => {
@@ -83,7 +113,68 @@ export function agentCommand (): Command {
         ...(options.site !== undefined ? { site: options.site } : {}),
         ...(options.groups !== undefined ? { groups: options.groups } : {}),
         ...(options.hostname !== undefined ? { hostname: options.hostname } : {}),
-        ...(options.downloadConcurrency !== undefined ? { downloadConcurrency: options.downloadConcurrency } : {})
+        ...(options.packageRoot !== undefined ? { packageRoot: options.packageRoot } : {}),
+        ...(options.downloadConcurrency !== undefined ? { downloadConcurrency: options.downloadConcurrency } : {}),
+        ...(options.vpnInterfaces !== undefined ? { vpnInterfacePrefixes: options.vpnInterfaces } : {}),
+        ...(options.vpnCheckSeconds !== undefined ? { vpnCheckIntervalMs: options.vpnCheckSeconds * 1000 } : {}),
+        ...(options.rebootCommand !== undefined ? { rebootCommand: options.rebootCommand } : {}),
+        ...(options.retrySoonSeconds !== undefined ? { retrySoonMs: options.retrySoonSeconds * 1000 } : {})
+      })
+    })
+
+  agent.command('request <package>')
+    .description('ask for a self-service package (name, id or id prefix) to be installed on this device')
+    .requiredOption('--data <dir>', 'the agent\'s data folder')
+    .option('--insecure-http', 'the coordinator is on plain http:// (a lab or loopback only)')
+    .option('--user <id>', 'the person asking, as the directory knows them')
+    .option('--reason <text>', 'why, for the approver')
+    .option('--json', 'print JSON')
+    .addHelpText('after', '\nThe request waits for an operator (meshdeploy request approve ID) unless requests are auto-approved;\nthe approval creates an install task for this device.\n\nExample:\n  meshdeploy agent request "7-Zip" --data /var/lib/meshdeploy --user alice --reason "need to open archives"')
+    .action(async (reference: string, options) => {
+      await withDevice(options, async client => {
+        const request = await client.requestPackage({ package: reference, ...(options.user !== undefined ? { user: options.user } : {}), ...(options.reason !== undefined ? { reason: options.reason } : {}) })
+        if (options.json === true) {
+          process.stdout.write(JSON.stringify(request, null, 2) + '\n')
+          return
+        }
+        const what = `${request.packageName} ${request.packageVersion}`
+        process.stdout.write(request.status === 'approved'
+          ? `request ${request.id} for ${what} was approved; task ${request.taskId ?? '-'} installs it\n`
+          : `request ${request.id} for ${what} is ${request.status}; an operator decides (meshdeploy request approve ${request.id})\n`)
+      })
+    })
+
+  agent.command('catalog')
+    .description('list the self-service packages this device may request')
+    .requiredOption('--data <dir>', 'the agent\'s data folder')
+    .option('--insecure-http', 'the coordinator is on plain http:// (a lab or loopback only)')
+    .option('--json', 'print JSON')
+    .action(async options => {
+      await withDevice(options, async client => {
+        const packages = await client.catalog()
+        if (options.json === true) {
+          process.stdout.write(JSON.stringify(packages, null, 2) + '\n')
+          return
+        }
+        for (const pkg of packages) process.stdout.write(`${pkg.id.slice(0, 12)}  ${pkg.name} ${pkg.version}${pkg.publisher !== undefined ? ` (${pkg.publisher})` : ''}${pkg.description !== undefined ? ` — ${pkg.description}` : ''}\n`)
+        if (packages.length === 0) process.stdout.write('no self-service packages for this device\n')
+      })
+    })
+
+  agent.command('requests')
+    .description('list this device\'s requests and their decisions')
+    .requiredOption('--data <dir>', 'the agent\'s data folder')
+    .option('--insecure-http', 'the coordinator is on plain http:// (a lab or loopback only)')
+    .option('--json', 'print JSON')
+    .action(async options => {
+      await withDevice(options, async client => {
+        const requests = await client.requests()
+        if (options.json === true) {
+          process.stdout.write(JSON.stringify(requests, null, 2) + '\n')
+          return
+        }
+        for (const request of requests) process.stdout.write(`${request.id}  ${request.packageName} ${request.packageVersion}  ${request.status}${request.taskId !== undefined ? `  task ${request.taskId}` : ''}${request.comment !== undefined ? `  "${request.comment}"` : ''}\n`)
+        if (requests.length === 0) process.stdout.write('no requests\n')
       })
     })
   withTrustOptions(agent.command('install-service'))
@@ -94,6 +185,9 @@ export function agentCommand (): Command {
     .option('--site <name>', 'site this device belongs to')
     .option('--groups <a,b>', 'static groups, comma separated', list)
     .option('--install-root <dir>', 'folder that absolute install paths are resolved under')
+    .option('--package-root <dir>', 'root dpkg and rpm install under')
+    .option('--vpn-interfaces <prefixes>', 'name prefixes of VPN interfaces, comma separated')
+    .option('--reboot-command <command>', 'command that reboots this device')
     .option('--name <name>', 'unit name', 'meshdeploy-agent')
     .option('--unit-dir <dir>', 'where unit files go', '/etc/systemd/system')
     .option('--no-enable', 'write the unit but do not enable or start it')
@@ -124,6 +218,9 @@ export function agentCommand (): Command {
         const command = [process.execPath, bin, 'agent', 'start', '--data', dataDir]
         if (options.installRoot !== undefined) command.push('--install-root', resolve(options.installRoot))
         if (options.insecureHttp === true) command.push('--insecure-http')
+        if (options.packageRoot !== undefined) command.push('--package-root', resolve(options.packageRoot))
+        if (options.vpnInterfaces !== undefined) command.push('--vpn-interfaces', options.vpnInterfaces)
+        if (options.rebootCommand !== undefined) command.push('--reboot-command', options.rebootCommand)
         await installService({ name: options.name, unitDir: options.unitDir, command, enable: options.enable !== false, log: line => { process.stdout.write(line + '\n') } })
       } catch (error) {
         process.stderr.write(`meshdeploy agent install-service: ${(error as Error).message}\n`)

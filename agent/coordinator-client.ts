@@ -32,7 +32,8 @@ export interface EnrollAnswer {
 export interface AssignmentAnswer {
   etag: string
   device: { id: string, site: string, groups: string[] }
-  assignments: Array<{ taskId: string, revision: number, manifest: SignedEnvelope }>
+  /** `mode: 'finish'`: the task is paused or deleted; finish what is under way, start nothing. */
+  assignments: Array<{ taskId: string, revision: number, manifest: SignedEnvelope, mode?: 'finish' }>
   pollIntervalSeconds: number
   coordinatorKey?: { keyId: string, sequence: number }
   /** Key rotation statements, oldest first; verified by the agent before use. */
@@ -43,6 +44,33 @@ export interface StatusAnswer {
   acknowledged: string[]
   rejected: Array<{ index: number, reason: string, message: string }>
   duplicates: number
+}
+
+/** A self-service package as the catalog lists it. */
+export interface CatalogPackage {
+  id: string
+  name: string
+  version: string
+  description?: string
+  publisher?: string
+  platform: string
+  arch: string
+  kind: string
+  sizeBytes: number
+}
+
+/** A self-service request of this device. */
+export interface DeviceRequestAnswer {
+  id: string
+  packageId: string
+  packageName: string
+  packageVersion: string
+  status: 'pending' | 'approved' | 'denied'
+  createdAt: string
+  decidedAt?: string
+  decidedBy?: string
+  comment?: string
+  taskId?: string
 }
 
 export interface CoordinatorClientInit {
@@ -113,6 +141,21 @@ export class CoordinatorClient {
 
   async postStatus (records: SignedEnvelope[], options: RequestOptions = {}): Promise<StatusAnswer> {
     return await this.json<StatusAnswer>('POST', '/v1/agents/status', { records }, options)
+  }
+
+  /** The self-service packages this device may request. */
+  async catalog (options: RequestOptions = {}): Promise<CatalogPackage[]> {
+    return (await this.json<{ packages: CatalogPackage[] }>('GET', '/v1/agents/catalog', undefined, options)).packages
+  }
+
+  /** Requests a self-service package (by id, id prefix or name) for this device. */
+  async requestPackage (request: { package: string, user?: string, reason?: string }, options: RequestOptions = {}): Promise<DeviceRequestAnswer> {
+    return await this.json<DeviceRequestAnswer>('POST', '/v1/agents/requests', request, options)
+  }
+
+  /** This device's requests, newest first. */
+  async requests (options: RequestOptions = {}): Promise<DeviceRequestAnswer[]> {
+    return (await this.json<{ requests: DeviceRequestAnswer[] }>('GET', '/v1/agents/requests', undefined, options)).requests
   }
 
   /**

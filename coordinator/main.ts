@@ -30,6 +30,8 @@ export interface CoordinatorInit {
   tlsKeyPath?: string
   /** Rate limits and slow-client timeouts; defaults in http/request-limits.ts. */
   limits?: HttpLimitsInit
+  /** The clock; tests move it to reach a task's start or expiry. @default Date.now */
+  now?: () => number
 }
 
 export const DEFAULT_PORT = 8650
@@ -54,7 +56,8 @@ export async function startCoordinator (init: CoordinatorInit): Promise<RunningC
     dataDir: init.dataDir,
     logger,
     ...(init.maxPackageBytes !== undefined ? { maxPackageBytes: init.maxPackageBytes } : {}),
-    ...(init.chunkSizeBytes !== undefined ? { chunkSizeBytes: init.chunkSizeBytes } : {})
+    ...(init.chunkSizeBytes !== undefined ? { chunkSizeBytes: init.chunkSizeBytes } : {}),
+    ...(init.now !== undefined ? { now: init.now } : {})
   })
   const adminTokenPath = join(init.dataDir, 'admin-token')
   if (services.bootstrapAdminToken !== undefined) {

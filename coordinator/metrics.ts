@@ -53,7 +53,7 @@ export class CoordinatorMetrics {
       registers: [this.registry],
       async collect () {
         this.reset()
-        for (const task of tasks.dispatching()) {
+        for (const task of tasks.pending()) {
           for (const row of await tasks.deviceRows(task)) this.inc({ state: row.state })
         }
       }

@@ -5,6 +5,12 @@ import { TokenService } from './auth/tokens.js'
 import { DeviceService } from './devices/service.js'
 import { PackageService } from './packages/service.js'
 import { TaskService } from './tasks/service.js'
+import { ReleaseLedger } from './tasks/releases.js'
+import { Scheduler } from './tasks/scheduler.js'
+import { DirectoryService } from './directory/service.js'
+import { SettingsService } from './settings/service.js'
+import { PublisherService } from './publishers/service.js'
+import { RequestService } from './requests/service.js'
 import { AssignmentService } from './agents/assignments.js'
 import { StatusService } from './agents/statuses.js'
 import { CoordinatorKeyring, type CoordinatorKey } from './signing-key.js'
@@ -28,6 +34,8 @@ export interface ServicesInit {
   pollIntervalSeconds?: number
   /** Events kept for operators' clients that resume. @default DEFAULT_RETAINED_EVENTS */
   retainedEvents?: number
+  /** The scheduler ticks by itself; tests with a fake clock call `scheduler.tick()` instead. @default true */
+  autoTick?: boolean
   now?: () => number
 }
 
@@ -45,6 +53,11 @@ export interface Services {
   devices: DeviceService
   packages: PackageService
   tasks: TaskService
+  scheduler: Scheduler
+  directory: DirectoryService
+  settings: SettingsService
+  publishers: PublisherService
+  requests: RequestService
   assignments: AssignmentService
   statuses: StatusService
   /** The operators' live events (GET /v1/events). */
@@ -69,17 +82,28 @@ export async function openServices (init: ServicesInit): Promise<Services> {
   const audit = new AuditLog({ store, now })
   const tokens = new TokenService({ store, now })
   const devices = new DeviceService({ store, now })
+  const settings = new SettingsService({ store })
+  await settings.open()
+  const publishers = new PublisherService({ store, now })
+  const directory = new DirectoryService({ store, now })
+  await directory.open()
+  const releases = new ReleaseLedger({ store })
+  await releases.open()
   const packages = new PackageService({
     store,
     content,
+    settings,
+    publishers,
     maxPackageBytes: init.maxPackageBytes ?? DEFAULT_MAX_PACKAGE_BYTES,
     ...(init.chunkSizeBytes !== undefined ? { chunkSizeBytes: init.chunkSizeBytes } : {}),
     now
   })
   const removed = await packages.collectGarbage()
   if (removed > 0) init.logger.info({ removed }, 'removed chunks left by interrupted uploads')
-  const tasks = new TaskService({ store, packages, devices, key, now })
+  const tasks = new TaskService({ store, packages, devices, directory, settings, publishers, releases, key, now })
   await tasks.open()
+  const requests = new RequestService({ store, packages, devices, tasks, settings, now })
+  const scheduler = new Scheduler({ tasks, devices, directory, logger: init.logger, autoTick: init.autoTick ?? true })
   const assignments = new AssignmentService({ store, tasks, devices, manifests, keyring, ...(init.pollIntervalSeconds !== undefined ? { pollIntervalSeconds: init.pollIntervalSeconds } : {}) })
   const statuses = new StatusService({
     store,
@@ -110,6 +134,11 @@ export async function openServices (init: ServicesInit): Promise<Services> {
     devices,
     packages,
     tasks,
+    scheduler,
+    directory,
+    settings,
+    publishers,
+    requests,
     assignments,
     statuses,
     events,
@@ -117,6 +146,7 @@ export async function openServices (init: ServicesInit): Promise<Services> {
     startedAt: now(),
     close: async () => {
       disconnectEvents()
+      await scheduler.stop()
       await events.flushed()
       await store.close()
     }

@@ -134,6 +134,18 @@ export class TimeoutError extends MeshdeployError {
   }
 }
 
+/** A document in a format version this software does not know. */
+export class UnsupportedVersionError extends MeshdeployError {
+  readonly version: number
+  readonly supported: number
+  constructor (what: string, version: number, supported: number) {
+    super(`${what} format version ${version} is not supported (this software reads version ${supported}); update the agent`, 'unsupported-version')
+    this.name = 'UnsupportedVersionError'
+    this.version = version
+    this.supported = supported
+  }
+}
+
 /** Returns the error's name when it is one of ours, for logs and status messages. */
 export function describeError (error: unknown): string {
   if (error instanceof Error) return `${error.name}: ${error.message}`

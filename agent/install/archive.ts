@@ -1,5 +1,5 @@
 import { createWriteStream } from 'node:fs'
-import { mkdir, readdir, rename, rm, cp } from 'node:fs/promises'
+import { mkdir, rm } from 'node:fs/promises'
 import { dirname, join, posix } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { randomBytes } from 'node:crypto'
@@ -7,6 +7,7 @@ import { list as listTar, extract as extractTar } from 'tar'
 import yauzl from 'yauzl'
 import { MeshdeployError, PathEscapeError } from '../../protocol/index.js'
 import { staysInside } from './paths.js'
+import { mergeTree, type MergeOptions, type MergeResult } from './distribute.js'
 
 export type ArchiveKind = 'tar' | 'tar.gz' | 'zip'
 
@@ -38,8 +39,8 @@ function checkEntry (destination: string, path: string, linkTarget?: string, har
   if (posix.isAbsolute(linkTarget) || !staysInside(destination, resolved)) throw new PathEscapeError(`${path} -> ${linkTarget}`)
 }
 
-async function checkTar (file: string, destination: string): Promise<number> {
-  let entries = 0
+async function checkTar (file: string, destination: string): Promise<string[]> {
+  const entries: string[] = []
   let problem: Error | undefined
   try {
     await listTar({
@@ -47,7 +48,7 @@ async function checkTar (file: string, destination: string): Promise<number> {
       strict: true,
       onReadEntry: entry => {
         if (problem !== undefined || IGNORED_TAR_TYPES.has(entry.type)) return
-        entries++
+        entries.push(entry.path)
         try {
           if (!ALLOWED_TAR_TYPES.has(entry.type)) throw new UnsupportedEntryError(entry.path, entry.type)
           checkEntry(destination, entry.path, entry.type === 'SymbolicLink' || entry.type === 'Link' ? entry.linkpath ?? '' : undefined, entry.type === 'Link')
@@ -76,9 +77,9 @@ async function openZip (file: string): Promise<yauzl.ZipFile> {
 }
 
 /** Walks a zip archive, checking every entry first; with `extractTo`, writes the entries there. */
-async function walkZip (file: string, destination: string, extractTo?: string): Promise<number> {
+async function walkZip (file: string, destination: string, extractTo?: string): Promise<string[]> {
   const zip = await openZip(file)
-  let entries = 0
+  const entries: string[] = []
   try {
     await new Promise<void>((resolve, reject) => {
       zip.on('error', error => {
@@ -89,7 +90,7 @@ async function walkZip (file: string, destination: string, extractTo?: string): 
       zip.on('end', () => { resolve() })
       zip.on('entry', (entry: yauzl.Entry) => {
         const handle = async (): Promise<void> => {
-          entries++
+          entries.push(entry.fileName)
           const mode = (entry.externalFileAttributes >>> 16) & S_IFMT
           if (mode === S_IFLNK) throw new UnsupportedEntryError(entry.fileName, 'symbolic link')
           checkEntry(destination, entry.fileName)
@@ -116,15 +117,22 @@ async function walkZip (file: string, destination: string, extractTo?: string): 
   return entries
 }
 
+/** The entries of an archive (files, folders, links), checked to stay inside `destination`. */
+export async function listArchive (file: string, kind: ArchiveKind, destination: string): Promise<string[]> {
+  return kind === 'zip' ? await walkZip(file, destination) : await checkTar(file, destination)
+}
+
 /**
  * Extracts an archive into a folder. Every entry is checked before anything
  * is written: an entry or link that would land outside the folder, or a
  * device file, refuses the whole archive. Extraction goes to a staging
- * folder next to the destination and its entries are moved in at the end, so
- * a failure never leaves a half-extracted tree looking complete.
+ * folder next to the destination and is merged in file by file at the end
+ * (never replacing a folder wholesale), so a failure never leaves a
+ * half-extracted tree looking complete, and files the archive does not
+ * contain are left alone.
  */
-export async function extractArchive (file: string, kind: ArchiveKind, destination: string): Promise<{ entries: number }> {
-  const entries = kind === 'zip' ? await walkZip(file, destination) : await checkTar(file, destination)
+export async function extractArchive (file: string, kind: ArchiveKind, destination: string, options: MergeOptions = {}): Promise<MergeResult & { entries: number }> {
+  const entries = await listArchive(file, kind, destination)
   await mkdir(destination, { recursive: true })
   const staging = join(dirname(destination), `.meshdeploy-staging-${randomBytes(6).toString('hex')}`)
   await mkdir(staging, { recursive: true, mode: 0o700 })
@@ -134,19 +142,8 @@ export async function extractArchive (file: string, kind: ArchiveKind, destinati
     } else {
       await extractTar({ file, cwd: staging, strict: true, preservePaths: false, preserveOwner: false, unlink: true })
     }
-    for (const name of await readdir(staging)) {
-      const from = join(staging, name)
-      const to = join(destination, name)
-      await rm(to, { recursive: true, force: true })
-      try {
-        await rename(from, to)
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'EXDEV') throw error
-        await cp(from, to, { recursive: true, verbatimSymlinks: true })
-      }
-    }
+    return { ...await mergeTree(staging, destination, options), entries: entries.length }
   } finally {
     await rm(staging, { recursive: true, force: true })
   }
-  return { entries }
 }

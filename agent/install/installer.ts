@@ -1,25 +1,26 @@
-import { chmod, copyFile, mkdir, rename, rm, stat } from 'node:fs/promises'
+import { chmod, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { randomBytes } from 'node:crypto'
-import { MeshdeployError, exitOutcome, sanitizeFileName, type ExitOutcome, type Manifest } from '../../protocol/index.js'
+import { MeshdeployError, sanitizeFileName, type Manifest, type Platform } from '../../protocol/index.js'
 import { extractArchive, type ArchiveKind } from './archive.js'
+import { placeFile } from './distribute.js'
 import { underInstallRoot, staysInside } from './paths.js'
-import { runProcess } from './process.js'
-import { InstallFailedError } from '../errors.js'
+import { installCommand, type CommandLine } from './commands.js'
+import { runInstaller, type InstallOutcome } from './run.js'
+import { currentPlatform } from '../platform.js'
+import { ensureDpkgDatabase } from './linux-packages.js'
+
+export type { InstallOutcome }
 
 export interface InstallContext {
-  /** Folder that absolute paths of the manifest are resolved under. @default '/' */
+  /** Folder that absolute paths of the manifest are resolved under. */
   installRoot: string
+  /** Root that Linux package managers install under: '/' for the system, or a private root (dpkg --root). */
+  packageRoot: string
   /** Scratch folder of the task. */
   workDir: string
+  /** @default the running platform */
+  platform?: Platform
   signal?: AbortSignal
-}
-
-export interface InstallOutcome {
-  outcome: ExitOutcome
-  exitCode: number | null
-  outputTail: string
-  message: string
 }
 
 /** A package kind this device cannot install. */
@@ -30,88 +31,96 @@ export class UnsupportedKindError extends MeshdeployError {
   }
 }
 
-const ARCHIVES = new Set(['tar', 'tar.gz', 'zip'])
+export const ARCHIVE_KINDS: ReadonlySet<string> = new Set(['tar', 'tar.gz', 'zip'])
 
-function environmentFor (manifest: Manifest, packageFile: string, context: InstallContext): NodeJS.ProcessEnv {
-  return {
+/** Where each installer kind runs. */
+const KIND_PLATFORM: Record<string, Platform> = { msi: 'windows', exe: 'windows', bat: 'windows', ps1: 'windows', pkg: 'macos', deb: 'linux', rpm: 'linux' }
+
+export function environmentFor (manifest: Manifest, packageFile: string | undefined, context: InstallContext): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {
     ...process.env,
     MESHDEPLOY_INSTALL_ROOT: context.installRoot,
     MESHDEPLOY_TASK_ID: manifest.taskId,
-    MESHDEPLOY_PACKAGE_FILE: packageFile,
+    MESHDEPLOY_ACTION: manifest.action,
     MESHDEPLOY_PACKAGE_NAME: manifest.package.name,
     MESHDEPLOY_PACKAGE_VERSION: manifest.package.version,
-    MESHDEPLOY_WORK_DIR: context.workDir
+    MESHDEPLOY_WORK_DIR: context.workDir,
+    DEBIAN_FRONTEND: 'noninteractive'
   }
+  if (packageFile !== undefined) env.MESHDEPLOY_PACKAGE_FILE = packageFile
+  return env
 }
 
-async function runInstaller (command: string, args: string[], cwd: string, manifest: Manifest, packageFile: string, context: InstallContext): Promise<InstallOutcome> {
-  const result = await runProcess({
-    command,
-    args,
+function checkPlatform (kind: string, context: InstallContext): void {
+  const needed = KIND_PLATFORM[kind]
+  const platform = context.platform ?? currentPlatform()
+  if (needed !== undefined && needed !== platform) throw new UnsupportedKindError(`a ${kind} package installs on ${needed} only; this device runs ${platform}`)
+}
+
+async function run (line: CommandLine, manifest: Manifest, packageFile: string, context: InstallContext, cwd: string, logFile?: string): Promise<InstallOutcome> {
+  return await runInstaller({
+    line,
     cwd,
     env: environmentFor(manifest, packageFile, context),
-    timeoutMs: manifest.install.timeoutSeconds * 1000,
+    timeoutSeconds: manifest.install.timeoutSeconds,
+    what: 'the installer',
+    ...(manifest.install.exitCodes !== undefined ? { exitCodes: manifest.install.exitCodes } : {}),
+    ...(logFile !== undefined ? { logFile } : {}),
     ...(context.signal !== undefined ? { signal: context.signal } : {})
   })
-  if (result.timedOut) {
-    throw new InstallFailedError(`the installer did not finish within ${manifest.install.timeoutSeconds} s and was stopped`, result.exitCode, result.outputTail)
-  }
-  const outcome = exitOutcome(result.exitCode)
-  const ended = result.exitCode !== null ? `exited with ${result.exitCode}` : `was killed by ${result.signal ?? 'a signal'}`
-  return { outcome, exitCode: result.exitCode, outputTail: result.outputTail, message: `the installer ${ended}` }
 }
 
-/** Copies a file into place atomically: a reader never sees half of it. */
-async function placeFile (source: string, target: string): Promise<void> {
-  const temporary = `${target}.meshdeploy-${randomBytes(6).toString('hex')}`
-  await copyFile(source, temporary)
-  try {
-    await rename(temporary, target)
-  } catch (error) {
-    await rm(temporary, { force: true })
-    throw error
+/** Copies or extracts the package into its destination under the task's overwrite policy and file mode. */
+async function distribute (manifest: Manifest, packageFile: string, context: InstallContext): Promise<InstallOutcome> {
+  const { kind } = manifest.package
+  const spec = manifest.install
+  if (spec.destination === undefined) throw new UnsupportedKindError('distribute-files needs a destination')
+  const destination = underInstallRoot(context.installRoot, spec.destination)
+  const options = { ...(spec.overwrite !== undefined ? { overwrite: spec.overwrite } : {}), ...(spec.fileMode !== undefined ? { fileMode: spec.fileMode } : {}) }
+  if (ARCHIVE_KINDS.has(kind)) {
+    const { entries, written, kept } = await extractArchive(packageFile, kind as ArchiveKind, destination, options)
+    return { outcome: 'success', exitCode: 0, outputTail: '', message: `extracted ${entries} entries into ${spec.destination}: ${written} file(s) written${kept > 0 ? `, ${kept} existing kept` : ''}` }
   }
+  const name = sanitizeFileName(manifest.package.fileName)
+  const { written } = await placeFile(packageFile, destination, name, options)
+  return { outcome: 'success', exitCode: 0, outputTail: '', message: written === 1 ? `copied ${name} into ${spec.destination}` : `kept the existing ${name} in ${spec.destination}` }
+}
+
+/** Extracts an archive into the work folder and runs its entry script. */
+async function installArchive (manifest: Manifest, packageFile: string, context: InstallContext): Promise<InstallOutcome> {
+  const entry = manifest.install.entry ?? 'install.sh'
+  const extracted = join(context.workDir, 'extracted')
+  await rm(extracted, { recursive: true, force: true })
+  await extractArchive(packageFile, manifest.package.kind as ArchiveKind, extracted)
+  if (!staysInside(extracted, entry)) throw new UnsupportedKindError(`the entry ${entry} is not inside the archive`)
+  const script = join(extracted, entry)
+  try {
+    if (!(await stat(script)).isFile()) throw new Error('not a file')
+  } catch {
+    throw new UnsupportedKindError(`the archive has no entry script ${entry}`)
+  }
+  const runArgs = manifest.install.runArgs
+  if (entry.endsWith('.sh')) return await run({ command: '/bin/sh', args: [script, ...runArgs] }, manifest, packageFile, context, extracted)
+  await chmod(script, 0o700)
+  return await run({ command: script, args: [...runArgs] }, manifest, packageFile, context, extracted)
 }
 
 /**
  * Installs or distributes a verified package file as its manifest says.
- * Linux kinds run here: shell scripts, and archives (extracted, then their
- * entry script run, or distributed into a folder), and plain files.
+ * Every kind has its installer: msiexec, the exe, cmd for batch files,
+ * PowerShell, macOS installer, dpkg, rpm, sh, archive extraction with an
+ * entry script, or a plain copy. Installers of another platform are refused.
  */
 export async function install (manifest: Manifest, packageFile: string, context: InstallContext): Promise<InstallOutcome> {
   const { kind } = manifest.package
-  const { install: spec } = manifest
-  if (manifest.action === 'distribute-files') {
-    if (spec.destination === undefined) throw new UnsupportedKindError('distribute-files needs a destination')
-    const destination = underInstallRoot(context.installRoot, spec.destination)
-    if (ARCHIVES.has(kind)) {
-      const { entries } = await extractArchive(packageFile, kind as ArchiveKind, destination)
-      return { outcome: 'success', exitCode: 0, outputTail: '', message: `extracted ${entries} entries into ${spec.destination}` }
-    }
-    await mkdir(destination, { recursive: true })
-    await placeFile(packageFile, join(destination, sanitizeFileName(manifest.package.fileName)))
-    return { outcome: 'success', exitCode: 0, outputTail: '', message: `copied ${manifest.package.fileName} into ${spec.destination}` }
-  }
-  if (manifest.action !== 'install') throw new UnsupportedKindError(`the ${manifest.action} action is not supported by this agent`)
-  if (kind === 'shell') {
-    await chmod(packageFile, 0o700)
-    return await runInstaller('/bin/sh', [packageFile, ...spec.runArgs], context.workDir, manifest, packageFile, context)
-  }
-  if (ARCHIVES.has(kind)) {
-    const entry = spec.entry ?? 'install.sh'
-    const extracted = join(context.workDir, 'extracted')
-    await rm(extracted, { recursive: true, force: true })
-    await extractArchive(packageFile, kind as ArchiveKind, extracted)
-    if (!staysInside(extracted, entry)) throw new UnsupportedKindError(`the entry ${entry} is not inside the archive`)
-    const script = join(extracted, entry)
-    try {
-      if (!(await stat(script)).isFile()) throw new Error('not a file')
-    } catch {
-      throw new UnsupportedKindError(`the archive has no entry script ${entry}`)
-    }
-    const [command, args] = entry.endsWith('.sh') ? ['/bin/sh', [script, ...spec.runArgs]] : [script, spec.runArgs]
-    if (command === script) await chmod(script, 0o700)
-    return await runInstaller(command, args, extracted, manifest, packageFile, context)
-  }
-  throw new UnsupportedKindError(`this agent cannot install ${kind} packages`)
+  if (manifest.action === 'distribute-files') return await distribute(manifest, packageFile, context)
+  if (manifest.action !== 'install') throw new UnsupportedKindError(`install() does not ${manifest.action}`)
+  if (ARCHIVE_KINDS.has(kind)) return await installArchive(manifest, packageFile, context)
+  if (kind === 'file') throw new UnsupportedKindError('a plain file has no installer; distribute it with the distribute-files action')
+  checkPlatform(kind, context)
+  if (kind === 'shell' || kind === 'exe') await chmod(packageFile, 0o700)
+  if (kind === 'deb') await ensureDpkgDatabase(context.packageRoot)
+  const logFile = kind === 'msi' ? join(context.workDir, 'msiexec.log') : undefined
+  const line = installCommand({ kind, file: packageFile, runArgs: manifest.install.runArgs, packageRoot: context.packageRoot, ...(logFile !== undefined ? { logFile } : {}) })
+  return await run(line, manifest, packageFile, context, context.workDir, logFile)
 }

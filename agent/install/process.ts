@@ -10,7 +10,14 @@ export interface RunInit {
   signal?: AbortSignal
   /** Grace period between SIGTERM and SIGKILL. @default 5000 */
   killGraceMs?: number
+  /** Windows: pass the arguments as they are, already quoted (cmd.exe lines). */
+  verbatim?: boolean
+  /** Keep the whole standard output (bounded by MAX_CAPTURED_STDOUT_BYTES) for a parser. @default false */
+  captureStdout?: boolean
 }
+
+/** Bound on the standard output kept for parsing (reg query of every installed product, pkgutil --files). */
+export const MAX_CAPTURED_STDOUT_BYTES = 16 * 1024 * 1024
 
 export interface RunResult {
   exitCode: number | null
@@ -18,6 +25,8 @@ export interface RunResult {
   timedOut: boolean
   /** The last bytes of standard output and standard error, interleaved. */
   outputTail: string
+  /** With captureStdout: the standard output, cut at MAX_CAPTURED_STDOUT_BYTES. */
+  stdout?: string
 }
 
 /** Keeps the last `limit` bytes written to it. */
@@ -51,9 +60,19 @@ export async function runProcess (init: RunInit): Promise<RunResult> {
     cwd: init.cwd,
     env: init.env ?? process.env,
     stdio: ['ignore', 'pipe', 'pipe'],
-    detached: process.platform !== 'win32'
+    detached: process.platform !== 'win32',
+    windowsVerbatimArguments: init.verbatim === true,
+    windowsHide: true
   })
-  child.stdout.on('data', (data: Buffer) => { tail.push(data) })
+  const captured: Buffer[] = []
+  let capturedBytes = 0
+  child.stdout.on('data', (data: Buffer) => {
+    tail.push(data)
+    if (init.captureStdout === true && capturedBytes < MAX_CAPTURED_STDOUT_BYTES) {
+      captured.push(data.subarray(0, MAX_CAPTURED_STDOUT_BYTES - capturedBytes))
+      capturedBytes += data.byteLength
+    }
+  })
   child.stderr.on('data', (data: Buffer) => { tail.push(data) })
   let timedOut = false
   let killTimer: NodeJS.Timeout | undefined
@@ -74,7 +93,9 @@ export async function runProcess (init: RunInit): Promise<RunResult> {
     return await new Promise<RunResult>((resolve, reject) => {
       child.once('error', reject)
       child.once('close', (exitCode, signal) => {
-        resolve({ exitCode, signal, timedOut, outputTail: tail.toString() })
+        const result: RunResult = { exitCode, signal, timedOut, outputTail: tail.toString() }
+        if (init.captureStdout === true) result.stdout = Buffer.concat(captured).toString('utf8')
+        resolve(result)
       })
     })
   } finally {

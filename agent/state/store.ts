@@ -13,8 +13,12 @@ export interface LocalTask {
   state: DeviceTaskState
   /** Run number; 0 before the first run. */
   attempt: number
-  /** Failed runs of this revision. */
+  /** Failed runs (the attempt counter); kept across revisions, reset by a re-run for failed devices. */
   failures: number
+  /** The manifest's re-run counter when this state began. */
+  rerun?: number
+  /** The boot a pending reboot was reported in: a later boot means the reboot happened. */
+  bootId?: string
   /** Last status sequence number issued. */
   seq: number
   bytesFromPeers: number

@@ -6,13 +6,18 @@ import { deviceTaskKey } from '../store/types.js'
 import { assertActive, type DeviceService } from '../devices/service.js'
 import type { ManifestSigner } from '../manifest-signer.js'
 import type { CoordinatorKeyring } from '../signing-key.js'
-import { isSettled, type TaskService } from '../tasks/service.js'
-import { matchesTargets } from '../tasks/targets.js'
+import { isDone, isSettled, type TaskService } from '../tasks/service.js'
 
 export interface Assignment {
   taskId: string
   revision: number
   manifest: SignedEnvelope
+  /**
+   * `finish`: the task is paused or deleted; the device finishes a download
+   * or install already under way but starts nothing new (no first attempt, no
+   * retry). Absent: work on it.
+   */
+  mode?: 'finish'
 }
 
 export interface AssignmentList {
@@ -63,18 +68,21 @@ export class AssignmentService {
 
   async listFor (device: DeviceRecord): Promise<AssignmentList> {
     const assignments: Assignment[] = []
-    for (const task of this.tasks.dispatching()) {
+    for (const task of this.tasks.assignable()) {
       const row = await this.store.collections.deviceTasks.get(deviceTaskKey(task.id, device.id))
-      const targeted = matchesTargets(device, task.targets)
-      // A device that settled the current revision is done with it; one that started keeps it even after leaving the targets.
-      if (row !== undefined && row.revision === task.revision && isSettled(row)) continue
-      if (!targeted && (row === undefined || isSettled(row))) continue
-      assignments.push({ taskId: task.id, revision: task.revision, manifest: this.manifests.current(task) })
+      // Only devices the scheduler released get a task (rate control, start time, pause).
+      if (row === undefined && !this.tasks.releases.isReleased(task.id, device.id)) continue
+      if (row !== undefined && isDone(row, task)) continue
+      // A device that started keeps the task even after leaving the targets.
+      if ((row === undefined || isSettled(row)) && !this.tasks.targets(device, task.targets)) continue
+      const assignment: Assignment = { taskId: task.id, revision: task.revision, manifest: this.manifests.current(task) }
+      if (this.tasks.phase(task) !== 'running') assignment.mode = 'finish'
+      assignments.push(assignment)
     }
     assignments.sort((a, b) => a.taskId.localeCompare(b.taskId))
     const hash = createHash('sha256')
     hash.update(`${device.site}\n${device.groups.join(',')}\n${this.manifests.keyId}\n`)
-    for (const assignment of assignments) hash.update(`${assignment.taskId}@${assignment.revision}\n`)
+    for (const assignment of assignments) hash.update(`${assignment.taskId}@${assignment.revision}${assignment.mode ?? ''}\n`)
     return {
       etag: hash.digest('hex').slice(0, 32),
       device: { id: device.id, site: device.site, groups: device.groups },
@@ -100,7 +108,9 @@ export class AssignmentService {
     if (etag === undefined || list.etag !== etag || waitMs <= 0) return list
     const changes = new EventTarget()
     const notify = (): void => { changes.dispatchEvent(new Event('change')) }
+    const notifyReleased = (_taskId: string, deviceIds: string[]): void => { if (deviceIds.includes(deviceId)) notify() }
     this.tasks.on('changed', notify)
+    this.tasks.on('released', notifyReleased)
     this.devices.on('changed', notify)
     this.keyring.on('rotated', notify)
     try {
@@ -113,6 +123,7 @@ export class AssignmentService {
       if ((error as Error).name !== 'AbortError') throw error
     } finally {
       this.tasks.off('changed', notify)
+      this.tasks.off('released', notifyReleased)
       this.devices.off('changed', notify)
       this.keyring.off('rotated', notify)
     }

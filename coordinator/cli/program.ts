@@ -7,6 +7,10 @@ import { enrollmentTokenCommand } from './commands/tokens.js'
 import { operatorTokenCommand } from './commands/operator-tokens.js'
 import { auditCommand } from './commands/audit.js'
 import { keyCommand } from './commands/keys.js'
+import { publisherCommand } from './commands/publishers.js'
+import { requestCommand } from './commands/requests.js'
+import { userCommand } from './commands/users.js'
+import { settingsCommand } from './commands/settings.js'
 import { runDemo } from './demo.js'
 import { positiveInteger } from './context.js'
 import { completionCommands } from './completion.js'
@@ -38,6 +42,10 @@ Exit codes: 0 ok, 1 a watched task had failures, 2 usage, 3 refused by the API, 
   program.addCommand(operatorTokenCommand())
   program.addCommand(auditCommand())
   program.addCommand(keyCommand())
+  program.addCommand(publisherCommand())
+  program.addCommand(requestCommand())
+  program.addCommand(userCommand())
+  program.addCommand(settingsCommand())
   const [completion, complete] = completionCommands()
   program.addCommand(completion)
   program.addCommand(complete, { hidden: true })

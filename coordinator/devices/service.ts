@@ -22,6 +22,17 @@ export const enrollRequestSchema = z.object({
 
 export type EnrollRequest = z.infer<typeof enrollRequestSchema>
 
+/** What an operator may change about a device: its site and static groups. */
+export const deviceUpdateSchema = z.object({
+  site: z.string().trim().min(1).max(100).optional(),
+  groups: z.array(z.string().trim().min(1).max(100)).max(100).optional(),
+  addGroups: z.array(z.string().trim().min(1).max(100)).max(100).optional(),
+  removeGroups: z.array(z.string().trim().min(1).max(100)).max(100).optional()
+}).strict().refine(update => Object.keys(update).length > 0, { message: 'name a site or groups to change' })
+  .refine(update => update.groups === undefined || (update.addGroups === undefined && update.removeGroups === undefined), { message: 'give groups, or addGroups/removeGroups, not both' })
+
+export type DeviceUpdate = z.infer<typeof deviceUpdateSchema>
+
 export const DEFAULT_SITE = 'default'
 
 /** How long after its last contact a device still counts as online. */
@@ -169,6 +180,18 @@ export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }>
     if (lastSeenMs > 0) view.lastSeenAt = new Date(lastSeenMs).toISOString()
     if (seen?.address !== undefined) view.lastAddress = seen.address
     return view
+  }
+
+  /** Moves a device to another site or changes its static groups; tasks that target them pick it up. */
+  async update (id: string, update: DeviceUpdate): Promise<DeviceRecord> {
+    const device = await this.get(id)
+    let groups = update.groups ?? device.groups
+    if (update.addGroups !== undefined) groups = [...groups, ...update.addGroups]
+    if (update.removeGroups !== undefined) groups = groups.filter(group => !update.removeGroups!.includes(group))
+    const updated: DeviceRecord = { ...device, site: update.site ?? device.site, groups: [...new Set(groups)] }
+    await this.store.write([{ type: 'put', collection: 'devices', key: id, value: updated }])
+    this.emit('changed', id)
+    return updated
   }
 
   async get (id: string): Promise<DeviceRecord> {

@@ -20,8 +20,16 @@ import { tokenRoutes } from './routes/tokens.js'
 import { operatorTokenRoutes } from './routes/operator-tokens.js'
 import { auditRoutes } from './routes/audit.js'
 import { keyRoutes } from './routes/keys.js'
+import { directoryRoutes } from './routes/directory.js'
+import { publisherRoutes } from './routes/publishers.js'
+import { settingsRoutes } from './routes/settings.js'
+import { requestRoutes } from './routes/requests.js'
 
-export const ROUTE_MODULES = [healthRoutes, openApiRoutes, agentRoutes, packageRoutes, taskRoutes, deviceRoutes, tokenRoutes, operatorTokenRoutes, auditRoutes, keyRoutes, eventRoutes, meRoutes]
+export const ROUTE_MODULES = [
+  healthRoutes, openApiRoutes, agentRoutes, packageRoutes, taskRoutes, deviceRoutes, tokenRoutes,
+  operatorTokenRoutes, auditRoutes, keyRoutes, directoryRoutes, publisherRoutes, settingsRoutes, requestRoutes,
+  eventRoutes, meRoutes
+]
 
 /** The Koa application with the table of its routes (for the OpenAPI document). */
 export type CoordinatorApp = Koa<CoordinatorState> & { routes: RouteTable, limits: HttpLimits }

@@ -29,6 +29,8 @@ export interface RouteSpec<Body extends z.ZodType | undefined = undefined, Query
   body?: Body
   /** Whether an absent body is read as `{}`. */
   bodyOptional?: boolean
+  /** Bound on the JSON body. @default MAX_JSON_BODY_BYTES */
+  maxBodyBytes?: number
   query?: Query
   /** A body that is not JSON (multipart, a stream): documented, read by the handler. */
   rawBody?: { contentType: string, description: string, schema?: z.ZodType }
@@ -103,7 +105,7 @@ export class RouteTable {
       let body: unknown
       if (spec.body !== undefined) {
         const empty = spec.bodyOptional === true && (ctx.request.length === undefined || ctx.request.length === 0) && ctx.get('transfer-encoding') === ''
-        body = parseWith(spec.body, empty ? {} : await readJson(ctx, bodyTimeouts(ctx)), 'body')
+        body = parseWith(spec.body, empty ? {} : await readJson(ctx, { ...bodyTimeouts(ctx), ...(spec.maxBodyBytes !== undefined ? { maxBytes: spec.maxBodyBytes } : {}) }), 'body')
       }
       const query = spec.query !== undefined ? parseWith(spec.query, { ...ctx.query }, 'query') : undefined
       const principal = ctx.state.principal

@@ -2,11 +2,14 @@ import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { z } from 'zod'
 import {
-  Chunker, ContentStore, DEFAULT_CHUNK_SIZE_BYTES, TooLargeError, detectionRuleSchema, nameSchema,
-  packageIdOf, sanitizeFileName, ARCHITECTURES, PACKAGE_KINDS, PLATFORMS, type ChunkingResult
+  Chunker, ContentStore, DEFAULT_CHUNK_SIZE_BYTES, TooLargeError, detectionRuleSchema, exitCodeMapSchema, nameSchema,
+  packageIdOf, platformOfRule, platformOfUninstall, publisherSignatureSchema, sanitizeFileName, uninstallSpecSchema,
+  ARCHITECTURES, PACKAGE_KINDS, PLATFORMS, type ChunkingResult, type PackageKind, type Platform
 } from '../../protocol/index.js'
 import { ConflictError, NotFoundError, PayloadTooLargeError, ValidationError } from '../errors.js'
 import type { PackageRecord, Store } from '../store/types.js'
+import type { SettingsService } from '../settings/service.js'
+import type { PublisherService } from '../publishers/service.js'
 import { collect } from '../store/level-store.js'
 import { platformOfKind, sniffPackageType, type SniffedType } from './sniff.js'
 import { parseWith } from '../validation.js'
@@ -20,10 +23,60 @@ export const packageMetadataSchema = z.object({
   kind: z.enum(PACKAGE_KINDS).optional(),
   platform: z.enum(PLATFORMS).optional(),
   arch: z.enum(ARCHITECTURES).optional(),
-  detection: detectionRuleSchema.optional()
+  detection: detectionRuleSchema.optional(),
+  /** Exit code → outcome (success, success-reboot-required, success-reboot-started, retry, failure); overrides the defaults. */
+  exitCodes: exitCodeMapSchema.optional(),
+  uninstall: uninstallSpecSchema.optional(),
+  /** Approved for self-service: devices may request it. */
+  selfService: z.boolean().optional(),
+  /** The publisher's signature over the file's SHA-256 (meshdeploy package sign); required with security verification on. */
+  publisherSignature: publisherSignatureSchema.optional()
 }).strict()
 
 export type PackageMetadata = z.infer<typeof packageMetadataSchema>
+
+/** An edit of a package's metadata: fields present replace the package's; `null` removes an optional one. */
+export const packagePatchSchema = z.object({
+  name: nameSchema.optional(),
+  version: z.string().trim().min(1).max(100).optional(),
+  description: z.string().max(4000).nullable().optional(),
+  publisher: z.string().max(200).nullable().optional(),
+  kind: z.enum(PACKAGE_KINDS).optional(),
+  platform: z.enum(PLATFORMS).optional(),
+  arch: z.enum(ARCHITECTURES).optional(),
+  detection: detectionRuleSchema.nullable().optional(),
+  exitCodes: exitCodeMapSchema.nullable().optional(),
+  uninstall: uninstallSpecSchema.nullable().optional(),
+  selfService: z.boolean().optional()
+}).strict().refine(patch => Object.keys(patch).length > 0, { message: 'name at least one field to change' })
+
+export type PackagePatch = z.infer<typeof packagePatchSchema>
+
+/** Platforms an installer kind can run on; archives and plain files go anywhere. */
+const KIND_PLATFORMS: Partial<Record<PackageKind, readonly Platform[]>> = {
+  msi: ['windows'],
+  exe: ['windows'],
+  bat: ['windows'],
+  ps1: ['windows'],
+  pkg: ['macos'],
+  deb: ['linux'],
+  rpm: ['linux'],
+  shell: ['linux', 'macos']
+}
+
+/** Refuses a package whose kind, platform, detection rule and uninstall spec do not fit together. */
+export function checkPackageConsistency (record: Pick<PackageRecord, 'kind' | 'platform' | 'detection' | 'uninstall'>): void {
+  const allowed = KIND_PLATFORMS[record.kind]
+  if (allowed !== undefined && !allowed.includes(record.platform)) {
+    throw new ValidationError(`a ${record.kind} package runs on ${allowed.join(' or ')}, not on ${record.platform}`, [{ path: 'platform', message: `must be ${allowed.join(' or ')} for ${record.kind}` }])
+  }
+  const mismatch = (what: 'detection' | 'uninstall', platform: Platform): void => {
+    if (platform === 'any' || record.platform === 'any' || platform === record.platform) return
+    throw new ValidationError(`the ${what} ${what === 'detection' ? 'rule' : 'spec'} is for ${platform}, the package for ${record.platform}`, [{ path: what, message: `not a ${record.platform} ${what}` }])
+  }
+  if (record.detection !== undefined) mismatch('detection', platformOfRule(record.detection))
+  if (record.uninstall !== undefined) mismatch('uninstall', platformOfUninstall(record.uninstall))
+}
 
 export interface PackageServiceInit {
   store: Store
@@ -31,6 +84,8 @@ export interface PackageServiceInit {
   /** @default DEFAULT_CHUNK_SIZE_BYTES */
   chunkSizeBytes?: number
   maxPackageBytes: number
+  settings: SettingsService
+  publishers: PublisherService
   now?: () => number
 }
 
@@ -106,7 +161,10 @@ export class PackageUpload {
     if (metadata.description !== undefined) record.description = metadata.description
     if (metadata.publisher !== undefined) record.publisher = metadata.publisher
     if (metadata.detection !== undefined) record.detection = metadata.detection
-    return await this.service.commitUpload(this, record)
+    if (metadata.exitCodes !== undefined && Object.keys(metadata.exitCodes).length > 0) record.exitCodes = metadata.exitCodes
+    if (metadata.uninstall !== undefined) record.uninstall = metadata.uninstall
+    if (metadata.selfService !== undefined) record.selfService = metadata.selfService
+    return await this.service.commitUpload(this, record, metadata.publisherSignature)
   }
 
   /** Removes the chunks this upload created that nothing else refers to. */
@@ -124,9 +182,13 @@ export class PackageService {
   private readonly chunkSizeBytes: number
   private readonly maxPackageBytes: number
   private readonly uploads = new Set<PackageUpload>()
+  private readonly settings: SettingsService
+  private readonly publishers: PublisherService
 
   constructor (init: PackageServiceInit) {
     this.store = init.store
+    this.settings = init.settings
+    this.publishers = init.publishers
     this.content = init.content
     this.chunkSizeBytes = init.chunkSizeBytes ?? DEFAULT_CHUNK_SIZE_BYTES
     this.maxPackageBytes = init.maxPackageBytes
@@ -143,8 +205,15 @@ export class PackageService {
     return upload
   }
 
-  async commitUpload (upload: PackageUpload, record: PackageRecord): Promise<PackageRecord> {
+  /**
+   * Records an upload: the publisher signature is checked first (required with
+   * security verification on), and nothing is kept if it does not verify.
+   */
+  async commitUpload (upload: PackageUpload, record: PackageRecord, signature?: PackageMetadata['publisherSignature']): Promise<PackageRecord> {
     try {
+      checkPackageConsistency(record)
+      const verified = await this.publishers.verify(record.sha256, signature, this.settings.get().securityVerification)
+      if (verified !== undefined) record.publisherSignature = verified
       const existing = await this.store.collections.packages.get(record.id)
       if (existing !== undefined) {
         throw new ConflictError('package-exists', `the same content is already package ${existing.id} (${existing.name} ${existing.version})`)
@@ -177,6 +246,28 @@ export class PackageService {
   async list (): Promise<PackageRecord[]> {
     const records = await collect(this.store.collections.packages.values())
     return records.sort((a, b) => b.createdAt.localeCompare(a.createdAt))
+  }
+
+  /** Changes a package's metadata; returns the new record. */
+  async update (id: string, patch: PackagePatch, updatedBy: string): Promise<PackageRecord> {
+    const current = await this.get(id)
+    const next: PackageRecord = { ...current, updatedAt: new Date(this.now()).toISOString(), updatedBy }
+    for (const field of ['name', 'version', 'arch', 'selfService'] as const) {
+      if (patch[field] !== undefined) (next as unknown as Record<string, unknown>)[field] = patch[field]
+    }
+    if (patch.kind !== undefined) {
+      next.kind = patch.kind
+      if (patch.platform === undefined) next.platform = platformOfKind(patch.kind)
+    }
+    if (patch.platform !== undefined) next.platform = patch.platform
+    for (const field of ['description', 'publisher', 'detection', 'exitCodes', 'uninstall'] as const) {
+      if (patch[field] === null) delete next[field]
+      else if (patch[field] !== undefined) (next as unknown as Record<string, unknown>)[field] = patch[field]
+    }
+    if (next.exitCodes !== undefined && Object.keys(next.exitCodes).length === 0) delete next.exitCodes
+    checkPackageConsistency(next)
+    await this.store.write([{ type: 'put', collection: 'packages', key: id, value: next }])
+    return next
   }
 
   /** Deletes the package record and every chunk no other package uses. */

@@ -2,7 +2,8 @@ import { Level } from 'level'
 import type { Collection, CollectionName, Collections, RangeOptions, Store, WriteOperation } from './types.js'
 
 const COLLECTION_NAMES: CollectionName[] = [
-  'packages', 'tasks', 'devices', 'deviceTasks', 'statusLog', 'operatorTokens', 'enrollmentTokens', 'credentials', 'audit', 'meta', 'events'
+  'packages', 'tasks', 'devices', 'deviceTasks', 'statusLog', 'operatorTokens', 'enrollmentTokens', 'credentials', 'audit', 'meta',
+  'releases', 'users', 'publishers', 'requests', 'events'
 ]
 
 import type { AbstractSublevel } from 'abstract-level'

@@ -1,4 +1,7 @@
-import type { SignedEnvelope, Action, Architecture, PackageKind, Platform, DetectionRule, DeviceTaskState } from '../../protocol/index.js'
+import type {
+  SignedEnvelope, Action, Architecture, PackageKind, Platform, DetectionRule, DeviceTaskState, ExitOutcome, UninstallSpec,
+  ManifestPublisherSignature, OverwritePolicy, RebootSpec
+} from '../../protocol/index.js'
 
 export interface PackageRecord {
   id: string
@@ -15,18 +18,34 @@ export interface PackageRecord {
   chunkSizeBytes: number
   chunks: string[]
   detection?: DetectionRule
+  /** Exit code → outcome; overrides the defaults. */
+  exitCodes?: Record<string, ExitOutcome>
+  uninstall?: UninstallSpec
+  /** Approved for self-service: devices may request it. */
+  selfService?: boolean
+  /** The publisher's signature over sha256, checked at upload. */
+  publisherSignature?: ManifestPublisherSignature
   createdAt: string
   createdBy: string
+  updatedAt?: string
+  updatedBy?: string
 }
 
 export interface TaskTargets {
   deviceIds?: string[]
   groups?: string[]
   sites?: string[]
+  /** Devices used by these people (user ids). */
+  users?: string[]
+  /** Devices used by people of these departments (or their sub-departments, `Sales/EMEA` under `Sales`). */
+  departments?: string[]
+  /** Devices used by people with these roles. */
+  roles?: string[]
   all?: boolean
 }
 
-export type TaskStatus = 'active' | 'cancelled'
+/** active: dispatching within its window; paused: releases no device; cancelled, deleted: over. */
+export type TaskStatus = 'active' | 'paused' | 'cancelled' | 'deleted'
 
 export interface TaskRecord {
   id: string
@@ -38,15 +57,30 @@ export interface TaskRecord {
   bandwidthKBps?: number
   destination?: string
   entry?: string
+  fileMode?: string
+  overwrite?: OverwritePolicy
   timeoutSeconds: number
   maxAttempts: number
   retryDelaySeconds: number
+  /** Devices released per minute at most; absent: all at once. */
+  devicesPerMinute?: number
+  deferWhileVpn: boolean
+  reboot: RebootSpec
   revision: number
+  /** Re-runs for failed devices so far. */
+  rerun: number
   status: TaskStatus
   createdAt: string
   updatedAt: string
   createdBy: string
+  /** When devices start being released. */
+  startAt: string
   validUntil: string
+  pausedAt?: string
+  endedAt?: string
+  endedBy?: string
+  /** The self-service request this task fulfils. */
+  requestId?: string
   manifest: SignedEnvelope
 }
 
@@ -58,6 +92,59 @@ export interface TaskRecord {
 export type DeviceStatus = 'active' | 'blocked' | 'retired'
 
 export const DEVICE_STATUSES: readonly DeviceStatus[] = ['active', 'blocked', 'retired']
+/** A device the scheduler let start a task. */
+export interface ReleaseRecord {
+  taskId: string
+  deviceId: string
+  releasedAt: number
+}
+
+/** A person who uses devices, imported from the organisation's directory. */
+export interface UserRecord {
+  id: string
+  displayName?: string
+  email?: string
+  /** A path such as `Sales/EMEA`; a target department matches its sub-departments. */
+  department?: string
+  role?: string
+  /** Devices the person uses, by device id or host name. */
+  devices: string[]
+  updatedAt: string
+}
+
+/** A registered publisher key for security verification. */
+export interface PublisherRecord {
+  keyId: string
+  name: string
+  /** ed25519 public key, hex. */
+  publicKey: string
+  addedAt: string
+  addedBy: string
+}
+
+export type RequestStatus = 'pending' | 'approved' | 'denied'
+
+/** A self-service request of a device (or a user on it) for a package. */
+export interface RequestRecord {
+  id: string
+  packageId: string
+  packageName: string
+  packageVersion: string
+  deviceId: string
+  hostname: string
+  user?: string
+  reason?: string
+  /** `device` when the agent asked, otherwise the operator who asked on a user's behalf. */
+  requestedBy: string
+  status: RequestStatus
+  createdAt: string
+  decidedAt?: string
+  /** The operator, or `auto-approve`. */
+  decidedBy?: string
+  comment?: string
+  taskId?: string
+}
+
 
 export interface DeviceRecord {
   id: string
@@ -190,6 +277,10 @@ export interface Collections {
   enrollmentTokens: EnrollmentToken
   credentials: CredentialRecord
   audit: AuditEntry
+  releases: ReleaseRecord
+  users: UserRecord
+  publishers: PublisherRecord
+  requests: RequestRecord
   meta: unknown
   /** The operators' event journal: a bounded ring keyed by the zero-padded event id. */
   events: OperatorEvent

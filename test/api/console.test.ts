@@ -6,6 +6,14 @@ import { openTestCoordinator } from '../helpers/coordinator.js'
 
 const folder = findConsoleFolder()
 
+/** The console's reader of the OpenAPI document: plain JavaScript for the browser, loaded here as it is. */
+const CONSOLE_OPENAPI_MODULE: string = '../../coordinator/console/js/openapi.js'
+interface ConsoleOpenApi {
+  permits: (document: unknown, method: string, path: string, role: string | undefined) => boolean
+  resourceActions: (document: unknown, base: string) => { actions: Array<{ name: string }>, edit: unknown, remove: unknown }
+  fillPath: (path: string, params: Record<string, string>) => string
+}
+
 async function filesUnder (dir: string): Promise<string[]> {
   const out: string[] = []
   for (const entry of await readdir(dir, { withFileTypes: true })) {
@@ -103,13 +111,13 @@ test('GET /v1/me names the token and its role; the document says which role each
   t.is(document.paths['/v1/health'].get['x-access'], 'public')
 
   // The console's reading of the same document (its module runs in Node as well).
-  const { permits, resourceActions, fillPath } = await import('../../coordinator/console/js/openapi.js')
+  const { permits, resourceActions, fillPath } = await import(CONSOLE_OPENAPI_MODULE) as ConsoleOpenApi
   t.true(permits(document, 'post', '/v1/tasks', 'operator'))
   t.false(permits(document, 'post', '/v1/tasks', 'viewer'), 'a viewer is not offered what it may not do')
   t.true(permits(document, 'get', '/v1/tasks', 'viewer'))
   t.true(permits(document, 'post', '/v1/tasks', undefined), 'unknown role: the coordinator decides')
   const { actions, remove, edit } = resourceActions(document, '/v1/tasks')
-  t.true(actions.some((action: { name: string }) => action.name === 'cancel'))
+  t.true(actions.some(action => action.name === 'cancel'))
   t.is(remove === undefined, document.paths['/v1/tasks/{id}'].delete === undefined)
   t.is(edit === undefined, document.paths['/v1/tasks/{id}'].patch === undefined)
   t.true(resourceActions(document, '/v1/packages').remove !== undefined)

@@ -87,7 +87,7 @@ browserTest(available ? title : `${title} — ${inCi ? 'FAILED' : 'SKIPPED'}: ${
   await page.getByRole('button', { name: 'Sign in' }).click()
   await page.getByRole('heading', { name: 'Distribution records' }).waitFor()
   await page.getByText('Live', { exact: true }).waitFor()
-  t.deepEqual(await page.evaluate(() => [localStorage.length, sessionStorage.getItem('meshdeploy.token') !== null]), [0, true], 'the token is kept for the session only')
+  t.deepEqual(await page.evaluate('[localStorage.length, sessionStorage.getItem("meshdeploy.token") !== null]'), [0, true], 'the token is kept for the session only')
 
   // Upload a package with its detection rule.
   await page.getByRole('link', { name: 'Software' }).click()
@@ -147,7 +147,7 @@ browserTest(available ? title : `${title} — ${inCi ? 'FAILED' : 'SKIPPED'}: ${
   // The language follows the switch; every string comes from the catalogues.
   await page.getByLabel('Language').selectOption('zh')
   await page.getByRole('link', { name: '软件' }).waitFor()
-  t.is(await page.evaluate(() => document.documentElement.lang), 'zh-CN')
+  t.is(await page.evaluate('document.documentElement.lang'), 'zh-CN')
 
   t.is(loads, 1)
   t.deepEqual(unauthenticated, [], 'every API call carries the token')

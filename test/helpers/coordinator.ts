@@ -23,6 +23,8 @@ export interface TestCoordinatorInit {
   chunkSizeBytes?: number
   now?: () => number
   limits?: HttpLimitsInit
+  /** The scheduler ticks by itself; @default false with a fake clock (tests call scheduler.tick()), true otherwise */
+  autoTick?: boolean
 }
 
 /** A coordinator in this process on a temporary folder, driven through app.callback() (no port). */
@@ -33,7 +35,8 @@ export async function openTestCoordinator (init: TestCoordinatorInit = {}): Prom
     logger: silentLogger(),
     ...(init.maxPackageBytes !== undefined ? { maxPackageBytes: init.maxPackageBytes } : {}),
     chunkSizeBytes: init.chunkSizeBytes ?? 64 * 1024,
-    ...(init.now !== undefined ? { now: init.now } : {})
+    ...(init.now !== undefined ? { now: init.now } : {}),
+    autoTick: init.autoTick ?? init.now === undefined
   })
   const app = createApp(services, init.limits !== undefined ? { limits: init.limits } : {})
   const adminToken = services.bootstrapAdminToken ?? ''
@@ -69,4 +72,13 @@ export async function enrollDevice (coordinator: TestCoordinator, fields: { host
     ...(fields.groups !== undefined ? { groups: fields.groups } : {})
   }).expect(201)
   return { deviceId: body.deviceId, credential: body.credential, key }
+}
+
+/** A clock tests move by hand. */
+export class FakeClock {
+  constructor (public ms = Date.parse('2026-03-02T09:00:00.000Z')) {}
+  readonly now = (): number => this.ms
+  advance (ms: number): void {
+    this.ms += ms
+  }
 }

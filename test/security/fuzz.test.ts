@@ -5,10 +5,10 @@
  * document that was not signed as it is.
  */
 import { isDeepStrictEqual } from 'node:util'
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import fc from 'fast-check'
 import {
-  MANIFEST_DOMAIN, MeshdeployError, followKeyRotations, fromBase64, generateKeyPair, keyIdOf, openEnvelope, openManifest, packageIdOf,
+  MANIFEST_DOMAIN, MANIFEST_VERSION, MeshdeployError, followKeyRotations, fromBase64, generateKeyPair, keyIdOf, openEnvelope, openManifest, packageIdOf,
   sealEnvelope, signKeyRotation, signManifest, toBase64, toHex, trustKeys, utf8, validateManifest, type Manifest
 } from '../../protocol/index.js'
 
@@ -18,6 +18,11 @@ const other = generateKeyPair()
 const envelopeOptions = { domain: DOMAIN, keys: trustKeys(key.publicKey), maxPayloadBytes: 4096 }
 const NOW = Date.parse('2026-11-21T12:00:00Z')
 const RUNS = 400
+
+/** Runs a property; a counterexample fails the test with fast-check's report. */
+function check<T> (t: ExecutionContext, property: fc.IProperty<T>, parameters?: fc.Parameters<T>): void {
+  t.notThrows(() => { fc.assert(property, parameters) })
+}
 
 /** Runs `decode` and reports anything but a named error as a failure. */
 function onlyNamedErrors<T> (decode: () => T): T | MeshdeployError {
@@ -37,12 +42,11 @@ const envelopeLike = fc.record({
 }, { requiredKeys: [] })
 
 test('the envelope decoder throws only named errors on arbitrary input', t => {
-  fc.assert(fc.property(fc.oneof(fc.anything(), envelopeLike, fc.string(), fc.uint8Array({ maxLength: 2000 }), fc.json()), input => {
+  check(t, fc.property(fc.oneof(fc.anything(), envelopeLike, fc.string(), fc.uint8Array({ maxLength: 2000 }), fc.json()), input => {
     const result = onlyNamedErrors(() => openEnvelope(input, envelopeOptions))
     // Nothing random opens: it would need a signature by the trusted key.
     return result instanceof MeshdeployError
   }), { numRuns: RUNS * 2 })
-  t.pass()
 })
 
 type Mutation = (envelope: Record<string, string>) => Record<string, unknown>
@@ -75,21 +79,19 @@ const mutations: fc.Arbitrary<Mutation> = fc.oneof(
 )
 
 test('every mutation of a signed envelope is refused with a named error', t => {
-  fc.assert(fc.property(fc.uint8Array({ maxLength: 512 }), mutations, (payload, mutate) => {
+  check(t, fc.property(fc.uint8Array({ maxLength: 512 }), mutations, (payload, mutate) => {
     const sealed = sealEnvelope(DOMAIN, payload, key) as unknown as Record<string, string>
     const result = onlyNamedErrors(() => openEnvelope(mutate(sealed), envelopeOptions))
     return result instanceof MeshdeployError
   }), { numRuns: RUNS * 2 })
-  t.pass()
 })
 
 test('an untouched envelope always opens to its exact bytes, as an object or as serialized JSON', t => {
-  fc.assert(fc.property(fc.uint8Array({ maxLength: 4096 }), fc.boolean(), (payload, serialized) => {
+  check(t, fc.property(fc.uint8Array({ maxLength: 4096 }), fc.boolean(), (payload, serialized) => {
     const sealed = sealEnvelope(DOMAIN, payload, key)
     const opened = openEnvelope(serialized ? JSON.stringify(sealed) : sealed, envelopeOptions)
     return Buffer.from(opened.payload).equals(Buffer.from(payload))
   }), { numRuns: RUNS })
-  t.pass()
 })
 
 const sha = fc.stringMatching(/^[0-9a-f]{64}$/)
@@ -110,25 +112,28 @@ const manifests: fc.Arbitrary<Manifest> = fc.record({
   const list = { sizeBytes, chunkSizeBytes, sha256, chunks: chunks.slice(0, chunkCount) }
   return {
     type: 'meshdeploy.manifest',
+    version: MANIFEST_VERSION,
     taskId,
     revision,
+    rerun: 0,
     issuedAt: new Date(NOW - 1000).toISOString(),
     expiresAt: new Date(NOW + 3600_000).toISOString(),
     action: 'install',
     package: { id: packageIdOf(list), name, version: '1', platform: 'linux', arch: 'any', kind: 'shell', fileName: 'tool.sh', ...list },
     install: { runArgs, timeoutSeconds: 60 },
+    reboot: { policy: 'never' },
+    conditions: { deferWhileVpn: false },
     limits: { maxAttempts: 3, retryDelaySeconds: 60 }
   } satisfies Manifest
 })
 
 test('the manifest validator accepts what it should and throws only named errors on anything else', t => {
-  fc.assert(fc.property(manifests, manifest => {
+  check(t, fc.property(manifests, manifest => {
     return isDeepStrictEqual(validateManifest(manifest), manifest)
   }), { numRuns: RUNS })
-  fc.assert(fc.property(fc.oneof(fc.anything(), fc.json().map(text => JSON.parse(text) as unknown)), input => {
+  check(t, fc.property(fc.oneof(fc.anything(), fc.json().map(text => JSON.parse(text) as unknown)), input => {
     return onlyNamedErrors(() => validateManifest(input)) instanceof MeshdeployError
   }), { numRuns: RUNS })
-  t.pass()
 })
 
 /** Sets one field anywhere in a document to an arbitrary value. */
@@ -150,28 +155,26 @@ function setPath (document: unknown, path: number[], value: unknown): unknown {
 }
 
 test('a manifest with any one field changed is refused, or still satisfies every invariant', t => {
-  fc.assert(fc.property(manifests, fc.array(fc.nat(), { minLength: 1, maxLength: 4 }), fc.anything(), (manifest, path, value) => {
+  check(t, fc.property(manifests, fc.array(fc.nat(), { minLength: 1, maxLength: 4 }), fc.anything(), (manifest, path, value) => {
     const result = onlyNamedErrors(() => validateManifest(setPath(manifest, path, value)))
     if (result instanceof MeshdeployError) return true
     const accepted = result
     return accepted.package.id === packageIdOf(accepted.package) &&
       accepted.package.chunks.length === Math.ceil(accepted.package.sizeBytes / accepted.package.chunkSizeBytes)
   }), { numRuns: RUNS * 2 })
-  t.pass()
 })
 
 test('a signed manifest opens only under its key, its domain and its validity window', t => {
-  fc.assert(fc.property(manifests, fc.integer({ min: -30 * 86_400_000, max: 30 * 86_400_000 }), fc.boolean(), (manifest, clockOffsetMs, rightKey) => {
+  check(t, fc.property(manifests, fc.integer({ min: -30 * 86_400_000, max: 30 * 86_400_000 }), fc.boolean(), (manifest, clockOffsetMs, rightKey) => {
     const envelope = signManifest(manifest, rightKey ? key : other)
     const result = onlyNamedErrors(() => openManifest(envelope, { keys: trustKeys(key.publicKey), now: NOW + clockOffsetMs }))
     const inWindow = NOW + clockOffsetMs <= Date.parse(manifest.expiresAt) + 300_000 && NOW + clockOffsetMs >= Date.parse(manifest.issuedAt) - 300_000
     if (!rightKey || !inWindow) return result instanceof MeshdeployError
     return !(result instanceof MeshdeployError) && result.manifest.taskId === manifest.taskId
   }), { numRuns: RUNS })
-  fc.assert(fc.property(fc.oneof(fc.anything(), envelopeLike.map(envelope => ({ ...envelope, payloadType: MANIFEST_DOMAIN }))), input => {
+  check(t, fc.property(fc.oneof(fc.anything(), envelopeLike.map(envelope => ({ ...envelope, payloadType: MANIFEST_DOMAIN }))), input => {
     return onlyNamedErrors(() => openManifest(input, { keys: trustKeys(key.publicKey), now: NOW })) instanceof MeshdeployError
   }), { numRuns: RUNS })
-  t.pass()
 })
 
 test('the key rotation follower applies only a chain signed link by link, and throws only named errors', t => {
@@ -180,14 +183,13 @@ test('the key rotation follower applies only a chain signed link by link, and th
     type: 'meshdeploy.key-rotation', sequence: index + 1, previousKeyId: keyIdOf(keys[index].publicKey), newPublicKey: toHex(next.publicKey), issuedAt: new Date(NOW).toISOString()
   }, keys[index]))
   t.is(keyIdOf(followKeyRotations({ publicKey: key.publicKey, sequence: 0 }, chain).pinned.publicKey), keyIdOf(keys[3].publicKey))
-  fc.assert(fc.property(fc.array(fc.oneof(fc.constantFrom(...chain), fc.anything(), envelopeLike), { maxLength: 6 }), fc.integer({ min: 0, max: 3 }), (statements, start) => {
+  check(t, fc.property(fc.array(fc.oneof(fc.constantFrom(...chain), fc.anything(), envelopeLike), { maxLength: 6 }), fc.integer({ min: 0, max: 3 }), (statements, start) => {
     const result = onlyNamedErrors(() => followKeyRotations({ publicKey: keys[start].publicKey, sequence: start }, statements))
     if (result instanceof MeshdeployError) return true
     // Whatever was applied is exactly the genuine chain from the pinned key on.
     const reached = result.pinned.sequence
     return reached >= start && keyIdOf(result.pinned.publicKey) === keyIdOf(keys[reached].publicKey)
   }), { numRuns: RUNS })
-  t.pass()
 })
 
 test('the envelope decoder refuses oversized input before decoding it', t => {

@@ -85,5 +85,6 @@ test('three GiB stream through in constant memory', async t => {
   t.is(result.sizeBytes, total)
   t.is(result.chunks.length, 3 * 1024)
   t.is(new Set(result.chunks).size, 1)
-  t.true(peak - baseline < 96 * MIB, `memory grew by ${((peak - baseline) / MIB).toFixed(0)} MiB`)
+  // Leaking would grow by gigabytes; the bound leaves room for the garbage collector lagging on a loaded machine.
+  t.true(peak - baseline < 192 * MIB, `memory grew by ${((peak - baseline) / MIB).toFixed(0)} MiB`)
 })

@@ -13,13 +13,17 @@ const NOW = Date.parse('2026-11-21T12:00:00Z')
 function manifest (overrides: Partial<Manifest> = {}): Manifest {
   return {
     type: 'meshdeploy.manifest',
+    version: 2,
     taskId: 'task-1',
     revision: 1,
+    rerun: 0,
     issuedAt: new Date(NOW - 1000).toISOString(),
     expiresAt: new Date(NOW + 3600_000).toISOString(),
     action: 'install',
     package: { id: packageIdOf(pkgBase), name: 'tool', version: '1.0', platform: 'linux', arch: 'any', kind: 'shell', fileName: 'tool.sh', ...pkgBase },
     install: { runArgs: ['--quiet'], timeoutSeconds: 60 },
+    reboot: { policy: 'never' },
+    conditions: { deferWhileVpn: false },
     limits: { maxAttempts: 3, retryDelaySeconds: 60 },
     ...overrides
   }

@@ -1,5 +1,5 @@
 import test from 'ava'
-import { exitOutcome, generateKeyPair, isNewerRecord, openStatusRecord, sanitizeFileName, signStatusRecord, splitRunArgs, trustKeys, type StatusRecord } from '../../protocol/index.js'
+import { type PackageKind, type Platform, exitOutcome, generateKeyPair, isNewerRecord, openStatusRecord, sanitizeFileName, signStatusRecord, splitRunArgs, trustKeys, type StatusRecord } from '../../protocol/index.js'
 import { sniffPackageType } from '../../coordinator/packages/sniff.js'
 import { matchesTargets } from '../../coordinator/tasks/targets.js'
 import { progressOf } from '../../coordinator/tasks/service.js'
@@ -16,7 +16,7 @@ test('run arguments split like a shell would, expanding nothing', t => {
   t.is(t.throws(() => splitRunArgs('"open'))?.name, 'SyntaxError')
 })
 
-const cases: Array<[string, Uint8Array, string, string, string]> = [
+const cases: Array<[string, Uint8Array, string, PackageKind, Platform]> = [
   ['MSI', Buffer.from('d0cf11e0a1b11ae1000000', 'hex'), 'setup.msi', 'msi', 'windows'],
   ['PE', Buffer.concat([Buffer.from('MZ'), Buffer.alloc(100)]), 'setup.exe', 'exe', 'windows'],
   ['xar pkg', Buffer.from('xar!\u0000\u001c'), 'App.pkg', 'pkg', 'macos'],

@@ -1,5 +1,5 @@
 import { Command } from 'commander'
-import { clientFrom, print, printJson, run, withApiOptions } from '../context.js'
+import { clientFrom, list, print, printJson, run, UsageError, withApiOptions } from '../context.js'
 import { table } from '../format.js'
 
 export function deviceCommand (): Command {
@@ -28,7 +28,8 @@ export function deviceCommand (): Command {
         client.close()
         if (options.json === true) return printJson(view)
         const statusLine = view.status === 'active' ? 'active' : `${view.status} since ${view.statusChangedAt} by ${view.statusChangedBy}${view.statusReason !== undefined ? ` (${view.statusReason})` : ''}`
-        print(`${view.id}  ${view.hostname}\n  site ${view.site}, groups ${view.groups.join(',') || '-'}, ${view.platform}/${view.arch}, ${view.online ? 'online' : 'offline'}, last contact ${view.lastSeenAt ?? 'never'}\n  status ${statusLine}\n  peer id ${view.peerId}\n`)
+        const users = view.users.map((u: any) => `${u.id}${u.department !== undefined ? ` (${u.department}${u.role !== undefined ? `, ${u.role}` : ''})` : ''}`).join(', ')
+        print(`${view.id}  ${view.hostname}\n  site ${view.site}, groups ${view.groups.join(',') || '-'}, ${view.platform}/${view.arch}, ${view.online ? 'online' : 'offline'}, last contact ${view.lastSeenAt ?? 'never'}\n  status ${statusLine}\n  used by ${users || 'nobody in the directory'}\n  peer id ${view.peerId}\n`)
         print(table(['TASK', 'NAME', 'STATE', 'ATTEMPT', 'EXIT', 'UPDATED', 'MESSAGE'], view.tasks.map((t: any) => [t.taskId, t.taskName, t.state, t.attempt, t.exitCode, t.updatedAt, t.message?.slice(0, 60)])))
       })
     })
@@ -51,5 +52,23 @@ export function deviceCommand (): Command {
         })
       })
   }
+  withApiOptions(device.command('edit <id>'))
+    .description('move a device to another site or change its static groups')
+    .option('--site <name>', 'the device\'s site')
+    .option('--groups <names>', 'replace its groups, comma separated', list)
+    .option('--add-groups <names>', 'add groups', list)
+    .option('--remove-groups <names>', 'remove groups', list)
+    .action(async (id: string, options) => {
+      await run(async () => {
+        const body: Record<string, unknown> = {}
+        for (const key of ['site', 'groups', 'addGroups', 'removeGroups'] as const) if (options[key] !== undefined) body[key] = options[key]
+        if (Object.keys(body).length === 0) throw new UsageError('give --site, --groups, --add-groups or --remove-groups')
+        const client = clientFrom(options)
+        const view = await client.patch(`/v1/devices/${id}`, body)
+        client.close()
+        if (options.json === true) return printJson(view)
+        print(`${view.hostname}: site ${view.site}, groups ${view.groups.join(',') || '-'}`)
+      })
+    })
   return device
 }

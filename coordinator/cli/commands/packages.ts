@@ -1,5 +1,9 @@
 import { Command } from 'commander'
+import { readFile, writeFile } from 'node:fs/promises'
+import { publisherSignatureSchema, sha256OfFile, signPackageHash, type PublisherSignature } from '../../../protocol/index.js'
 import { clientFrom, print, printJson, run, UsageError, withApiOptions } from '../context.js'
+import { packageFieldsFrom, withPackageOptions } from '../package-options.js'
+import { readPublisherKey } from './publishers.js'
 import { formatBytes, shortId, table } from '../format.js'
 import type { ApiClient } from '../api-client.js'
 
@@ -12,27 +16,33 @@ export async function resolvePackageId (client: ApiClient, prefix: string): Prom
   throw new UsageError(matches.length === 0 ? `no package id starts with ${prefix}` : `${prefix} matches ${matches.length} packages; give more of the id`)
 }
 
+async function readSignature (file: string): Promise<PublisherSignature> {
+  const parsed = publisherSignatureSchema.safeParse(JSON.parse(await readFile(file, 'utf8')))
+  if (!parsed.success) throw new UsageError(`${file} is not a signature made by meshdeploy package sign`)
+  return parsed.data
+}
+
 export function packageCommand (): Command {
   const pkg = new Command('package').description('manage packages')
 
-  withApiOptions(pkg.command('add <file>'))
-    .description('upload a package file')
+  withPackageOptions(withApiOptions(pkg.command('add <file>')))
+    .description('upload a package file; its kind and platform are detected from its content')
     .requiredOption('--name <name>', 'package name')
     .requiredOption('--version <version>', 'package version')
-    .option('--description <text>', 'description (remarks)')
-    .option('--publisher <name>', 'publisher')
-    .option('--kind <kind>', 'override the detected kind (msi, exe, shell, tar.gz, …)')
-    .option('--detect-file <path>', 'detection rule: this absolute path exists')
-    .option('--detect-sha256 <hex>', 'with --detect-file: and has this SHA-256')
-    .option('--detect-command <command...>', 'detection rule: this command exits 0')
-    .addHelpText('after', '\nExample:\n  meshdeploy package add ./agent-tools-2.3.tar.gz --name agent-tools --version 2.3 --detect-file /opt/agent-tools/VERSION')
+    .option('--sign-key <file>', 'sign the upload with this publisher key file (meshdeploy publisher keygen)')
+    .option('--signature <file>', 'a signature made offline with meshdeploy package sign')
+    .addHelpText('after', `
+Examples:
+  meshdeploy package add ./agent-tools-2.3.tar.gz --name agent-tools --version 2.3 --detect-file /opt/agent-tools/VERSION
+  meshdeploy package add ./7z2301-x64.msi --name 7-Zip --version 23.01 --detect-registry "7-Zip 23.01 (x64 edition)" --detect-publisher "Igor Pavlov" \\
+    --uninstall-msi "{23170F69-40C1-2702-2301-000001000000}" --exit-code 1603=retry --self-service --sign-key ./publisher.key`)
     .action(async (file: string, options) => {
       await run(async () => {
+        const metadata: Record<string, unknown> = { name: options.name, version: options.version, ...packageFieldsFrom(options) }
+        if (options.signKey !== undefined && options.signature !== undefined) throw new UsageError('give --sign-key or --signature, not both')
+        if (options.signKey !== undefined) metadata.publisherSignature = signPackageHash(await sha256OfFile(file), await readPublisherKey(options.signKey))
+        if (options.signature !== undefined) metadata.publisherSignature = await readSignature(options.signature)
         const client = clientFrom(options)
-        const metadata: Record<string, unknown> = { name: options.name, version: options.version }
-        for (const key of ['description', 'publisher', 'kind'] as const) if (options[key] !== undefined) metadata[key] = options[key]
-        if (options.detectFile !== undefined) metadata.detection = { type: 'file', path: options.detectFile, ...(options.detectSha256 !== undefined ? { sha256: options.detectSha256 } : {}) }
-        else if (options.detectCommand !== undefined) metadata.detection = { type: 'command', command: options.detectCommand }
         const showProgress = options.json !== true && process.stderr.isTTY
         let lastDrawn = 0
         const created = await client.uploadPackage(file, metadata, (sent, total) => {
@@ -44,7 +54,47 @@ export function packageCommand (): Command {
         if (showProgress) process.stderr.write('\n')
         client.close()
         if (options.json === true) return printJson(created)
-        print(`added package ${created.id}\n  ${created.name} ${created.version}, ${created.kind} for ${created.platform}, ${formatBytes(created.sizeBytes)} in ${created.chunkCount} chunks`)
+        const signed = created.publisherSignature !== undefined ? `, signed by ${created.publisherSignature.publisher}` : ''
+        print(`added package ${created.id}\n  ${created.name} ${created.version}, ${created.kind} for ${created.platform}/${created.arch}, ${formatBytes(created.sizeBytes)} in ${created.chunkCount} chunks${signed}`)
+      })
+    })
+
+  withPackageOptions(withApiOptions(pkg.command('edit <id>')))
+    .description('edit a package\'s metadata; unfinished tasks that use it get a new manifest revision')
+    .option('--name <name>', 'package name')
+    .option('--version <version>', 'package version')
+    .option('--no-self-service', 'withdraw from self-service')
+    .option('--no-detection', 'remove the detection rule (the install state becomes unknown)')
+    .option('--no-uninstall', 'remove the uninstall spec')
+    .option('--no-exit-codes', 'remove the exit-code mapping (back to the defaults)')
+    .addHelpText('after', '\nExample:\n  meshdeploy package edit 3f9a0c1b --description "Archiver, silent" --detect-registry "7-Zip 23.01 (x64)" --self-service')
+    .action(async (id: string, options) => {
+      await run(async () => {
+        const patch: Record<string, unknown> = packageFieldsFrom(options)
+        for (const key of ['name', 'version'] as const) if (options[key] !== undefined) patch[key] = options[key]
+        if (options.detection === false) patch.detection = null
+        if (options.uninstall === false) patch.uninstall = null
+        if (options.exitCodes === false) patch.exitCodes = null
+        if (Object.keys(patch).length === 0) throw new UsageError('name at least one field to change')
+        const client = clientFrom(options)
+        const updated = await client.patch(`/v1/packages/${await resolvePackageId(client, id)}`, patch)
+        client.close()
+        if (options.json === true) return printJson(updated)
+        print(`package ${updated.id} updated${updated.revisedTasks.length > 0 ? `; ${updated.revisedTasks.length} unfinished task(s) got a new revision: ${updated.revisedTasks.join(', ')}` : ''}`)
+      })
+    })
+
+  pkg.command('sign <file>')
+    .description('sign a package file offline with a publisher key: an ed25519 signature over its SHA-256')
+    .requiredOption('--key <file>', 'publisher key file (meshdeploy publisher keygen)')
+    .option('--out <file>', 'write the signature here (default: print it)')
+    .addHelpText('after', '\nExample:\n  meshdeploy package sign ./tool.msi --key ./publisher.key --out ./tool.msi.sig\n  meshdeploy package add ./tool.msi --name tool --version 1.0 --signature ./tool.msi.sig')
+    .action(async (file: string, options) => {
+      await run(async () => {
+        const signature = signPackageHash(await sha256OfFile(file), await readPublisherKey(options.key))
+        const text = JSON.stringify(signature, null, 2) + '\n'
+        if (options.out !== undefined) await writeFile(options.out, text)
+        else process.stdout.write(text)
       })
     })
 
@@ -56,7 +106,7 @@ export function packageCommand (): Command {
         const { packages } = await client.get('/v1/packages')
         client.close()
         if (options.json === true) return printJson(packages)
-        print(table(['ID', 'NAME', 'VERSION', 'KIND', 'PLATFORM', 'SIZE', 'CREATED'], packages.map((p: any) => [shortId(p.id), p.name, p.version, p.kind, p.platform, formatBytes(p.sizeBytes), p.createdAt])))
+        print(table(['ID', 'NAME', 'VERSION', 'KIND', 'PLATFORM', 'SIZE', 'SELF-SERVICE', 'SIGNED BY', 'CREATED'], packages.map((p: any) => [shortId(p.id), p.name, p.version, p.kind, `${p.platform}/${p.arch}`, formatBytes(p.sizeBytes), p.selfService === true ? 'yes' : '-', p.publisherSignature?.publisher, p.createdAt])))
       })
     })
 

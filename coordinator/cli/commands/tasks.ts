@@ -1,5 +1,6 @@
 import { Command } from 'commander'
-import { clientFrom, EXIT, list, positiveInteger, print, printJson, run, UsageError, withApiOptions } from '../context.js'
+import { clientFrom, EXIT, positiveInteger, print, printJson, run, UsageError, withApiOptions } from '../context.js'
+import { taskFieldsFrom, withTaskOptions } from '../task-options.js'
 import { formatBytes, shortId, table } from '../format.js'
 import { resolvePackageId } from './packages.js'
 import { renderProgress, watchTask } from '../watch.js'
@@ -7,43 +8,70 @@ import { renderProgress, watchTask } from '../watch.js'
 export function taskCommand (): Command {
   const task = new Command('task').description('create and follow deployment tasks')
 
-  withApiOptions(task.command('create'))
-    .description('create a task for a package')
+  withTaskOptions(withApiOptions(task.command('create')))
+    .description('create a task for a package: install, uninstall or distribute files, now or at a time')
     .requiredOption('--package <id>', 'package id (or a unique prefix)')
-    .option('--action <action>', 'install or distribute-files', 'install')
-    .option('--devices <ids>', 'target devices by id or host name, comma separated', list)
-    .option('--groups <names>', 'target groups, comma separated', list)
-    .option('--sites <names>', 'target sites, comma separated', list)
-    .option('--all', 'target every device')
-    .option('--name <name>', 'task name')
-    .option('--run-args <args>', 'silent-install arguments, e.g. "/S /quiet"')
-    .option('--bandwidth-kbps <n>', 'per-device download cap, KB/s', positiveInteger)
-    .option('--destination <dir>', 'destination folder for distribute-files')
-    .option('--entry <path>', 'script inside an archive to run (default install.sh)')
-    .option('--timeout-seconds <n>', 'installer timeout', positiveInteger)
-    .option('--max-attempts <n>', 'attempts before a device fails for good', positiveInteger)
-    .option('--retry-delay-seconds <n>', 'wait between attempts', value => value === '0' ? 0 : positiveInteger(value))
-    .option('--valid-for-seconds <n>', 'how long the task dispatches', positiveInteger)
-    .addHelpText('after', '\nExamples:\n  meshdeploy task create --package 3f9a0c1b --groups finance --run-args "--quiet"\n  meshdeploy task create --package 3f9a0c1b --action distribute-files --destination /opt/data --sites berlin')
+    .option('--action <action>', 'install, uninstall or distribute-files', 'install')
+    .addHelpText('after', `
+Examples:
+  meshdeploy task create --package 3f9a0c1b --groups finance --run-args "/S" --devices-per-minute 20 --defer-while-vpn
+  meshdeploy task create --package 3f9a0c1b --departments Sales --roles manager --start-at 2026-12-01T22:00:00+01:00 --reboot prompt --reboot-deadline-seconds 3600
+  meshdeploy task create --package 3f9a0c1b --action distribute-files --destination /opt/data --file-mode 0644 --overwrite keep --sites berlin
+  meshdeploy task create --package 3f9a0c1b --action uninstall --all`)
     .action(async options => {
       await run(async () => {
-        if (options.all !== true && options.devices === undefined && options.groups === undefined && options.sites === undefined) {
-          throw new UsageError('name targets: --devices, --groups, --sites or --all')
-        }
+        const fields = taskFieldsFrom(options, false)
+        if (fields.targets === undefined) throw new UsageError('name targets: --devices, --groups, --sites, --users, --departments, --roles or --all')
         const client = clientFrom(options)
-        const targets: Record<string, unknown> = {}
-        if (options.all === true) targets.all = true
-        for (const key of ['devices', 'groups', 'sites'] as const) if (options[key] !== undefined) targets[key === 'devices' ? 'deviceIds' : key] = options[key]
-        const body: Record<string, unknown> = { packageId: await resolvePackageId(client, options.package), action: options.action, targets }
-        const optional: Record<string, string> = {
-          name: 'name', runArgs: 'runArgs', bandwidthKbps: 'bandwidthKBps', destination: 'destination', entry: 'entry',
-          timeoutSeconds: 'timeoutSeconds', maxAttempts: 'maxAttempts', retryDelaySeconds: 'retryDelaySeconds', validForSeconds: 'validForSeconds'
-        }
-        for (const [option, field] of Object.entries(optional)) if (options[option] !== undefined) body[field] = options[option]
-        const created = await client.post('/v1/tasks', body)
+        const created = await client.post('/v1/tasks', { packageId: await resolvePackageId(client, options.package), action: options.action, ...fields })
         client.close()
         if (options.json === true) return printJson(created)
-        print(`created task ${created.id} (${created.name}); its targets resolve to ${created.resolvedDevices} device(s) now`)
+        print(`created task ${created.id} (${created.name}), ${created.phase}; its targets resolve to ${created.resolvedDevices} device(s) now`)
+      })
+    })
+
+  withTaskOptions(withApiOptions(task.command('edit <id>')))
+    .description('edit a task that has not started, is paused or has expired; devices pick up the new revision')
+    .addHelpText('after', '\nExamples:\n  meshdeploy task pause task-3f9a && meshdeploy task edit task-3f9a --max-attempts 5 --run-args "/S /norestart" && meshdeploy task resume task-3f9a\n  meshdeploy task edit task-3f9a --valid-for-seconds 604800 --devices-per-minute none')
+    .action(async (id: string, options) => {
+      await run(async () => {
+        const fields = taskFieldsFrom(options, true)
+        if (Object.keys(fields).length === 0) throw new UsageError('name at least one setting to change')
+        const client = clientFrom(options)
+        const view = await client.patch(`/v1/tasks/${id}`, fields)
+        client.close()
+        if (options.json === true) return printJson(view)
+        print(`task ${view.id} is at revision ${view.revision}, ${view.phase}`)
+      })
+    })
+
+  for (const [verb, description] of [
+    ['pause', 'pause a task: no more devices start; those downloading or installing finish'],
+    ['resume', 'resume a paused task'],
+    ['rerun', 're-run a task for its failed devices: their attempt counters start again']
+  ] as const) {
+    withApiOptions(task.command(`${verb} <id>`))
+      .description(description)
+      .action(async (id: string, options) => {
+        await run(async () => {
+          const client = clientFrom(options)
+          const view = await client.post(`/v1/tasks/${id}/${verb}`)
+          client.close()
+          if (options.json === true) return printJson(view)
+          print(verb === 'rerun' ? `task ${view.id}: ${view.rerunDevices} failed device(s) run again (revision ${view.revision})` : `task ${view.id} is ${view.phase}`)
+        })
+      })
+  }
+
+  withApiOptions(task.command('delete <id>'))
+    .description('delete a task (cannot be undone): no more devices start; those already downloading or installing finish')
+    .action(async (id: string, options) => {
+      await run(async () => {
+        const client = clientFrom(options)
+        const answer = await client.delete(`/v1/tasks/${id}`)
+        client.close()
+        if (options.json === true) return printJson(answer)
+        print(answer.message)
       })
     })
 
@@ -55,8 +83,8 @@ export function taskCommand (): Command {
         const { tasks } = await client.get('/v1/tasks')
         client.close()
         if (options.json === true) return printJson(tasks)
-        print(table(['ID', 'NAME', 'STATUS', 'DEVICES', 'DONE', 'FAILED', 'PROGRESS', 'FROM PEERS'], tasks.map((t: any) => [
-          t.id, t.name, t.status, t.progress.total, t.progress.succeeded, t.progress.failed, `${t.progress.percent}%`, `${(t.progress.peerShare * 100).toFixed(0)}%`
+        print(table(['ID', 'NAME', 'PHASE', 'DEVICES', 'DONE', 'FAILED', 'PROGRESS', 'FROM PEERS'], tasks.map((t: any) => [
+          t.id, t.name, t.phase, t.progress.total, t.progress.succeeded, t.progress.failed, `${t.progress.percent}%`, `${(t.progress.peerShare * 100).toFixed(0)}%`
         ])))
       })
     })
@@ -69,7 +97,9 @@ export function taskCommand (): Command {
         const [view, rows] = await Promise.all([client.get(`/v1/tasks/${id}`), client.get(`/v1/tasks/${id}/devices`)])
         client.close()
         if (options.json === true) return printJson({ ...view, devices: rows.devices })
-        print(`${view.id}  ${view.name}\n  package ${view.package?.name ?? '(deleted)'} ${view.package?.version ?? ''} (${shortId(view.packageId)}), action ${view.action}, status ${view.status}, revision ${view.revision}\n  progress ${view.progress.percent}% — ${view.progress.succeeded} succeeded, ${view.progress.failed} failed of ${view.progress.total}; from peers ${formatBytes(view.progress.bytesFromPeers)}, from origin ${formatBytes(view.progress.bytesFromOrigin)}\n`)
+        const rate = view.devicesPerMinute !== undefined ? `${view.devicesPerMinute} device(s) per minute` : 'no rate limit'
+        const reboot = view.reboot.policy === 'prompt' ? `prompt (forced after ${view.reboot.deadlineSeconds ?? 900} s)` : view.reboot.policy
+        print(`${view.id}  ${view.name}\n  package ${view.package?.name ?? '(deleted)'} ${view.package?.version ?? ''} (${shortId(view.packageId)}), action ${view.action}, ${view.phase}, revision ${view.revision}\n  starts ${view.startAt}, valid until ${view.validUntil}; ${rate}; ${view.releasedDevices} released; attempts ${view.maxAttempts}, retry after ${view.retryDelaySeconds} s; reboot ${reboot}${view.deferWhileVpn === true ? '; waits while a VPN is up' : ''}\n  progress ${view.progress.percent}% — ${view.progress.succeeded} succeeded, ${view.progress.failed} failed of ${view.progress.total}; from peers ${formatBytes(view.progress.bytesFromPeers)}, from origin ${formatBytes(view.progress.bytesFromOrigin)}\n`)
         print(table(['DEVICE', 'HOST', 'SITE', 'STATE', 'DONE', 'PEERS', 'ORIGIN', 'ATTEMPT', 'EXIT', 'MESSAGE'], rows.devices.map((r: any) => [
           shortId(r.deviceId, 20), r.hostname, r.site, r.state, r.bytesTotal > 0 ? `${Math.round(100 * r.bytesDone / r.bytesTotal)}%` : '-',
           formatBytes(r.bytesFromPeers), formatBytes(r.bytesFromOrigin), r.attempt, r.exitCode, r.message?.slice(0, 60)

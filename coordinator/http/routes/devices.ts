@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import type { DeviceStatus } from '../../store/types.js'
 import type { RouteModule } from '../context.js'
+import { deviceUpdateSchema } from '../../devices/service.js'
 
 const statusChangeSchema = z.object({
   /** Why, for the device page and the audit log. */
@@ -31,7 +32,18 @@ export const deviceRoutes: RouteModule = (routes, services) => {
       const row = await services.tasks.row(task.id, device.id)
       if (row !== undefined) tasks.push({ ...row, taskName: task.name, taskStatus: task.status })
     }
-    return { ...services.devices.view(device), tasks }
+    const users = services.directory.usersOf(device).map(({ id, displayName, department, role }) => ({ id, displayName, department, role }))
+    return { ...services.devices.view(device), users, tasks }
+  })
+
+  routes.add({
+    method: 'patch', path: '/v1/devices/:id', tag: 'devices', access: 'operator', body: deviceUpdateSchema,
+    summary: 'Move a device to another site or change its static groups (groups, or addGroups/removeGroups); tasks targeting them pick it up',
+    responses: { 200: { description: 'the device' }, 404: { description: 'no such device' } }
+  }, async ({ params, body, actor }) => {
+    const device = await services.devices.update(params.id, body)
+    services.logger.info({ deviceId: device.id, site: device.site, groups: device.groups, by: actor }, 'device updated')
+    return services.devices.view(device)
   })
 
   for (const change of STATUS_CHANGES) {

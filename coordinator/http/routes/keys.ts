@@ -20,7 +20,7 @@ export const keyRoutes: RouteModule = (routes, services) => {
     responses: { 200: { description: 'the new key, the retired key id and the statement' } }
   }, async ({ actor }) => {
     const rotation = await services.keyring.rotate(Date.now())
-    const unfinishedTasks = services.tasks.dispatching().length
+    const unfinishedTasks = services.tasks.assignable().length
     services.logger.warn({ keyId: rotation.key.keyId, previousKeyId: rotation.previousKeyId, sequence: rotation.statement.sequence, by: actor }, 'manifest signing key rotated')
     return { ...describe(), previousKeyId: rotation.previousKeyId, issuedAt: rotation.statement.issuedAt, statement: rotation.envelope, unfinishedTasks }
   })

@@ -3,7 +3,7 @@ import type { Readable } from 'node:stream'
 import { z } from 'zod'
 import { ApiError, PayloadTooLargeError, RequestTimeoutError, UnsupportedMediaTypeError, ValidationError } from '../../errors.js'
 import { DEFAULT_BODY_IDLE_TIMEOUT_MS } from '../request-limits.js'
-import { packageMetadataSchema, summarizePackage, type PackageMetadata, type PackageUpload } from '../../packages/service.js'
+import { packageMetadataSchema, packagePatchSchema, summarizePackage, type PackageMetadata, type PackageUpload } from '../../packages/service.js'
 import type { Services } from '../../services.js'
 import type { CoordinatorContext, RouteModule } from '../context.js'
 
@@ -95,9 +95,9 @@ async function receiveUpload (ctx: CoordinatorContext, services: Services, uploa
 export const packageRoutes: RouteModule = (routes, services) => {
   routes.add({
     method: 'post', path: '/v1/packages', tag: 'packages', access: 'operator',
-    rawBody: { contentType: 'multipart/form-data', description: 'a `metadata` field (JSON: name, version, description, publisher, kind, platform, arch, detection) and a `file` part', schema: packageMetadataSchema },
-    summary: 'Upload a package: streamed, chunked and hashed as it arrives',
-    responses: { 201: { description: 'the package' }, 409: { description: 'the same content is already a package' }, 413: { description: 'larger than the limit; nothing stored' } }
+    rawBody: { contentType: 'multipart/form-data', description: 'a `metadata` field (JSON: name, version, description, publisher, kind, platform, arch, detection, exitCodes, uninstall, selfService, publisherSignature) and a `file` part', schema: packageMetadataSchema },
+    summary: 'Upload a package: streamed, chunked and hashed as it arrives; with security verification on, a publisher signature must verify',
+    responses: { 201: { description: 'the package' }, 409: { description: 'the same content is already a package' }, 413: { description: 'larger than the limit; nothing stored' }, 422: { description: 'the publisher signature is missing, made with an unregistered key, or does not verify; nothing stored' } }
   }, async ({ ctx, actor }) => {
     if (!ctx.is('multipart/form-data')) throw new UnsupportedMediaTypeError('upload a package as multipart/form-data with metadata and file parts')
     const declared = Number(ctx.get('content-length'))
@@ -136,12 +136,23 @@ export const packageRoutes: RouteModule = (routes, services) => {
   })
 
   routes.add({
+    method: 'patch', path: '/v1/packages/:id', tag: 'packages', access: 'operator', body: packagePatchSchema,
+    summary: 'Edit a package: name, version, description, publisher, kind, platform, arch, detection, exitCodes, uninstall, selfService; unfinished tasks get a new manifest revision',
+    responses: { 200: { description: 'the package, with the tasks whose manifests were revised' }, 400: { description: 'invalid or inconsistent (a detection rule of another platform)' }, 404: { description: 'no such package' } }
+  }, async ({ params, body, actor }) => {
+    const record = await services.packages.update(params.id, body, actor)
+    const revisedTasks = await services.tasks.refreshForPackage(record)
+    services.logger.info({ packageId: record.id, fields: Object.keys(body), revisedTasks, by: actor }, 'package edited')
+    return { ...summarizePackage(record), revisedTasks }
+  })
+
+  routes.add({
     method: 'delete', path: '/v1/packages/:id', tag: 'packages', access: 'operator',
     summary: 'Delete a package and its chunks; unfinished tasks that use it are cancelled',
     responses: { 200: { description: 'what was deleted and which tasks were cancelled' }, 404: { description: 'no such package' } }
   }, async ({ params, actor }) => {
     await services.packages.get(params.id)
-    const cancelledTasks = await services.tasks.cancelForPackage(params.id)
+    const cancelledTasks = await services.tasks.cancelForPackage(params.id, actor)
     const record = await services.packages.delete(params.id)
     services.logger.info({ packageId: record.id, cancelledTasks, by: actor }, 'package deleted')
     return {

@@ -1,37 +1,53 @@
-import { createTaskSchema } from '../../tasks/service.js'
+import { z } from 'zod'
+import { createTaskSchema, editTaskSchema } from '../../tasks/service.js'
 import type { RouteModule } from '../context.js'
+
+const listQuerySchema = z.object({ deleted: z.enum(['true', 'false']).optional() }).strict()
 
 export const taskRoutes: RouteModule = (routes, services) => {
   routes.add({
     method: 'post', path: '/v1/tasks', tag: 'tasks', access: 'operator', body: createTaskSchema,
-    summary: 'Create a task: deploy a package to the devices its targets resolve to',
-    responses: { 201: { description: 'the task, with how many devices its targets resolve to now' } }
+    summary: 'Create a task: install, uninstall or distribute a package to the devices its targets resolve to, now or at a time',
+    responses: { 201: { description: 'the task, with how many devices its targets resolve to now (resolvedDevices)' }, 422: { description: 'security verification is on and the package is not signed' } }
   }, async ({ ctx, body, actor }) => {
     const { task, resolvedDevices } = await services.tasks.create(body, actor)
-    services.logger.info({ taskId: task.id, packageId: task.packageId, resolvedDevices, by: actor }, 'task created')
+    // Release what may start now before answering, so that the answer shows it.
+    await services.scheduler.tick()
+    services.logger.info({ taskId: task.id, packageId: task.packageId, action: task.action, resolvedDevices, by: actor }, 'task created')
     ctx.status = 201
     ctx.set('Location', `/v1/tasks/${task.id}`)
     return { ...await services.tasks.view(task), resolvedDevices }
   })
 
   routes.add({
-    method: 'get', path: '/v1/tasks', tag: 'tasks', access: 'viewer',
-    summary: 'List tasks with their progress',
+    method: 'get', path: '/v1/tasks', tag: 'tasks', access: 'viewer', query: listQuerySchema,
+    summary: 'List tasks with their phase and progress; deleted ones with deleted=true',
     responses: { 200: { description: '{ tasks }' } }
-  }, async () => {
-    const tasks = await services.tasks.list()
+  }, async ({ query }) => {
+    const tasks = await services.tasks.list({ includeDeleted: query.deleted === 'true' })
     return { tasks: await Promise.all(tasks.map(async task => await services.tasks.view(task))) }
   })
 
   routes.add({
     method: 'get', path: '/v1/tasks/:id', tag: 'tasks', access: 'viewer',
-    summary: 'A task and its progress: counts by state, percent, bytes from peers and from the origin',
+    summary: 'A task: its settings, phase (scheduled, running, paused, expired, cancelled), released devices and progress',
     responses: { 200: { description: 'the task' }, 404: { description: 'no such task' } }
   }, async ({ params }) => await services.tasks.view(await services.tasks.get(params.id)))
 
   routes.add({
+    method: 'patch', path: '/v1/tasks/:id', tag: 'tasks', access: 'operator', body: editTaskSchema,
+    summary: 'Edit a task that has not started, is paused or has expired; the manifest revision grows and devices pick up the new one',
+    responses: { 200: { description: 'the task' }, 404: { description: 'no such task' }, 409: { description: 'the task is running (pause it first) or was cancelled' } }
+  }, async ({ params, body, actor }) => {
+    const task = await services.tasks.edit(params.id, body)
+    await services.scheduler.tick()
+    services.logger.info({ taskId: task.id, revision: task.revision, fields: Object.keys(body), by: actor }, 'task edited')
+    return await services.tasks.view(task)
+  })
+
+  routes.add({
     method: 'get', path: '/v1/tasks/:id/devices', tag: 'tasks', access: 'viewer',
-    summary: 'One row per device of a task: state, bytes, attempt, exit code, message, last contact',
+    summary: 'One row per device of a task: state with its reason, bytes, attempt, exit code, message, release time, last contact',
     responses: { 200: { description: '{ taskId, devices }' }, 404: { description: 'no such task' } }
   }, async ({ params }) => {
     const task = await services.tasks.get(params.id)
@@ -48,12 +64,57 @@ export const taskRoutes: RouteModule = (routes, services) => {
   })
 
   routes.add({
+    method: 'post', path: '/v1/tasks/:id/pause', tag: 'tasks', access: 'operator',
+    summary: 'Pause a task: no more devices are released or start; devices already downloading or installing finish',
+    responses: { 200: { description: 'the task' }, 404: { description: 'no such task' }, 409: { description: 'cancelled' } }
+  }, async ({ params, actor }) => {
+    const task = await services.tasks.pause(params.id)
+    services.logger.info({ taskId: task.id, by: actor }, 'task paused')
+    return await services.tasks.view(task)
+  })
+
+  routes.add({
+    method: 'post', path: '/v1/tasks/:id/resume', tag: 'tasks', access: 'operator',
+    summary: 'Resume a paused task',
+    responses: { 200: { description: 'the task' }, 404: { description: 'no such task' }, 409: { description: 'cancelled' } }
+  }, async ({ params, actor }) => {
+    const task = await services.tasks.resume(params.id)
+    await services.scheduler.tick()
+    services.logger.info({ taskId: task.id, by: actor }, 'task resumed')
+    return await services.tasks.view(task)
+  })
+
+  routes.add({
     method: 'post', path: '/v1/tasks/:id/cancel', tag: 'tasks', access: 'operator',
-    summary: 'Cancel a task: no more devices start it; installs already running finish',
+    summary: 'Cancel a task: no more devices start it; downloads stop; installs already running finish',
     responses: { 200: { description: 'the cancelled task' }, 404: { description: 'no such task' } }
   }, async ({ params, actor }) => {
-    const task = await services.tasks.cancel(params.id)
+    const task = await services.tasks.cancel(params.id, actor)
     services.logger.info({ taskId: task.id, by: actor }, 'task cancelled')
     return await services.tasks.view(task)
+  })
+
+  routes.add({
+    method: 'post', path: '/v1/tasks/:id/rerun', tag: 'tasks', access: 'operator',
+    summary: 'Re-run a task for its failed devices: their attempt counters start again and they try now',
+    responses: { 200: { description: 'the task and how many failed devices run again' }, 404: { description: 'no such task' }, 409: { description: 'no failed device, cancelled or expired' } }
+  }, async ({ params, actor }) => {
+    const { task, devices } = await services.tasks.rerun(params.id)
+    services.logger.info({ taskId: task.id, devices, by: actor }, 'task re-run for failed devices')
+    return { ...await services.tasks.view(task), rerunDevices: devices }
+  })
+
+  routes.add({
+    method: 'delete', path: '/v1/tasks/:id', tag: 'tasks', access: 'operator',
+    summary: 'Delete a task (cannot be undone): it releases no more devices and leaves the lists; devices already downloading or installing finish',
+    responses: { 200: { description: 'the deleted task and how many devices are finishing' }, 404: { description: 'no such task' } }
+  }, async ({ params, actor }) => {
+    const { task, finishing } = await services.tasks.delete(params.id, actor)
+    services.logger.info({ taskId: task.id, finishing, by: actor }, 'task deleted')
+    return {
+      deleted: task.id,
+      finishingDevices: finishing,
+      message: finishing === 0 ? 'deleted; no device was working on it' : `deleted; ${finishing} device(s) already downloading or installing will finish`
+    }
   })
 }
