@@ -184,7 +184,7 @@ export function schemaForm (options) {
       const input = /** @type {HTMLInputElement} */ (h('input', { type: 'file', id: context.id, name: context.path }))
       return { control: input, read: () => input.files?.[0] }
     }
-    const long = (schema.maxLength ?? 0) > 1000
+    const long = (schema.maxLength ?? 0) > 2000
     const input = /** @type {HTMLInputElement | HTMLTextAreaElement} */ (long
       ? h('textarea', { id: context.id, name: context.path, rows: 3, maxlength: schema.maxLength, value: context.value ?? '' })
       : h('input', { type: 'text', id: context.id, name: context.path, maxlength: schema.maxLength, value: context.value ?? '', autocomplete: 'off', spellcheck: 'false', placeholder: schema.default !== undefined ? String(schema.default) : undefined }))
