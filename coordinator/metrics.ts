@@ -18,12 +18,16 @@ export class CoordinatorMetrics {
   readonly originBytes: Counter
   readonly originRequests: Counter
   readonly statusRecords: Counter<'outcome'>
+  readonly eventClients: Gauge
+  readonly eventClientsDisconnected: Counter<'reason'>
 
   constructor (init: CoordinatorMetricsInit) {
     collectDefaultMetrics({ register: this.registry, prefix: 'meshdeploy_coordinator_' })
     this.originBytes = new Counter({ name: 'meshdeploy_origin_bytes_served_total', help: 'Bytes of chunks the HTTP origin served', registers: [this.registry] })
     this.originRequests = new Counter({ name: 'meshdeploy_origin_requests_total', help: 'Content requests the HTTP origin answered', registers: [this.registry] })
     this.statusRecords = new Counter({ name: 'meshdeploy_status_records_total', help: 'Status records received, by outcome', labelNames: ['outcome'], registers: [this.registry] })
+    this.eventClients = new Gauge({ name: 'meshdeploy_event_stream_clients', help: 'Operator clients connected to GET /v1/events', registers: [this.registry] })
+    this.eventClientsDisconnected = new Counter({ name: 'meshdeploy_event_stream_ends_total', help: 'Event streams ended, by reason (closed by the client, or disconnected for reading too slowly)', labelNames: ['reason'], registers: [this.registry] })
     init.statuses.on('ingested', (stored, duplicates, rejected) => {
       this.statusRecords.inc({ outcome: 'stored' }, stored)
       if (duplicates > 0) this.statusRecords.inc({ outcome: 'duplicate' }, duplicates)

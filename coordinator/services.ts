@@ -21,6 +21,8 @@ import { LevelStore } from './store/level-store.js'
 import type { Store } from './store/types.js'
 import type { Logger } from '../protocol/logger.js'
 import { CoordinatorMetrics } from './metrics.js'
+import { EventJournal } from './events/journal.js'
+import { connectEventSources } from './events/sources.js'
 
 export interface ServicesInit {
   dataDir: string
@@ -31,6 +33,8 @@ export interface ServicesInit {
   chunkSizeBytes?: number
   /** @default 30 */
   pollIntervalSeconds?: number
+  /** Events kept for operators' clients that resume. @default DEFAULT_RETAINED_EVENTS */
+  retainedEvents?: number
   /** The scheduler ticks by itself; tests with a fake clock call `scheduler.tick()` instead. @default true */
   autoTick?: boolean
   now?: () => number
@@ -58,6 +62,8 @@ export interface Services {
   requests: RequestService
   assignments: AssignmentService
   statuses: StatusService
+  /** The operators' live events (GET /v1/events). */
+  events: EventJournal
   metrics: CoordinatorMetrics
   startedAt: number
   /** The admin token's secret, only on the start that created it. */
@@ -115,6 +121,14 @@ export async function openServices (init: ServicesInit): Promise<Services> {
     taskExists: async id => await store.collections.tasks.get(id) !== undefined,
     onRejected: rejection => { init.logger.warn(rejection, 'refused a status record') }
   })
+  const events = new EventJournal({
+    store,
+    now,
+    ...(init.retainedEvents !== undefined ? { retainedEvents: init.retainedEvents } : {}),
+    onWriteError: (error, dropped) => { init.logger.error({ err: error, dropped }, 'could not store operator events') }
+  })
+  await events.open()
+  const disconnectEvents = connectEventSources({ journal: events, statuses, tasks, devices, onError: error => { init.logger.error({ err: error }, 'could not describe a change for operators') } })
   const bootstrapAdminToken = await tokens.bootstrapAdmin()
   const services: Services = {
     dataDir: init.dataDir,
@@ -137,10 +151,13 @@ export async function openServices (init: ServicesInit): Promise<Services> {
     requests,
     assignments,
     statuses,
+    events,
     metrics: new CoordinatorMetrics({ devices, tasks, statuses }),
     startedAt: now(),
     close: async () => {
+      disconnectEvents()
       await scheduler.stop()
+      await events.flushed()
       await store.close()
     }
   }

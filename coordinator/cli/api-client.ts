@@ -4,8 +4,10 @@ import http from 'node:http'
 import https from 'node:https'
 import { basename } from 'node:path'
 import { randomBytes } from 'node:crypto'
+import { StringDecoder } from 'node:string_decoder'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { PROBLEM_CONTENT_TYPE, createHttpsAgent, trustFailureOf, type Problem, type TlsTrust } from '../../protocol/index.js'
+import { SseParser, type SseMessage } from '../events/sse.js'
 
 /** An error answer of the API, with its problem details. */
 export class ApiRequestError extends Error {
@@ -33,6 +35,17 @@ type Json = any
 /** Reads refused with 429 are tried this often in all, each after the coordinator's Retry-After (at most 10 s). */
 const MAX_READ_ATTEMPTS = 3
 const MAX_RETRY_AFTER_MS = 10_000
+
+export interface EventStreamOptions {
+  /** Resume after this event id (sent as Last-Event-ID). */
+  lastEventId?: string
+  signal: AbortSignal
+  onMessage: (message: SseMessage) => void
+  /** Comments, such as the coordinator's heartbeats. */
+  onComment?: (text: string) => void
+  /** Called once the coordinator has accepted the stream. */
+  onOpen?: () => void
+}
 
 /** The operator's client of the coordinator API, used by the CLI and the demo. */
 export class ApiClient {
@@ -122,6 +135,56 @@ export class ApiClient {
           : new Error(`cannot reach the coordinator at ${url.origin}: ${error.message}`))
       })
       write(request)
+    })
+  }
+
+  /**
+   * Reads a server-sent event stream (GET) until the coordinator ends it or
+   * `signal` aborts; an error answer throws like any other request.
+   */
+  async streamEvents (path: string, options: EventStreamOptions): Promise<void> {
+    const url = new URL(path, this.baseUrl)
+    const transport = url.protocol === 'https:' ? https : http
+    const headers = this.headers({ accept: 'text/event-stream' })
+    if (options.lastEventId !== undefined) headers['last-event-id'] = options.lastEventId
+    await new Promise<void>((resolve, reject) => {
+      const request = transport.request(url, { method: 'GET', headers, agent: this.agent, signal: options.signal }, response => {
+        const status = response.statusCode ?? 0
+        if (status !== 200) {
+          const parts: Buffer[] = []
+          let size = 0
+          response.on('data', (part: Buffer) => { if ((size += part.byteLength) <= 64 * 1024) parts.push(part) })
+          response.on('end', () => {
+            try {
+              this.decode('GET', path, status, Buffer.concat(parts).toString('utf8'), response.headers['content-type'])
+              reject(new ApiRequestError(status, `GET ${path} answered HTTP ${status}`))
+            } catch (error) {
+              reject(error)
+            }
+          })
+          response.on('error', reject)
+          return
+        }
+        options.onOpen?.()
+        const decoder = new StringDecoder('utf8')
+        const parser = new SseParser({ onMessage: options.onMessage, ...(options.onComment !== undefined ? { onComment: options.onComment } : {}) })
+        response.on('data', (part: Buffer) => {
+          try {
+            parser.push(decoder.write(part))
+          } catch (error) {
+            response.destroy(error as Error)
+          }
+        })
+        response.on('end', () => { resolve() })
+        response.on('error', reject)
+        response.on('close', () => { if (!response.complete) reject(new Error(`the event stream from ${url.origin} was cut`)) })
+      })
+      request.on('error', error => {
+        const untrusted = trustFailureOf(error)
+        if (untrusted !== undefined) reject(untrusted)
+        else reject((error as Error).name === 'AbortError' ? error : new Error(`cannot reach the coordinator at ${url.origin}: ${error.message}`))
+      })
+      request.end()
     })
   }
 

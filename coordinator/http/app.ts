@@ -3,12 +3,15 @@ import Router from '@koa/router'
 import type { Services } from '../services.js'
 import { authMiddleware, isPublicPath } from './auth.js'
 import { auditListener } from './audit-listener.js'
+import { consoleMiddleware, findConsoleFolder, loadConsoleFiles } from './console.js'
 import { anonymousRateMiddleware, principalRateMiddleware, resolveHttpLimits, type HttpLimits, type HttpLimitsInit } from './request-limits.js'
 import type { CoordinatorState } from './context.js'
 import { problemMiddleware } from './problem.js'
 import { RouteTable } from './routes-table.js'
 import { agentRoutes } from './routes/agents.js'
 import { deviceRoutes } from './routes/devices.js'
+import { eventRoutes } from './routes/events.js'
+import { meRoutes } from './routes/me.js'
 import { healthRoutes } from './routes/health.js'
 import { openApiRoutes } from './routes/openapi.js'
 import { packageRoutes } from './routes/packages.js'
@@ -25,7 +28,8 @@ import { requestRoutes } from './routes/requests.js'
 
 export const ROUTE_MODULES = [
   healthRoutes, openApiRoutes, agentRoutes, packageRoutes, taskRoutes, deviceRoutes, siteRoutes, tokenRoutes,
-  operatorTokenRoutes, auditRoutes, keyRoutes, directoryRoutes, publisherRoutes, settingsRoutes, requestRoutes
+  operatorTokenRoutes, auditRoutes, keyRoutes, directoryRoutes, publisherRoutes, settingsRoutes, requestRoutes,
+  eventRoutes, meRoutes
 ]
 
 /** The Koa application with the table of its routes (for the OpenAPI document). */
@@ -54,6 +58,8 @@ export function createApp (services: Services, init: AppInit = {}): CoordinatorA
     ctx.state.limits = app.limits
     await next()
   })
+  // The console's files are static, public and served from memory: they come before the limits on anonymous callers.
+  app.use(consoleMiddleware(loadConsoleFiles(findConsoleFolder())))
   app.use(anonymousRateMiddleware(app.limits, isPublicPath))
   app.use(authMiddleware(services))
   app.use(principalRateMiddleware(app.limits))

@@ -56,6 +56,8 @@ export function openApiDocument (specs: ReadonlyArray<RouteSpec<any, any>>): Rec
       operationId: `${spec.method}${spec.path.replace(/[/:{}-]+(\w)?/g, (_, c: string | undefined) => (c ?? '').toUpperCase())}`,
       summary: spec.summary,
       description: `Access: ${ACCESS_TEXT[spec.access]}`,
+      // Machine-readable for clients that offer only what their user's role may do (the web console).
+      'x-access': spec.access,
       tags: [spec.tag],
       security: spec.access === 'public' ? [] : [{ bearer: [] }],
       responses: {}

@@ -3,7 +3,7 @@ import type { Collection, CollectionName, Collections, RangeOptions, Store, Writ
 
 const COLLECTION_NAMES: CollectionName[] = [
   'packages', 'tasks', 'devices', 'deviceTasks', 'statusLog', 'operatorTokens', 'enrollmentTokens', 'credentials', 'audit', 'meta',
-  'releases', 'users', 'publishers', 'requests', 'sites', 'boundaries'
+  'releases', 'users', 'publishers', 'requests', 'events', 'sites', 'boundaries'
 ]
 
 import type { AbstractSublevel } from 'abstract-level'

@@ -284,6 +284,19 @@ export interface AuditEntry {
   userAgent?: string
 }
 
+export type OperatorEventType = 'status' | 'task' | 'device'
+
+/** A change operators can follow live (GET /v1/events). */
+export interface OperatorEvent {
+  /** Grows by one with every event, across restarts. */
+  id: number
+  type: OperatorEventType
+  at: string
+  /** Set on events that concern one task (the stream's filter). */
+  taskId?: string
+  data: Record<string, unknown>
+}
+
 /** SHA-256 of a device credential, hex → device id. */
 export interface CredentialRecord {
   deviceId: string
@@ -307,6 +320,8 @@ export interface Collections {
   sites: SiteRecord
   boundaries: BoundaryRecord
   meta: unknown
+  /** The operators' event journal: a bounded ring keyed by the zero-padded event id. */
+  events: OperatorEvent
 }
 
 export type CollectionName = keyof Collections

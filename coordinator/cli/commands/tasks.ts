@@ -108,8 +108,8 @@ Examples:
     })
 
   withApiOptions(task.command('watch <id>'))
-    .description('follow a task live until every device has settled; exits 1 if any device failed')
-    .option('--interval-ms <n>', 'refresh interval', positiveInteger, 1000)
+    .description('follow a task live until every device has settled (redrawn on the coordinator\'s events); exits 1 if any device failed')
+    .option('--interval-ms <n>', 'polling interval while the event stream is unavailable, and the shortest time between redraws', positiveInteger, 1000)
     .action(async (id: string, options) => {
       await run(async () => {
         const client = clientFrom(options)

@@ -1,0 +1,77 @@
+import type { StatusRecord } from '../../protocol/index.js'
+import type { StatusService } from '../agents/statuses.js'
+import type { DeviceService } from '../devices/service.js'
+import type { TaskService } from '../tasks/service.js'
+import type { EventJournal } from './journal.js'
+
+export interface EventSourcesInit {
+  journal: EventJournal
+  statuses: StatusService
+  tasks: TaskService
+  devices: DeviceService
+  onError?: (error: unknown) => void
+}
+
+/** What operators see of a status record: the device's new state in the task. */
+export function statusEventData (record: StatusRecord): Record<string, unknown> {
+  const data: Record<string, unknown> = {
+    taskId: record.taskId,
+    deviceId: record.deviceId,
+    state: record.state,
+    revision: record.revision,
+    attempt: record.attempt,
+    seq: record.seq,
+    bytesTotal: record.bytesTotal,
+    bytesDone: record.bytesDone,
+    bytesFromPeers: record.bytesFromPeers,
+    bytesFromOrigin: record.bytesFromOrigin,
+    reportedAt: new Date(record.at).toISOString()
+  }
+  if (record.exitCode !== undefined) data.exitCode = record.exitCode
+  if (record.message !== undefined) data.message = record.message
+  if (record.final !== undefined) data.final = record.final
+  return data
+}
+
+/**
+ * Feeds the journal from the domain services: every stored status record,
+ * every task change and every device change becomes an event.
+ */
+export function connectEventSources (init: EventSourcesInit): () => void {
+  const { journal, statuses, tasks, devices } = init
+  const onError = init.onError ?? (() => {})
+  const onRecords = (records: StatusRecord[]): void => {
+    for (const record of records) journal.append('status', statusEventData(record), record.taskId)
+  }
+  const onTaskChanged = (taskId: string): void => {
+    tasks.get(taskId).then(
+      task => { journal.append('task', { taskId, name: task.name, status: task.status, revision: task.revision, updatedAt: task.updatedAt }, taskId) },
+      error => {
+        if ((error as Error).name === 'NotFoundError') journal.append('task', { taskId, deleted: true }, taskId)
+        else onError(error)
+      }
+    )
+  }
+  const onDeviceChanged = (deviceId: string): void => {
+    devices.get(deviceId).then(
+      device => {
+        const view = devices.view(device)
+        const data: Record<string, unknown> = { deviceId, hostname: view.hostname, site: view.site, groups: view.groups, platform: view.platform, status: view.status, online: view.online }
+        if (view.lastSeenAt !== undefined) data.lastSeenAt = view.lastSeenAt
+        journal.append('device', data)
+      },
+      error => {
+        if ((error as Error).name === 'NotFoundError') journal.append('device', { deviceId, deleted: true })
+        else onError(error)
+      }
+    )
+  }
+  statuses.on('records', onRecords)
+  tasks.on('changed', onTaskChanged)
+  devices.on('changed', onDeviceChanged)
+  return () => {
+    statuses.off('records', onRecords)
+    tasks.off('changed', onTaskChanged)
+    devices.off('changed', onDeviceChanged)
+  }
+}
