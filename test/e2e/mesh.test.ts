@@ -54,15 +54,22 @@ async function seeded (coordinator: CoordinatorProcess, work: string, seed: Agen
   return pkg
 }
 
-async function stopAll (agents: AgentProcess[], coordinator: CoordinatorProcess | undefined, work: string): Promise<void> {
+/** Stops every process; after a pass, removes their data and logs too (they are kept to look at after a failure). */
+async function stopAll (agents: AgentProcess[], coordinator: CoordinatorProcess | undefined, work: string, passed: boolean): Promise<void> {
   await Promise.all(agents.map(async agent => { await agent.stop() }))
   await coordinator?.stop()
   await rm(work, { recursive: true, force: true })
+  if (!passed) return
+  for (const folder of [...agents.map(agent => agent.dataDir), ...(coordinator !== undefined ? [coordinator.dataDir] : [])]) {
+    await rm(folder, { recursive: true, force: true })
+    await rm(`${folder}.log`, { force: true })
+  }
 }
 
 test.serial('five agents of one site fetch a 64 MiB package; the origin serves about one copy', async t => {
   const coordinator = await startCoordinatorProcess({ chunkSizeKiB: 64 })
   const work = await mkdtemp(join(tmpdir(), 'md-e2e-mesh-'))
+  let finished = false
   let agents: AgentProcess[] = []
   try {
     agents = await site(coordinator, 5, 'pc')
@@ -81,14 +88,16 @@ test.serial('five agents of one site fetch a 64 MiB package; the origin serves a
     t.is(view.progress.bytesFromOrigin, rows.reduce((sum, row) => sum + row.bytesFromOrigin, 0))
     t.true(view.progress.peerShare >= 0.75, `peer share ${view.progress.peerShare}`)
     t.log(`origin served ${(served / pkg.sizeBytes).toFixed(3)} copies; peer share ${(view.progress.peerShare * 100).toFixed(0)}%`)
+    finished = true
   } finally {
-    await stopAll(agents, coordinator, work)
+    await stopAll(agents, coordinator, work, finished && t.passed)
   }
 })
 
 test.serial('an agent serving corrupt chunks is banned, and every honest device completes', async t => {
   const coordinator = await startCoordinatorProcess({ chunkSizeKiB: 64 })
   const work = await mkdtemp(join(tmpdir(), 'md-e2e-mesh-'))
+  let finished = false
   const agents: AgentProcess[] = []
   try {
     const [corrupt] = await site(coordinator, 1, 'corrupt', { command: CORRUPTING_AGENT })
@@ -105,14 +114,16 @@ test.serial('an agent serving corrupt chunks is banned, and every honest device 
     const bans = await Promise.all(honest.map(async agent => (await readFile(agent.logFile, 'utf8')).split('\n').filter(line => line.includes('peer banned') && line.includes(corrupt.event.peerId as string)).length))
     t.true(bans.some(count => count > 0), `ban log lines per honest agent: ${bans.join(', ')}`)
     for (const row of rows) t.is(row.bytesFromPeers + row.bytesFromOrigin, pkg.sizeBytes, 'only verified bytes count')
+    finished = true
   } finally {
-    await stopAll(agents, coordinator, work)
+    await stopAll(agents, coordinator, work, finished && t.passed)
   }
 })
 
 test.serial('a serving peer killed mid-transfer does not stop the others', async t => {
   const coordinator = await startCoordinatorProcess({ chunkSizeKiB: 64 })
   const work = await mkdtemp(join(tmpdir(), 'md-e2e-mesh-'))
+  let finished = false
   const agents: AgentProcess[] = []
   try {
     const [seed] = await site(coordinator, 1, 'seed')
@@ -133,14 +144,16 @@ test.serial('a serving peer killed mid-transfer does not stop the others', async
     for (const agent of others) t.is(await sha256OfFile(join(agent.installRoot, 'srv/b/payload.bin')), pkg.sha256)
     t.true(rows.every(row => row.bytesFromPeers > 0), 'every device had bytes from peers')
     t.log(rows.map(row => `${row.hostname}: peers ${row.bytesFromPeers}, origin ${row.bytesFromOrigin}`).join('; '))
+    finished = true
   } finally {
-    await stopAll(agents, coordinator, work)
+    await stopAll(agents, coordinator, work, finished && t.passed)
   }
 })
 
 test.serial('a peer id that is not an enrolled device cannot connect; an enrolled one can', async t => {
   const coordinator = await startCoordinatorProcess({ chunkSizeKiB: 64 })
   const work = await mkdtemp(join(tmpdir(), 'md-e2e-mesh-'))
+  let finished = false
   const agents: AgentProcess[] = []
   const nodes: Array<Awaited<ReturnType<typeof createMeshNode>>> = []
   try {
@@ -191,15 +204,17 @@ test.serial('a peer id that is not an enrolled device cannot connect; an enrolle
       }
     }, 'the enrolled peer to be admitted', 30_000, 250)
     t.is(answer, 'not-cached', 'admitted: the agent answers, and it holds no such package')
+    finished = true
   } finally {
     await Promise.all(nodes.map(async node => { await node.stop() }))
-    await stopAll(agents, coordinator, work)
+    await stopAll(agents, coordinator, work, finished && t.passed)
   }
 })
 
 test.serial('a site cache fetches its site\'s packages ahead; devices then fetch from it; a cleared cache keeps only what tasks need', async t => {
   const coordinator = await startCoordinatorProcess({ chunkSizeKiB: 64 })
   const work = await mkdtemp(join(tmpdir(), 'md-e2e-mesh-'))
+  let finished = false
   const agents: AgentProcess[] = []
   try {
     // Two laptops enroll, then go offline.
@@ -230,7 +245,8 @@ test.serial('a site cache fetches its site\'s packages ahead; devices then fetch
     }, 'both devices to clear their caches', 60_000, 250)
     await waitFor(async () => (await coordinator.api.get(`/v1/devices/${laptops[0].deviceId}`)).cache.usedBytes === 0 ? true : undefined, 'the laptop cache to be empty', 30_000, 250)
     t.true(cleared[1].cache.usedBytes >= pkg.sizeBytes, 'the site cache keeps the pinned package')
+    finished = true
   } finally {
-    await stopAll(agents, coordinator, work)
+    await stopAll(agents, coordinator, work, finished && t.passed)
   }
 })

@@ -21,6 +21,7 @@ labTest(`two sites of three agents in network namespaces: mDNS alone finds the s
   let coordinator: CoordinatorProcess | undefined
   let api: ApiClient | undefined
   const agents: AgentProcess[] = []
+  let finished = false
   try {
     lab = await Lab.create({ prefix: 'mdm', sites: 2, hostsPerSite: 3, wanMbit: 200 })
     const hq = lab
@@ -81,12 +82,20 @@ labTest(`two sites of three agents in network namespaces: mDNS alone finds the s
       const log = await readFile(agent.logFile, 'utf8')
       t.false(log.includes('"level":50'), `${agent.logFile} has no errors`)
     }
+    finished = true
   } finally {
     api?.close()
     await Promise.all(agents.map(async agent => { await agent.stop() }))
     await coordinator?.stop()
     await lab?.destroy()
     await rm(work, { recursive: true, force: true })
+    // After a pass the processes' data and logs go too; after a failure they stay to be looked at.
+    if (finished && t.passed) {
+      for (const folder of [...agents.map(agent => agent.dataDir), ...(coordinator !== undefined ? [coordinator.dataDir] : [])]) {
+        await rm(folder, { recursive: true, force: true })
+        await rm(`${folder}.log`, { force: true })
+      }
+    }
   }
   const left = await import('../../bench/lab/topology.js').then(async module => await module.namespacesWithPrefix(lab!.name))
   t.deepEqual(left, [], 'every namespace removed')
