@@ -3,7 +3,7 @@ import { mkdir } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import {
-  MAX_CLOCK_SKEW_MS, MalformedError, SETTLED_STATES, StaleRevisionError, describeError, followKeyRotations, openManifest, trustKeys,
+  MAX_CLOCK_SKEW_MS, MalformedError, SETTLED_STATES, StaleRevisionError, describeError, followKeyRotations, openManifest, statusTopicOf, trustKeys,
   type DeviceTaskState, type Manifest, type SignedEnvelope, type TlsTrust
 } from '../protocol/index.js'
 import type { Logger } from '../protocol/logger.js'
@@ -15,6 +15,7 @@ import { CoordinatorClient, type AssignmentAnswer } from './coordinator-client.j
 import { AssignmentMismatchError, CoordinatorError, RetiredKeyError, RevisionConflictError } from './errors.js'
 import { loadIdentity, loadOrEnroll, pinCoordinatorKey, saveTlsTrust, type Identity } from './identity.js'
 import { Outbox } from './outbox.js'
+import { SiteStatus } from './status/site-status.js'
 import { OriginSource } from './download/origin-source.js'
 import { downloadPackage, type PackageFetcher } from './download/downloader.js'
 import { AgentStore, type LocalTask } from './state/store.js'
@@ -77,6 +78,8 @@ export interface AgentInit {
 const ALLOWED_PEERS_KEY = 'allowedPeerIds'
 /** The last clear-cache request carried out. */
 const CLEARED_CACHE_KEY = 'clearedCacheRequest'
+/** The site's status topic the coordinator last named, so a restart cut off from it joins the right one. */
+const STATUS_TOPIC_KEY = 'statusTopic'
 
 interface Running {
   controller: AbortController
@@ -122,6 +125,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly origin: OriginSource
   /** The libp2p side; absent when peer sharing is off. */
   mesh?: Mesh
+  /** The site's status path (gossip, relay); absent without the mesh or with status gossip off. */
+  siteStatus?: SiteStatus
   private reporter?: SelfReporter
   private prefetcher?: Prefetcher
   private clearedCacheRequest = 0
@@ -208,15 +213,22 @@ export class Agent extends EventEmitter<AgentEvents> {
   private async startMesh (): Promise<void> {
     this.clearedCacheRequest = await this.store.getMeta<number>(CLEARED_CACHE_KEY) ?? 0
     if (this.init.mesh !== undefined && this.init.mesh !== false) {
+      const gossip = this.init.mesh.statusGossip ?? true
       this.mesh = await Mesh.start({
         ...this.init.mesh,
         identity: this.identity,
         cache: this.cache,
         origin: this.origin,
         logger: this.logger,
-        allowedPeerIds: await this.store.getMeta<string[]>(ALLOWED_PEERS_KEY) ?? []
+        allowedPeerIds: await this.store.getMeta<string[]>(ALLOWED_PEERS_KEY) ?? [],
+        ...(gossip ? { statusTopic: await this.store.getMeta<string>(STATUS_TOPIC_KEY) ?? statusTopicOf(this.identity.coordinatorKeyId, this.identity.site) } : {})
       })
       this.mesh.on('changed', () => { this.reporter?.soon() })
+      if (this.mesh.statusGossip !== undefined) {
+        this.siteStatus = new SiteStatus({ ...this.init.mesh.siteStatus, gossip: this.mesh.statusGossip, outbox: this.outbox, poster: this.client, reachability: this.client.reachability, logger: this.logger, now: this.now })
+        this.siteStatus.on('relay', () => { this.reporter?.soon() })
+        this.siteStatus.start()
+      }
     }
     if (this.init.siteCache === true) {
       this.prefetcher = new Prefetcher({
@@ -242,6 +254,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         siteCache: this.init.siteCache === true,
         connectedPeers: this.mesh?.connectedPeers() ?? 0,
         cache: this.cache.stats(),
+        ...(this.siteStatus !== undefined ? { statusRelay: this.siteStatus.isRelay } : {}),
         ...(this.clearedCacheRequest > 0 ? { clearedCacheRequest: this.clearedCacheRequest } : {})
       })
     })
@@ -253,6 +266,10 @@ export class Agent extends EventEmitter<AgentEvents> {
   private async applyMesh (answer: AssignmentAnswer): Promise<void> {
     if (answer.allowedPeerIds !== undefined) await this.store.putMeta(ALLOWED_PEERS_KEY, answer.allowedPeerIds)
     await this.mesh?.apply(answer)
+    if (this.siteStatus !== undefined && typeof answer.statusTopic === 'string' && answer.statusTopic.length <= 300 && answer.statusTopic !== this.mesh?.statusGossip?.topic) {
+      this.siteStatus.setTopic(answer.statusTopic)
+      await this.store.putMeta(STATUS_TOPIC_KEY, answer.statusTopic)
+    }
     if (answer.clearCacheRequest !== undefined && answer.clearCacheRequest > this.clearedCacheRequest) {
       const freedBytes = await this.cache.clear()
       this.clearedCacheRequest = answer.clearCacheRequest
@@ -549,6 +566,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     await Promise.all([...this.running.values()].map(async running => { await running.done }))
     await this.prefetcher?.stop()
     await this.reporter?.stop()
+    await this.siteStatus?.stop()
     await this.mesh?.stop()
     await this.cache.flush()
     await this.outbox.stop()

@@ -90,6 +90,7 @@ export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command
     .option('--announce <multiaddrs>', 'addresses to announce instead of the listening ones, comma separated', list)
     .addOption(new Option('--mdns <on|off>', 'find site peers on the LAN with multicast DNS').argParser(onOff).default(true, 'on'))
     .addOption(new Option('--peer-list <on|off>', 'dial the site peers the coordinator lists').argParser(onOff).default(true, 'on'))
+    .addOption(new Option('--status-gossip <on|off>', 'send status records up through the site\'s gossip and its elected relay; off: each to the coordinator directly').argParser(onOff).default(true, 'on'))
     .option('--upload-kbps <n>', 'cap on what this device uploads to peers, KB/s of 1024 bytes', positiveInteger)
     .option('--cache-max-mb <n>', 'bound on the chunk cache, MiB (default 10240); packages a task needs stay', positiveInteger)
     .option('--site-cache', 'act as the site\'s cache: fetch the packages of tasks that target the site ahead and keep them')
@@ -146,6 +147,7 @@ export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command
               ...(overrides.mesh !== false ? overrides.mesh : {}),
               mdns: options.mdns,
               usePeerList: options.peerList,
+              statusGossip: options.statusGossip,
               ...(options.listen !== undefined ? { listen: options.listen } : {}),
               ...(options.announce !== undefined ? { announce: options.announce } : {}),
               ...(options.uploadKbps !== undefined ? { uploadBytesPerSecond: options.uploadKbps * BYTES_PER_KB } : {})

@@ -5,6 +5,7 @@ import {
   type Problem, type SignedEnvelope, type TlsTrust
 } from '../protocol/index.js'
 import { CoordinatorError, CoordinatorUnreachableError } from './errors.js'
+import { Reachability } from './reachability.js'
 
 export interface EnrollRequest {
   token: string
@@ -46,6 +47,8 @@ export interface AssignmentAnswer {
   coordinatorKey?: { keyId: string, sequence: number }
   /** Key rotation statements, oldest first; verified by the agent before use. */
   keyRotations?: unknown[]
+  /** The gossip topic of the device's site (status records, relay election). */
+  statusTopic?: string
 }
 
 /** What the agent tells the coordinator about itself. */
@@ -55,12 +58,16 @@ export interface SelfReport {
   connectedPeers: number
   cache: { usedBytes: number, limitBytes: number, pinnedBytes: number, packages: number }
   clearedCacheRequest?: number
+  /** Whether this agent is its site's status relay now. */
+  statusRelay?: boolean
 }
 
 export interface StatusAnswer {
   acknowledged: string[]
   rejected: Array<{ index: number, reason: string, message: string }>
   duplicates: number
+  /** The coordinator's signed receipt, when asked for (a relay passes it on to its site). */
+  receipt?: SignedEnvelope
 }
 
 /** A self-service package as the catalog lists it. */
@@ -121,6 +128,8 @@ interface Answer {
 /** Every exchange of the agent with the coordinator goes through here. */
 export class CoordinatorClient {
   readonly baseUrl: URL
+  /** Whether the last exchange reached the coordinator. */
+  readonly reachability = new Reachability()
   private credential?: string
   private readonly requestTimeoutMs: number
   private readonly maxJsonBytes: number
@@ -161,8 +170,10 @@ export class CoordinatorClient {
     if (answer.status < 200 || answer.status >= 300) throw this.errorOf(answer)
   }
 
-  async postStatus (records: SignedEnvelope[], options: RequestOptions = {}): Promise<StatusAnswer> {
-    return await this.json<StatusAnswer>('POST', '/v1/agents/status', { records }, options)
+  /** Sends status records (this device's, or as the site's relay its site's, with `receipt: true`). */
+  async postStatus (records: SignedEnvelope[], options: RequestOptions & { receipt?: boolean } = {}): Promise<StatusAnswer> {
+    const { receipt, ...rest } = options
+    return await this.json<StatusAnswer>('POST', '/v1/agents/status', receipt === true ? { records, receipt } : { records }, rest)
   }
 
   /** The self-service packages this device may request. */
@@ -254,14 +265,23 @@ export class CoordinatorClient {
           }
         })
         response.on('end', () => {
+          this.reachability.succeeded()
           const retryAfter = response.headers['retry-after']
           resolve({ status: response.statusCode ?? 0, body: Buffer.concat(parts), contentType: response.headers['content-type'], ...(retryAfter !== undefined ? { retryAfter } : {}) })
         })
-        response.on('error', error => { reject(signal.aborted ? abortReason(signal, method, url) : error) })
-        response.on('aborted', () => { reject(new CoordinatorUnreachableError(`the coordinator closed the answer to ${method} ${url.pathname}`)) })
+        response.on('error', error => {
+          if (options.signal?.aborted !== true && !(error instanceof TooLargeError)) this.reachability.failed()
+          reject(signal.aborted ? abortReason(signal, method, url) : error)
+        })
+        response.on('aborted', () => {
+          this.reachability.failed()
+          reject(new CoordinatorUnreachableError(`the coordinator closed the answer to ${method} ${url.pathname}`))
+        })
       })
       request.on('error', error => {
         const untrusted = trustFailureOf(error)
+        // The agent's own abort (it stops) says nothing about the path; a timeout or a failed connection does.
+        if (!signal.aborted || options.signal?.aborted !== true) this.reachability.failed()
         if (signal.aborted) reject(abortReason(signal, method, url))
         else if (untrusted !== undefined) reject(untrusted)
         else if (error instanceof TooLargeError) reject(error)

@@ -1,13 +1,13 @@
 import { EventEmitter } from 'node:events'
-import { describeError, signStatusRecord, statusRecordKey, type StatusRecord } from '../protocol/index.js'
-import type { CoordinatorClient } from './coordinator-client.js'
+import { describeError, signStatusRecord, statusRecordKey, type SignedEnvelope, type StatusRecord } from '../protocol/index.js'
+import type { CoordinatorClient, StatusAnswer } from './coordinator-client.js'
 import type { Identity } from './identity.js'
 import type { AgentStore, LocalTask } from './state/store.js'
 import type { Logger } from '../protocol/logger.js'
 
 export interface OutboxInit {
   store: AgentStore
-  client: CoordinatorClient
+  client: Pick<CoordinatorClient, 'postStatus'>
   identity: Identity
   logger: Logger
   /** @default 200 */
@@ -21,14 +21,40 @@ export interface OutboxInit {
 
 export type StatusFields = Omit<StatusRecord, 'type' | 'deviceId' | 'taskId' | 'revision' | 'attempt' | 'seq' | 'at'>
 
+/** A record waiting in the outbox. */
+export interface PendingRecord {
+  key: string
+  envelope: SignedEnvelope
+  /** When the record was issued, ms since the epoch. */
+  addedAt: number
+}
+
+/**
+ * Who carries the records when the agent is part of a site (its relay, or
+ * its peers' relay over gossip); absent or declining: the agent posts them
+ * to the coordinator itself.
+ */
+export interface StatusRouter {
+  /** New records wait: the router delivers them its way, or returns false to leave them to the direct path. */
+  route: () => boolean
+}
+
+/** A refusal the agent accepts: the record will never be taken as it is, so it leaves the outbox. */
+export interface RecordRefusal {
+  key: string
+  reason: string
+  message?: string
+}
+
 /**
  * Status records are signed with the device key and kept in a durable outbox
- * until the coordinator acknowledges them; the agent never loses one to a
- * crash or an outage.
+ * until the coordinator acknowledges them (in the answer to this agent's own
+ * request, or in a receipt its site's relay passed on); the agent never
+ * loses one to a crash or an outage.
  */
-export class Outbox extends EventEmitter<{ delivered: [count: number], rejected: [reason: string, message: string] }> {
+export class Outbox extends EventEmitter<{ delivered: [count: number], rejected: [reason: string, message: string], recorded: [] }> {
   private readonly store: AgentStore
-  private readonly client: CoordinatorClient
+  private readonly client: Pick<CoordinatorClient, 'postStatus'>
   private readonly identity: Identity
   private readonly logger: Logger
   private readonly batchSize: number
@@ -40,6 +66,10 @@ export class Outbox extends EventEmitter<{ delivered: [count: number], rejected:
   private backoffMs: number
   private retryTimer?: NodeJS.Timeout
   private stopped = false
+  private router?: StatusRouter
+  /** Record key → its outbox id, for acknowledgements that name keys. */
+  private index?: Map<string, string>
+  private indexing?: Promise<Map<string, string>>
 
   constructor (init: OutboxInit) {
     super()
@@ -52,6 +82,22 @@ export class Outbox extends EventEmitter<{ delivered: [count: number], rejected:
     this.maxBackoffMs = init.maxBackoffMs ?? 30_000
     this.backoffMs = this.minBackoffMs
     this.now = init.now ?? Date.now
+  }
+
+  /** Hands delivery to a site router (gossip and relay); `undefined` gives it back to the direct path. */
+  setRouter (router: StatusRouter | undefined): void {
+    this.router = router
+  }
+
+  private async keyIndex (): Promise<Map<string, string>> {
+    if (this.index !== undefined) return this.index
+    this.indexing ??= (async () => {
+      const index = new Map<string, string>()
+      for (const entry of await this.store.outboxBatch(Number.MAX_SAFE_INTEGER)) index.set(entry.key, entry.id)
+      this.index = index
+      return index
+    })()
+    return await this.indexing
   }
 
   /**
@@ -74,13 +120,81 @@ export class Outbox extends EventEmitter<{ delivered: [count: number], rejected:
     if (fields.message !== undefined) updated.message = fields.message
     else delete updated.message
     const envelope = signStatusRecord(record, this.identity.key)
-    await this.store.commitStatus(updated, { key: statusRecordKey(record), envelope, addedAt: record.at })
+    const key = statusRecordKey(record)
+    const index = await this.keyIndex()
+    const id = await this.store.commitStatus(updated, { key, envelope, addedAt: record.at })
+    index.set(key, id)
+    this.emit('recorded')
     this.flushSoon()
     return updated
   }
 
-  /** Starts a delivery unless one is running; a running one goes round again. */
+  /** Records waiting, oldest first, at most `limit` of them and about `maxBytes` of envelopes. */
+  async pending (limit: number, maxBytes = Number.POSITIVE_INFINITY): Promise<PendingRecord[]> {
+    const out: PendingRecord[] = []
+    let bytes = 0
+    for (const entry of await this.store.outboxBatch(limit)) {
+      const size = entry.envelope.payload.length + entry.envelope.signature.length + 100
+      if (out.length > 0 && bytes + size > maxBytes) break
+      bytes += size
+      out.push({ key: entry.key, envelope: entry.envelope, addedAt: entry.addedAt })
+    }
+    return out
+  }
+
+  async size (): Promise<number> {
+    return (await this.keyIndex()).size
+  }
+
+  /**
+   * Drops acknowledged and refused records, by key; keys this outbox does
+   * not hold (other devices' records in a receipt) are passed over.
+   * Resolves with how many left.
+   */
+  async acknowledge (acknowledged: Iterable<string>, refused: Iterable<RecordRefusal> = []): Promise<number> {
+    const index = await this.keyIndex()
+    const ids: string[] = []
+    const keys: string[] = []
+    for (const key of acknowledged) {
+      const id = index.get(key)
+      if (id === undefined) continue
+      ids.push(id)
+      keys.push(key)
+    }
+    for (const refusal of refused) {
+      const id = index.get(refusal.key)
+      if (id === undefined) continue
+      this.logger.error({ key: refusal.key, reason: refusal.reason, message: refusal.message }, 'the coordinator refused a status record; dropping it')
+      this.emit('rejected', refusal.reason, refusal.message ?? refusal.reason)
+      ids.push(id)
+      keys.push(refusal.key)
+    }
+    if (ids.length === 0) return 0
+    await this.store.removeFromOutbox(ids)
+    for (const key of keys) index.delete(key)
+    this.emit('delivered', ids.length)
+    return ids.length
+  }
+
+  /** Applies the coordinator's answer to records this agent sent: what it acknowledged or refused leaves. */
+  async applyAnswer (sent: Array<{ key: string }>, answer: StatusAnswer, offset = 0): Promise<number> {
+    const refused: RecordRefusal[] = []
+    for (const rejection of answer.rejected) {
+      const entry = sent[rejection.index - offset]
+      if (entry !== undefined) refused.push({ key: entry.key, reason: rejection.reason, message: rejection.message })
+    }
+    return await this.acknowledge(answer.acknowledged, refused)
+  }
+
+  /** Starts a delivery: through the site's router if it takes the records, else directly. */
   flushSoon (): void {
+    if (this.stopped) return
+    if (this.router?.route() === true) return
+    this.flushDirect()
+  }
+
+  /** Starts a direct delivery unless one is running; a running one goes round again. */
+  flushDirect (): void {
     if (this.stopped) return
     if (this.flushing !== undefined) {
       this.again = true
@@ -96,9 +210,9 @@ export class Outbox extends EventEmitter<{ delivered: [count: number], rejected:
     })
   }
 
-  /** Resolves once the outbox is empty or delivery failed. */
+  /** Resolves once the outbox is empty or a direct delivery failed. */
   async flush (): Promise<void> {
-    this.flushSoon()
+    this.flushDirect()
     while (this.flushing !== undefined) await this.flushing
   }
 
@@ -117,19 +231,9 @@ export class Outbox extends EventEmitter<{ delivered: [count: number], rejected:
         this.scheduleRetry()
         return
       }
-      const acknowledged = new Set(answer.acknowledged)
-      const done = batch.filter(entry => acknowledged.has(entry.key)).map(entry => entry.id)
-      for (const rejection of answer.rejected) {
-        const entry = batch[rejection.index]
-        if (entry === undefined) continue
-        this.logger.error({ key: entry.key, reason: rejection.reason, message: rejection.message }, 'the coordinator refused a status record; dropping it')
-        this.emit('rejected', rejection.reason, rejection.message)
-        done.push(entry.id)
-      }
-      await this.store.removeFromOutbox(done)
+      const done = await this.applyAnswer(batch, answer)
       this.backoffMs = this.minBackoffMs
-      if (done.length > 0) this.emit('delivered', done.length)
-      if (done.length === 0) {
+      if (done === 0) {
         this.scheduleRetry()
         return
       }

@@ -5,6 +5,7 @@ import { ingestOrigin } from './scenarios/ingest-origin.js'
 import { meshCap } from './scenarios/mesh-cap.js'
 import { meshOriginShare } from './scenarios/mesh-origin-share.js'
 import { meshThroughput } from './scenarios/mesh-throughput.js'
+import { statusIngest } from './scenarios/status-ingest.js'
 
 interface Scenario {
   description: string
@@ -37,6 +38,15 @@ export const SCENARIOS: Record<string, Scenario> = {
       ...(options['size-mib'] !== undefined ? { sizeMiB: Number(options['size-mib']) } : {}),
       ...(options['cap-kbps'] !== undefined ? { capKBps: Number(options['cap-kbps']) } : {})
     })
+  },
+  'status-ingest': {
+    description: 'device-signed status records stored per second by the coordinator from a load generator on loopback, concurrent batches against one at a time (--records, --devices, --batch, --concurrency)',
+    run: async options => await statusIngest({
+      ...(options.records !== undefined ? { records: Number(options.records) } : {}),
+      ...(options.devices !== undefined ? { devices: Number(options.devices) } : {}),
+      ...(options.batch !== undefined ? { batch: Number(options.batch) } : {}),
+      ...(options.concurrency !== undefined ? { concurrency: Number(options.concurrency) } : {})
+    })
   }
 }
 
@@ -50,7 +60,11 @@ async function main (): Promise<void> {
       'size-mib': { type: 'string' },
       repeats: { type: 'string' },
       agents: { type: 'string' },
-      'cap-kbps': { type: 'string' }
+      'cap-kbps': { type: 'string' },
+      records: { type: 'string' },
+      devices: { type: 'string' },
+      batch: { type: 'string' },
+      concurrency: { type: 'string' }
     },
     allowPositionals: false
   })
@@ -67,7 +81,16 @@ async function main (): Promise<void> {
       return
     }
     process.stdout.write(`== ${name}: ${scenario.description}\n`)
-    await publish(await scenario.run({ 'size-mib': values['size-mib'], repeats: values.repeats, agents: values.agents, 'cap-kbps': values['cap-kbps'] }))
+    await publish(await scenario.run({
+      'size-mib': values['size-mib'],
+      repeats: values.repeats,
+      agents: values.agents,
+      'cap-kbps': values['cap-kbps'],
+      records: values.records,
+      devices: values.devices,
+      batch: values.batch,
+      concurrency: values.concurrency
+    }))
   }
 }
 

@@ -44,4 +44,9 @@ export class ManifestSigner {
   get sequence (): number {
     return this.keyring.sequence
   }
+
+  /** The organisation's first key id, which rotations do not change. */
+  get originKeyId (): string {
+    return this.keyring.originKeyId
+  }
 }

@@ -18,6 +18,7 @@ export class CoordinatorMetrics {
   readonly originBytes: Counter
   readonly originRequests: Counter
   readonly statusRecords: Counter<'outcome'>
+  readonly statusBatches: Counter<'path'>
   readonly eventClients: Gauge
   readonly eventClientsDisconnected: Counter<'reason'>
 
@@ -26,6 +27,7 @@ export class CoordinatorMetrics {
     this.originBytes = new Counter({ name: 'meshdeploy_origin_bytes_served_total', help: 'Bytes of chunks the HTTP origin served', registers: [this.registry] })
     this.originRequests = new Counter({ name: 'meshdeploy_origin_requests_total', help: 'Content requests the HTTP origin answered', registers: [this.registry] })
     this.statusRecords = new Counter({ name: 'meshdeploy_status_records_total', help: 'Status records received, by outcome', labelNames: ['outcome'], registers: [this.registry] })
+    this.statusBatches = new Counter({ name: 'meshdeploy_status_batches_total', help: 'Status requests received: a device\'s own records (direct) or a site relay\'s batch (relay)', labelNames: ['path'], registers: [this.registry] })
     this.eventClients = new Gauge({ name: 'meshdeploy_event_stream_clients', help: 'Operator clients connected to GET /v1/events', registers: [this.registry] })
     this.eventClientsDisconnected = new Counter({ name: 'meshdeploy_event_stream_ends_total', help: 'Event streams ended, by reason (closed by the client, or disconnected for reading too slowly)', labelNames: ['reason'], registers: [this.registry] })
     init.statuses.on('ingested', (stored, duplicates, rejected) => {

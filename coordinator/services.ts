@@ -119,7 +119,14 @@ export async function openServices (init: ServicesInit): Promise<Services> {
     now,
     lookupDevice: async id => await store.collections.devices.get(id),
     taskExists: async id => await store.collections.tasks.get(id) !== undefined,
-    onRejected: rejection => { init.logger.warn(rejection, 'refused a status record') }
+    onRejected: rejection => { init.logger.warn(rejection, 'refused a status record') },
+    // A device whose records come up through its site's relay is being heard from, though it sent nothing itself.
+    onRelayed: heard => {
+      for (const device of heard) {
+        devices.touch(device, undefined).catch(error => { init.logger.error({ err: error, deviceId: device.id }, 'cannot note a relayed device\'s contact') })
+      }
+    },
+    receiptKey: () => keyring.current
   })
   const events = new EventJournal({
     store,

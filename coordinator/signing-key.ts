@@ -108,6 +108,11 @@ export class CoordinatorKeyring extends EventEmitter<{ rotated: [rotation: Rotat
     return this.key
   }
 
+  /** The organisation's first key (the one the first rotation retired, or the current one): a name that rotations do not change. */
+  get originKeyId (): string {
+    return this.rotations[0]?.keyId ?? this.key.keyId
+  }
+
   /** Rotations so far: 0 until the first. */
   get sequence (): number {
     return this.file.sequence ?? 0

@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { BadSignatureError, MalformedError, TooLargeError, UnknownKeyError, WrongDomainError } from './errors.js'
 import { fromBase64, lengthPrefixed, toBase64, utf8 } from './encoding.js'
-import { keyIdOf, sign, verifySignature } from './keys.js'
+import { keyIdOf, sign, verifySignature, verifySignatureAsync } from './keys.js'
 
 /**
  * A signed envelope carries the exact payload bytes that were signed. The
@@ -62,13 +62,22 @@ export interface OpenedEnvelope {
   publicKey: Uint8Array
 }
 
+/** An envelope whose shape, domain and sizes were checked, but whose signature was not yet. */
+export interface DecodedEnvelope {
+  domain: string
+  payload: Uint8Array
+  signature: Uint8Array
+  keyId: string
+}
+
 /**
- * Decodes an envelope (as parsed JSON or as its serialized bytes) and
- * verifies its signature over the payload bytes exactly as received.
- * Throws MalformedError, TooLargeError, WrongDomainError, UnknownKeyError or
- * BadSignatureError.
+ * Decodes an envelope (as parsed JSON or as its serialized bytes) without
+ * verifying it: the first half of `openEnvelope`, for verifiers that must
+ * read the payload to learn whose key to check it with. Nothing in the
+ * payload may be trusted until `verifyDecodedEnvelope` passed. Throws
+ * MalformedError, TooLargeError or WrongDomainError.
  */
-export function openEnvelope (input: unknown, options: OpenEnvelopeOptions): OpenedEnvelope {
+export function decodeEnvelope (input: unknown, options: Omit<OpenEnvelopeOptions, 'keys'>): DecodedEnvelope {
   let candidate = input
   if (input instanceof Uint8Array || typeof input === 'string') {
     const length = typeof input === 'string' ? Buffer.byteLength(input) : input.byteLength
@@ -83,6 +92,8 @@ export function openEnvelope (input: unknown, options: OpenEnvelopeOptions): Ope
   if (!parsed.success) throw new MalformedError(`envelope: ${z.prettifyError(parsed.error)}`)
   const envelope = parsed.data
   if (envelope.payloadType !== options.domain) throw new WrongDomainError(options.domain, envelope.payloadType)
+  // Checked before decoding: an oversized payload costs nothing more than its length.
+  if (envelope.payload.length > Math.ceil(options.maxPayloadBytes / 3) * 4) throw new TooLargeError('envelope payload', options.maxPayloadBytes)
   let payload: Uint8Array
   let signature: Uint8Array
   try {
@@ -93,10 +104,37 @@ export function openEnvelope (input: unknown, options: OpenEnvelopeOptions): Ope
   }
   if (payload.byteLength > options.maxPayloadBytes) throw new TooLargeError('envelope payload', options.maxPayloadBytes)
   if (signature.byteLength !== 64) throw new MalformedError(`signature is ${signature.byteLength} bytes, expected 64`)
-  const publicKey = options.keys(envelope.keyId)
-  if (publicKey === undefined) throw new UnknownKeyError(envelope.keyId)
-  if (!verifySignature(signature, signedBytes(options.domain, payload), publicKey)) throw new BadSignatureError()
-  return { payload, keyId: envelope.keyId, publicKey }
+  return { domain: envelope.payloadType, payload, signature, keyId: envelope.keyId }
+}
+
+/** Verifies a decoded envelope's signature over its payload bytes as received. Throws UnknownKeyError or BadSignatureError. */
+export function verifyDecodedEnvelope (decoded: DecodedEnvelope, keys: KeyResolver): OpenedEnvelope {
+  const publicKey = keys(decoded.keyId)
+  if (publicKey === undefined) throw new UnknownKeyError(decoded.keyId)
+  if (!verifySignature(decoded.signature, signedBytes(decoded.domain, decoded.payload), publicKey)) throw new BadSignatureError()
+  return { payload: decoded.payload, keyId: decoded.keyId, publicKey }
+}
+
+/**
+ * The same, off the main thread (libuv's pool): a verifier of many envelopes
+ * at once, the coordinator's status ingest, keeps its event loop free and
+ * uses every core.
+ */
+export async function verifyDecodedEnvelopeAsync (decoded: DecodedEnvelope, keys: KeyResolver): Promise<OpenedEnvelope> {
+  const publicKey = keys(decoded.keyId)
+  if (publicKey === undefined) throw new UnknownKeyError(decoded.keyId)
+  if (!await verifySignatureAsync(decoded.signature, signedBytes(decoded.domain, decoded.payload), publicKey)) throw new BadSignatureError()
+  return { payload: decoded.payload, keyId: decoded.keyId, publicKey }
+}
+
+/**
+ * Decodes an envelope (as parsed JSON or as its serialized bytes) and
+ * verifies its signature over the payload bytes exactly as received.
+ * Throws MalformedError, TooLargeError, WrongDomainError, UnknownKeyError or
+ * BadSignatureError.
+ */
+export function openEnvelope (input: unknown, options: OpenEnvelopeOptions): OpenedEnvelope {
+  return verifyDecodedEnvelope(decodeEnvelope(input, options), options.keys)
 }
 
 /** A resolver over a fixed set of public keys. */

@@ -1,6 +1,7 @@
 import { z } from 'zod'
-import { openEnvelope, sealEnvelope, type KeyResolver, type SignedEnvelope, type SigningKey } from './envelope.js'
+import { decodeEnvelope, openEnvelope, sealEnvelope, verifyDecodedEnvelopeAsync, type KeyResolver, type SignedEnvelope, type SigningKey } from './envelope.js'
 import { MalformedError } from './errors.js'
+import { keyIdOf } from './keys.js'
 import { fromUtf8, utf8 } from './encoding.js'
 import { MAX_MESSAGE_CHARS, MAX_STATUS_RECORD_BYTES } from './limits.js'
 
@@ -78,15 +79,46 @@ export function signStatusRecord (record: StatusRecord, deviceKey: SigningKey): 
  */
 export function openStatusRecord (envelope: unknown, keys: KeyResolver): { record: StatusRecord, keyId: string } {
   const opened = openEnvelope(envelope, { domain: STATUS_DOMAIN, keys, maxPayloadBytes: MAX_STATUS_RECORD_BYTES })
+  return { record: parseRecord(opened.payload), keyId: opened.keyId }
+}
+
+function parseRecord (payload: Uint8Array): StatusRecord {
   let decoded: unknown
   try {
-    decoded = JSON.parse(fromUtf8(opened.payload))
+    decoded = JSON.parse(fromUtf8(payload))
   } catch (error) {
     throw new MalformedError('status record is not UTF-8 JSON', { cause: error })
   }
   const parsed = statusRecordSchema.safeParse(decoded)
   if (!parsed.success) throw new MalformedError(`status record: ${z.prettifyError(parsed.error)}`)
-  return { record: parsed.data, keyId: opened.keyId }
+  return parsed.data
+}
+
+/**
+ * Opens a status record whose signer is only known from the record itself
+ * (a relay's batch carries many devices' records): the payload is decoded
+ * once, `keyOf` is asked for the key of the device the record claims (it may
+ * throw to refuse that device), and the signature is checked against that key
+ * off the main thread. A record that verifies was signed by the device it
+ * names. Throws the named errors of `openStatusRecord`, or `keyOf`'s.
+ */
+export async function openStatusRecordAsync (envelope: unknown, keyOf: (deviceId: string) => Promise<Uint8Array> | Uint8Array): Promise<{ record: StatusRecord, keyId: string }> {
+  const decoded = decodeEnvelope(envelope, { domain: STATUS_DOMAIN, maxPayloadBytes: MAX_STATUS_RECORD_BYTES })
+  const claimed = parseRecord(decoded.payload)
+  const publicKey = await keyOf(claimed.deviceId)
+  const opened = await verifyDecodedEnvelopeAsync(decoded, keyId => keyId === keyIdOf(publicKey) ? publicKey : undefined)
+  return { record: claimed, keyId: opened.keyId }
+}
+
+/**
+ * The gossip topic a site's agents exchange status records on. The
+ * organisation tag (from the organisation's first coordinator key) keeps two
+ * organisations' agents on one LAN apart; the coordinator hands each agent
+ * its topic, and an agent that never heard it derives the same from the key
+ * it pinned.
+ */
+export function statusTopicOf (organisationKeyId: string, site: string): string {
+  return `meshdeploy/status/1/${organisationKeyId.slice(0, 16)}/${site}`
 }
 
 /** The de-duplication key of a record. */

@@ -1,5 +1,7 @@
 import { EventEmitter } from 'node:events'
+import type { GossipSub } from '@libp2p/gossipsub'
 import type { Libp2p } from '@libp2p/interface'
+import { trustKeys } from '../../protocol/index.js'
 import type { Logger } from '../../protocol/logger.js'
 import type { ChunkCache } from '../cache.js'
 import type { PackageFetcher } from '../download/downloader.js'
@@ -12,6 +14,8 @@ import { Discovery } from './discovery.js'
 import { PeerGate } from './gater.js'
 import { Libp2pMeshNetwork } from './network.js'
 import { announcedAddresses, createMeshNode, mdnsServiceTagOf, type MeshNodeInit } from './node.js'
+import { Libp2pStatusGossip, statusGossipOptions } from './status-gossip.js'
+import type { SiteStatusInit } from '../status/site-status.js'
 
 export interface MeshSettings {
   /** @default DEFAULT_LISTEN (all interfaces, port 8651) */
@@ -31,6 +35,10 @@ export interface MeshSettings {
   servePieces?: (source: PieceSource) => PieceSource
   /** Tuning of the downloads (picker, election). */
   swarm?: MeshFetcherInit['swarm']
+  /** Status records go up through the site's gossip and its elected relay. @default true */
+  statusGossip?: boolean
+  /** Tuning of the status path (heartbeats, republishing, the relay's batches). */
+  siteStatus?: Omit<SiteStatusInit, 'gossip' | 'outbox' | 'poster' | 'reachability' | 'logger' | 'now'>
   /** Tuning of the node (limits, timeouts). */
   node?: Pick<MeshNodeInit, 'maxConnections' | 'maxIncomingPendingConnections' | 'inboundConnectionThreshold' | 'dialTimeoutMs' | 'upgradeTimeoutMs' | 'mdnsIntervalMs'>
 }
@@ -42,6 +50,8 @@ export interface MeshInit extends MeshSettings {
   logger: Logger
   /** The allow-list the agent last had, so a restart does not wait for the coordinator. */
   allowedPeerIds?: string[]
+  /** The site's status topic: its agents gossip their status records there. Absent: no status gossip. */
+  statusTopic?: string
 }
 
 /**
@@ -53,10 +63,14 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
   readonly node: Libp2p
   readonly gate: PeerGate
   readonly fetcher: MeshFetcher
+  /** The site's status topic; absent when not asked for. */
+  statusGossip?: Libp2pStatusGossip
   private readonly network: Libp2pMeshNetwork
   private readonly discovery: Discovery
   private readonly logger: Logger
   private lastAddresses = ''
+  /** Site peers' device ids, from the coordinator's list: a peer's gossiped records must name its device. */
+  private readonly devicesByPeer = new Map<string, string>()
 
   private constructor (node: Libp2p, gate: PeerGate, network: Libp2pMeshNetwork, fetcher: MeshFetcher, discovery: Discovery, logger: Logger) {
     super()
@@ -80,7 +94,8 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
       ...(init.announce !== undefined ? { announce: init.announce } : {}),
       mdns: init.mdns ?? true,
       mdnsServiceTag: mdnsServiceTagOf(init.identity.coordinatorKeyId),
-      gater: gate.connectionGater()
+      gater: gate.connectionGater(),
+      ...(init.statusTopic !== undefined ? { gossip: statusGossipOptions({ topic: init.statusTopic, isAllowed: peer => gate.allows(peer) }) } : {})
     })
     try {
       if (node.peerId.toString() !== init.identity.peerId) throw new Error(`the node's peer id ${node.peerId.toString()} is not the enrolled ${init.identity.peerId}`)
@@ -107,7 +122,20 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
       })
       discovery = new Discovery({ node, gate, logger, usePeerList: init.usePeerList ?? true })
       const mesh = new Mesh(node, gate, network, fetcher, discovery, logger)
+      if (init.statusTopic !== undefined) {
+        mesh.statusGossip = new Libp2pStatusGossip({
+          node,
+          pubsub: (node.services as { pubsub: GossipSub }).pubsub,
+          topic: init.statusTopic,
+          logger: logger.child({ component: 'status-gossip' }),
+          isAllowed: peer => gate.allows(peer),
+          deviceOf: peer => mesh.devicesByPeer.get(peer),
+          // The pinned key, as it follows rotations.
+          coordinatorKeys: () => trustKeys(init.identity.coordinatorPublicKey)
+        })
+      }
       await network.start()
+      mesh.statusGossip?.start()
       fetcher.start()
       discovery.start()
       network.on('connected', () => { mesh.emit('changed') })
@@ -140,15 +168,20 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
   }
 
   /** Takes the allow-list and the site peer list of an assignments answer. */
-  async apply (answer: { allowedPeerIds?: string[], peers?: Array<{ peerId: string, addresses: string[] }> }): Promise<void> {
+  async apply (answer: { allowedPeerIds?: string[], peers?: Array<{ deviceId?: string, peerId: string, addresses: string[] }> }): Promise<void> {
     if (answer.allowedPeerIds !== undefined) {
       const removed = this.gate.setAllowed(answer.allowedPeerIds)
       await this.discovery.allowListChanged(removed)
     }
-    if (answer.peers !== undefined) this.discovery.setPeerList(answer.peers)
+    if (answer.peers !== undefined) {
+      this.discovery.setPeerList(answer.peers)
+      this.devicesByPeer.clear()
+      for (const peer of answer.peers) if (peer.deviceId !== undefined) this.devicesByPeer.set(peer.peerId, peer.deviceId)
+    }
   }
 
   async stop (): Promise<void> {
+    this.statusGossip?.stop()
     this.discovery.stop()
     this.fetcher.stop()
     await this.network.stop()

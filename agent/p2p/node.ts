@@ -1,6 +1,7 @@
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { privateKeyFromRaw } from '@libp2p/crypto/keys'
+import { gossipsub, type GossipsubOpts } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
 import type { ConnectionGater, Libp2p } from '@libp2p/interface'
 import { mdns } from '@libp2p/mdns'
@@ -52,6 +53,8 @@ export interface MeshNodeInit {
   upgradeTimeoutMs?: number
   /** Initial yamux receive window of a stream. @default 1 MiB + 64 KiB */
   streamWindowBytes?: number
+  /** Status gossip: the gossipsub service (`services.pubsub`) with these settings. @default absent (no gossipsub) */
+  gossip?: Partial<GossipsubOpts>
 }
 
 /** The organisation's mDNS service tag, from the coordinator key the agent pinned. */
@@ -69,7 +72,7 @@ export function announceable (addresses: Multiaddr[]): Multiaddr[] {
   return routable.length > 0 ? routable : addresses
 }
 
-/** Creates and starts the agent's libp2p node: tcp, noise, yamux, identify, mDNS when enabled, explicit limits. */
+/** Creates and starts the agent's libp2p node: tcp, noise, yamux, identify, gossipsub and mDNS when enabled, explicit limits. */
 export async function createMeshNode (init: MeshNodeInit): Promise<Libp2p> {
   const privateKey = privateKeyFromRaw(new Uint8Array([...init.key.secretKey, ...init.key.publicKey]))
   const listen = init.listen ?? DEFAULT_LISTEN
@@ -97,7 +100,8 @@ export async function createMeshNode (init: MeshNodeInit): Promise<Libp2p> {
       ? [mdns({ serviceTag: init.mdnsServiceTag, interval: init.mdnsIntervalMs ?? DEFAULT_MDNS_INTERVAL_MS })]
       : [],
     services: {
-      identify: identify()
+      identify: identify(),
+      ...(init.gossip !== undefined ? { pubsub: gossipsub(init.gossip) } : {})
     }
   })
 }

@@ -89,13 +89,14 @@ export class AgentStore {
     await this.tasks.put(task.taskId, task, { sync: true } as any)
   }
 
-  /** Saves the task and queues its new status record in one atomic, durable write. */
-  async commitStatus (task: LocalTask, entry: OutboxEntry): Promise<void> {
+  /** Saves the task and queues its new status record in one atomic, durable write; resolves with the record's outbox id. */
+  async commitStatus (task: LocalTask, entry: OutboxEntry): Promise<string> {
     const id = pad(++this.outboxCounter)
     await this.db.batch([
       { type: 'put', sublevel: this.tasks, key: task.taskId, value: task },
       { type: 'put', sublevel: this.outbox, key: id, value: entry }
     ] as any, { sync: true } as any)
+    return id
   }
 
   async outboxBatch (limit: number): Promise<Array<{ id: string } & OutboxEntry>> {

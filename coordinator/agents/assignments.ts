@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { on } from 'node:events'
-import type { SignedEnvelope } from '../../protocol/index.js'
+import { statusTopicOf, type SignedEnvelope } from '../../protocol/index.js'
 import type { DeviceRecord, Store, TaskRecord } from '../store/types.js'
 import { deviceTaskKey } from '../store/types.js'
 import { assertActive, type DeviceService } from '../devices/service.js'
@@ -46,6 +46,8 @@ export interface AssignmentList {
   coordinatorKey: { keyId: string, sequence: number }
   /** Every key rotation statement, oldest first: agents follow them from the key they pinned. */
   keyRotations: SignedEnvelope[]
+  /** The gossip topic of the device's site, where its agents exchange status records and elect their relay. */
+  statusTopic: string
 }
 
 export interface AssignmentServiceInit {
@@ -116,7 +118,8 @@ export class AssignmentService {
       ...mesh,
       pollIntervalSeconds: this.pollIntervalSeconds,
       coordinatorKey: { keyId: this.manifests.keyId, sequence: this.manifests.sequence },
-      keyRotations: this.manifests.rotations
+      keyRotations: this.manifests.rotations,
+      statusTopic: statusTopicOf(this.manifests.originKeyId, device.site)
     }
   }
 

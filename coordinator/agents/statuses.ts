@@ -1,8 +1,7 @@
 import { EventEmitter } from 'node:events'
-import pLimit from 'p-limit'
 import {
-  MalformedError, describeError, fromBase64, fromUtf8, isNewerRecord, openStatusRecord, publicKeyFromHex, signedEnvelopeSchema,
-  statusRecordKey, trustKeys, type SignedEnvelope, type StatusRecord
+  describeError, fromBase64, fromUtf8, isNewerRecord, openStatusRecordAsync, publicKeyFromHex, signStatusReceipt,
+  statusRecordKey, type SignedEnvelope, type SigningKey, type StatusReceipt, type StatusRecord
 } from '../../protocol/index.js'
 import type { DeviceRecord, DeviceTaskRow, StatusLogEntry, Store, WriteOperation } from '../store/types.js'
 import { deviceTaskKey } from '../store/types.js'
@@ -20,6 +19,8 @@ export interface IngestResult {
   rejected: StatusRejection[]
   /** How many of the acknowledged records were already stored. */
   duplicates: number
+  /** The coordinator's signed receipt of the batch, when the sender asked for one (a relay, to pass on to its site). */
+  receipt?: SignedEnvelope
 }
 
 /** Zero-pads a number so that keys sort numerically. */
@@ -31,30 +32,65 @@ export function statusLogKey (record: Pick<StatusRecord, 'taskId' | 'deviceId' |
   return `${record.taskId}!${record.deviceId}!${pad(record.revision)}!${pad(record.attempt)}!${pad(record.seq)}`
 }
 
+/** Records verified at once per batch: enough to keep every core busy, few enough not to crowd out the store's own work in libuv's pool. */
+export const DEFAULT_VERIFY_CONCURRENCY = 64
+/** Records stored in one durable write at most; more wait for the next. */
+export const DEFAULT_MAX_RECORDS_PER_WRITE = 20_000
+
 export interface StatusServiceInit {
   store: Store
   lookupDevice: (deviceId: string) => Promise<DeviceRecord | undefined>
   taskExists: (taskId: string) => Promise<boolean>
   now?: () => number
-  onRejected?: (rejection: StatusRejection & { viaDeviceId: string }) => void
+  onRejected?: (rejection: StatusRejection & { viaDeviceId: string, deviceId?: string, key?: string }) => void
+  /** Devices whose records arrived through another device (a site relay): they were heard from. */
+  onRelayed?: (devices: DeviceRecord[]) => void
+  /** The key that signs receipts (the coordinator's current key). */
+  receiptKey?: () => SigningKey
+  /** @default DEFAULT_VERIFY_CONCURRENCY */
+  verifyConcurrency?: number
+  /** @default DEFAULT_MAX_RECORDS_PER_WRITE */
+  maxRecordsPerWrite?: number
 }
 
-/** Untrusted peek at the device id, only to know which key to verify with. */
-function claimedDeviceId (envelope: unknown): string | undefined {
-  const parsed = signedEnvelopeSchema.safeParse(envelope)
-  if (!parsed.success) return undefined
-  try {
-    const decoded = JSON.parse(fromUtf8(fromBase64(parsed.data.payload))) as { deviceId?: unknown }
-    return typeof decoded.deviceId === 'string' ? decoded.deviceId : undefined
-  } catch {
-    return undefined
+/** A record refused for a reason of its own, named by `reason`. */
+class RecordRefusedError extends Error {
+  readonly reason: string
+  constructor (reason: string, message: string) {
+    super(message)
+    this.name = 'RecordRefusedError'
+    this.reason = reason
   }
+}
+
+/** Reasons that concern the record as its device signed it: a receipt names them, and the device drops the record. */
+const SIGNED_RECORD_REASONS = new Set(['unknown-task', 'unknown-device', 'device-inactive'])
+
+interface Verified {
+  record: StatusRecord
+  envelope: SignedEnvelope
+  logKey: string
+}
+
+/** One request's verified records, waiting for a durable write. */
+interface CommitJob {
+  records: Verified[]
+  via: DeviceRecord
+  stored: number
+  duplicates: number
+  resolve: () => void
+  reject: (error: unknown) => void
 }
 
 /**
  * Takes in device-signed status records: verifies each against its device's
- * key, drops duplicates by (device, task, attempt, seq), stores the record and
- * the device's latest row durably, and only then acknowledges.
+ * key (off the main thread, many at once), drops duplicates by (device,
+ * task, attempt, seq), stores the record and the device's latest row
+ * durably, and only then acknowledges. Concurrent batches share durable
+ * writes (group commit): while one write is flushed to disk, the batches
+ * that arrive meanwhile gather for the next. One write at a time reads,
+ * compares and writes the rows, which keeps them exact whatever the order
+ * records arrive in.
  */
 export class StatusService extends EventEmitter<{ records: [records: StatusRecord[]], ingested: [stored: number, duplicates: number, rejected: number] }> {
   private readonly store: Store
@@ -62,8 +98,12 @@ export class StatusService extends EventEmitter<{ records: [records: StatusRecor
   private readonly taskExists: StatusServiceInit['taskExists']
   private readonly now: () => number
   private readonly onRejected: NonNullable<StatusServiceInit['onRejected']>
-  /** Rows are read, compared and written back: one batch at a time keeps that exact. */
-  private readonly serial = pLimit(1)
+  private readonly onRelayed: NonNullable<StatusServiceInit['onRelayed']>
+  private readonly receiptKey?: () => SigningKey
+  private readonly verifyConcurrency: number
+  private readonly maxRecordsPerWrite: number
+  private readonly queue: CommitJob[] = []
+  private writing?: Promise<void>
 
   constructor (init: StatusServiceInit) {
     super()
@@ -72,78 +112,166 @@ export class StatusService extends EventEmitter<{ records: [records: StatusRecor
     this.taskExists = init.taskExists
     this.now = init.now ?? Date.now
     this.onRejected = init.onRejected ?? (() => {})
+    this.onRelayed = init.onRelayed ?? (() => {})
+    if (init.receiptKey !== undefined) this.receiptKey = init.receiptKey
+    this.verifyConcurrency = Math.max(1, init.verifyConcurrency ?? DEFAULT_VERIFY_CONCURRENCY)
+    this.maxRecordsPerWrite = Math.max(1, init.maxRecordsPerWrite ?? DEFAULT_MAX_RECORDS_PER_WRITE)
   }
 
-  async ingest (envelopes: unknown[], via: DeviceRecord): Promise<IngestResult> {
-    const verified: Array<{ record: StatusRecord, envelope: SignedEnvelope }> = []
-    const rejected: StatusRejection[] = []
-    const reject = (index: number, reason: string, message: string): void => {
-      const rejection = { index, reason, message }
-      rejected.push(rejection)
-      this.onRejected({ ...rejection, viaDeviceId: via.id })
+  async ingest (envelopes: unknown[], via: DeviceRecord, options: { receipt?: boolean } = {}): Promise<IngestResult> {
+    // Looked up once per batch: a relay's batch carries a few devices' records many times over.
+    const devices = new Map<string, Promise<DeviceRecord | undefined>>([[via.id, Promise.resolve(via)]])
+    const tasks = new Map<string, Promise<boolean>>()
+    const heard = new Map<string, DeviceRecord>()
+    const keyOf = async (deviceId: string): Promise<Uint8Array> => {
+      let lookup = devices.get(deviceId)
+      if (lookup === undefined) {
+        lookup = this.lookupDevice(deviceId)
+        devices.set(deviceId, lookup)
+      }
+      const device = await lookup
+      if (device === undefined) throw new RecordRefusedError('unknown-device', `device ${deviceId} is not enrolled`)
+      if (device.status !== 'active') throw new RecordRefusedError('device-inactive', `device ${deviceId} is ${device.status}`)
+      if (device.id !== via.id) heard.set(device.id, device)
+      return publicKeyFromHex(device.publicKey)
     }
-    for (const [index, envelope] of envelopes.entries()) {
-      const deviceId = claimedDeviceId(envelope)
-      if (deviceId === undefined) {
-        reject(index, 'malformed', 'not a status record envelope')
-        continue
-      }
-      const device = deviceId === via.id ? via : await this.lookupDevice(deviceId)
-      if (device === undefined) {
-        reject(index, 'unknown-device', `device ${deviceId} is not enrolled`)
-        continue
-      }
-      if (device.status !== 'active') {
-        reject(index, 'device-inactive', `device ${deviceId} is ${device.status}`)
-        continue
-      }
+    const slots: Array<Verified | StatusRejection & { key?: string, deviceId?: string }> = new Array(envelopes.length)
+    const openOne = async (index: number): Promise<void> => {
+      const envelope = envelopes[index]
+      let record: StatusRecord
       try {
-        const { record } = openStatusRecord(envelope, trustKeys(publicKeyFromHex(device.publicKey)))
-        if (record.deviceId !== device.id) throw new MalformedError('the record names another device')
-        if (!await this.taskExists(record.taskId)) {
-          reject(index, 'unknown-task', `task ${record.taskId} does not exist`)
-          continue
-        }
-        verified.push({ record, envelope: envelope as SignedEnvelope })
+        record = (await openStatusRecordAsync(envelope, keyOf)).record
       } catch (error) {
         const reason = (error as { reason?: string }).reason ?? 'invalid'
-        reject(index, reason, describeError(error))
+        slots[index] = { index, reason, message: describeError(error), ...(SIGNED_RECORD_REASONS.has(reason) ? claimedKeyOf(envelope) : {}) }
+        return
       }
+      let exists = tasks.get(record.taskId)
+      if (exists === undefined) {
+        exists = this.taskExists(record.taskId)
+        tasks.set(record.taskId, exists)
+      }
+      if (!await exists) {
+        slots[index] = { index, reason: 'unknown-task', message: `task ${record.taskId} does not exist`, key: statusRecordKey(record), deviceId: record.deviceId }
+        return
+      }
+      slots[index] = { record, envelope: envelope as SignedEnvelope, logKey: statusLogKey(record) }
     }
-    return await this.serial(async () => await this.store_(verified, rejected, via))
+    for (let start = 0; start < envelopes.length; start += this.verifyConcurrency) {
+      const slice: Array<Promise<void>> = []
+      for (let index = start; index < Math.min(envelopes.length, start + this.verifyConcurrency); index++) slice.push(openOne(index))
+      await Promise.all(slice)
+    }
+    const verified: Verified[] = []
+    const rejected: StatusRejection[] = []
+    const receiptRejections: StatusReceipt['rejected'] = []
+    for (const slot of slots) {
+      if ('record' in slot) {
+        verified.push(slot)
+        continue
+      }
+      const { key, deviceId, ...rejection } = slot
+      rejected.push(rejection)
+      if (key !== undefined) receiptRejections.push({ key, reason: rejection.reason })
+      this.onRejected({ ...rejection, viaDeviceId: via.id, ...(deviceId !== undefined ? { deviceId } : {}), ...(key !== undefined ? { key } : {}) })
+    }
+    let duplicates = 0
+    if (verified.length > 0) {
+      const job = await this.commit(verified, via)
+      duplicates = job.duplicates
+      this.emit('ingested', job.stored, job.duplicates, rejected.length)
+    } else {
+      this.emit('ingested', 0, 0, rejected.length)
+    }
+    if (heard.size > 0) this.onRelayed([...heard.values()])
+    const acknowledged = verified.map(({ record }) => statusRecordKey(record))
+    const result: IngestResult = { acknowledged, rejected, duplicates }
+    if (options.receipt === true && this.receiptKey !== undefined) {
+      result.receipt = signStatusReceipt({ type: 'meshdeploy.status-receipt', relayDeviceId: via.id, acknowledged, rejected: receiptRejections, at: this.now() }, this.receiptKey())
+    }
+    return result
   }
 
-  private async store_ (verified: Array<{ record: StatusRecord, envelope: SignedEnvelope }>, rejected: StatusRejection[], via: DeviceRecord): Promise<IngestResult> {
-    const logKeys = verified.map(({ record }) => statusLogKey(record))
+  /** Queues verified records for the next durable write and resolves once they are stored. */
+  private async commit (records: Verified[], via: DeviceRecord): Promise<CommitJob> {
+    let job!: CommitJob
+    const written = new Promise<void>((resolve, reject) => {
+      job = { records, via, stored: 0, duplicates: 0, resolve, reject }
+    })
+    this.queue.push(job)
+    this.writing ??= this.writeAll()
+    await written
+    return job
+  }
+
+  private async writeAll (): Promise<void> {
+    try {
+      while (this.queue.length > 0) {
+        const jobs: CommitJob[] = []
+        let count = 0
+        while (this.queue.length > 0 && (jobs.length === 0 || count + this.queue[0].records.length <= this.maxRecordsPerWrite)) {
+          const job = this.queue.shift()!
+          jobs.push(job)
+          count += job.records.length
+        }
+        try {
+          await this.write(jobs)
+          for (const job of jobs) job.resolve()
+        } catch (error) {
+          for (const job of jobs) job.reject(error)
+        }
+      }
+    } finally {
+      this.writing = undefined
+    }
+  }
+
+  /** One durable write for several batches: new log entries and the rows they move forward. */
+  private async write (jobs: CommitJob[]): Promise<void> {
+    const logKeys: string[] = []
+    const first = new Map<string, Verified>()
+    for (const job of jobs) {
+      for (const verified of job.records) {
+        if (first.has(verified.logKey)) continue
+        first.set(verified.logKey, verified)
+        logKeys.push(verified.logKey)
+      }
+    }
     const existing = await this.store.collections.statusLog.getMany(logKeys)
+    const stored = new Set<string>()
+    for (const [index, logKey] of logKeys.entries()) if (existing[index] !== undefined) stored.add(logKey)
     const receivedAt = new Date(this.now()).toISOString()
     const operations: WriteOperation[] = []
     const fresh: StatusRecord[] = []
-    const rows = new Map<string, DeviceTaskRow | undefined>()
-    const seen = new Set<string>()
-    let duplicates = 0
-    for (const [index, { record, envelope }] of verified.entries()) {
-      const logKey = logKeys[index]
-      if (existing[index] !== undefined || seen.has(logKey)) {
-        duplicates++
-        continue
+    for (const job of jobs) {
+      for (const verified of job.records) {
+        // Stored before, or earlier in this write (by this batch or another).
+        if (stored.has(verified.logKey)) {
+          job.duplicates++
+          continue
+        }
+        stored.add(verified.logKey)
+        job.stored++
+        const entry: StatusLogEntry = { key: statusRecordKey(verified.record), receivedAt, viaDeviceId: job.via.id, envelope: verified.envelope }
+        operations.push({ type: 'put', collection: 'statusLog', key: verified.logKey, value: entry })
+        fresh.push(verified.record)
       }
-      seen.add(logKey)
-      const entry: StatusLogEntry = { key: statusRecordKey(record), receivedAt, viaDeviceId: via.id, envelope }
-      operations.push({ type: 'put', collection: 'statusLog', key: logKey, value: entry })
-      fresh.push(record)
-      const rowKey = deviceTaskKey(record.taskId, record.deviceId)
-      if (!rows.has(rowKey)) rows.set(rowKey, await this.store.collections.deviceTasks.get(rowKey))
-      const current = rows.get(rowKey)
-      if (current === undefined || isNewerRecord(record, current)) rows.set(rowKey, rowOf(record, receivedAt))
     }
-    for (const [rowKey, row] of rows) {
-      if (row !== undefined) operations.push({ type: 'put', collection: 'deviceTasks', key: rowKey, value: row })
+    const newest = new Map<string, StatusRecord>()
+    for (const record of fresh) {
+      const rowKey = deviceTaskKey(record.taskId, record.deviceId)
+      const current = newest.get(rowKey)
+      if (current === undefined || isNewerRecord(record, current)) newest.set(rowKey, record)
+    }
+    const rowKeys = [...newest.keys()]
+    const rows = await this.store.collections.deviceTasks.getMany(rowKeys)
+    for (const [index, rowKey] of rowKeys.entries()) {
+      const record = newest.get(rowKey)!
+      const current = rows[index]
+      if (current === undefined || isNewerRecord(record, current)) operations.push({ type: 'put', collection: 'deviceTasks', key: rowKey, value: rowOf(record, receivedAt) })
     }
     await this.store.write(operations)
     if (fresh.length > 0) this.emit('records', fresh)
-    this.emit('ingested', fresh.length, duplicates, rejected.length)
-    return { acknowledged: verified.map(({ record }) => statusRecordKey(record)), rejected, duplicates }
   }
 
   /** A device's records for a task, oldest first. */
@@ -153,6 +281,19 @@ export class StatusService extends EventEmitter<{ records: [records: StatusRecor
       records.push(JSON.parse(fromUtf8(fromBase64(entry.envelope.payload))) as StatusRecord)
     }
     return records
+  }
+}
+
+/** The key a record claims, read without trusting it: only for a receipt's refusal that concerns the device it names. */
+function claimedKeyOf (envelope: unknown): { key: string, deviceId: string } | Record<string, never> {
+  try {
+    const payload = (envelope as { payload?: unknown }).payload
+    if (typeof payload !== 'string') return {}
+    const claimed = JSON.parse(fromUtf8(fromBase64(payload))) as Partial<StatusRecord>
+    if (typeof claimed.deviceId !== 'string' || typeof claimed.taskId !== 'string' || !Number.isInteger(claimed.attempt) || !Number.isInteger(claimed.seq)) return {}
+    return { key: statusRecordKey(claimed as StatusRecord), deviceId: claimed.deviceId }
+  } catch {
+    return {}
   }
 }
 

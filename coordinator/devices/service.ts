@@ -51,7 +51,9 @@ export const selfReportSchema = z.object({
     packages: z.number().int().min(0)
   }).strict().optional(),
   /** The latest clear-cache request the agent carried out. */
-  clearedCacheRequest: z.number().int().min(0).optional()
+  clearedCacheRequest: z.number().int().min(0).optional(),
+  /** Whether the agent is its site's status relay now. */
+  statusRelay: z.boolean().optional()
 }).strict()
 
 export type SelfReport = z.infer<typeof selfReportSchema>
@@ -59,6 +61,7 @@ export type SelfReport = z.infer<typeof selfReportSchema>
 /** What an agent last said about itself that is not worth a durable write. */
 interface LiveReport {
   connectedPeers?: number
+  statusRelay?: boolean
   cache?: SelfReport['cache']
   reportedAt: string
 }
@@ -73,6 +76,8 @@ export interface DeviceView extends DeviceRecord {
   /** Peers the agent was connected to at its last report. */
   connectedPeers?: number
   cache?: SelfReport['cache']
+  /** Whether the agent said at its last report that it relays its site's status records. */
+  statusRelay?: boolean
   reportedAt?: string
 }
 
@@ -198,15 +203,20 @@ export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }>
     return await running
   }
 
-  /** Notes a contact from a device; persisted at most every 30 seconds per device. */
+  /**
+   * Notes a contact from a device; persisted at most every 30 seconds per
+   * device. Without an address the device was heard of through another (its
+   * site's relay): its last address stays what it was.
+   */
   async touch (device: DeviceRecord, address: string | undefined): Promise<void> {
     const now = this.now()
     const previous = this.lastSeen.get(device.id)
     const writtenAt = previous?.writtenAt ?? (device.lastSeenAt !== undefined ? Date.parse(device.lastSeenAt) : 0)
     const entry: { at: number, address?: string, writtenAt: number } = { at: now, writtenAt }
-    if (address !== undefined) entry.address = address
+    const knownAddress = address ?? previous?.address
+    if (knownAddress !== undefined) entry.address = knownAddress
     this.lastSeen.set(device.id, entry)
-    if (now - writtenAt < LAST_SEEN_WRITE_INTERVAL_MS && address === device.lastAddress) return
+    if (now - writtenAt < LAST_SEEN_WRITE_INTERVAL_MS && (address === undefined || address === device.lastAddress)) return
     entry.writtenAt = now
     await this.changeDevice(device.id, async () => {
       const current = await this.store.collections.devices.get(device.id)
@@ -214,7 +224,7 @@ export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }>
       const updated: DeviceRecord = { ...current, lastSeenAt: new Date(now).toISOString() }
       if (address !== undefined) updated.lastAddress = address
       // A device whose site follows its address changes site when it roams.
-      const moved = address !== current.lastAddress && this.replace(updated)
+      const moved = address !== undefined && address !== current.lastAddress && this.replace(updated)
       await this.store.write([{ type: 'put', collection: 'devices', key: device.id, value: updated }])
       if (moved) this.emit('changed', device.id)
     })
@@ -259,6 +269,7 @@ export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }>
     const live: LiveReport = { reportedAt: new Date(this.now()).toISOString() }
     if (report.connectedPeers !== undefined) live.connectedPeers = report.connectedPeers
     if (report.cache !== undefined) live.cache = report.cache
+    if (report.statusRelay !== undefined) live.statusRelay = report.statusRelay
     this.live.set(deviceId, live)
     const changed = await this.changeDevice(deviceId, async () => {
       const current = await this.get(deviceId)
@@ -302,6 +313,7 @@ export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }>
     if (live !== undefined) {
       if (live.connectedPeers !== undefined) view.connectedPeers = live.connectedPeers
       if (live.cache !== undefined) view.cache = live.cache
+      if (live.statusRelay !== undefined) view.statusRelay = live.statusRelay
       view.reportedAt = live.reportedAt
     }
     return view

@@ -7,7 +7,9 @@ import { ApiError, NotFoundError, ValidationError } from '../../errors.js'
 import type { RouteModule } from '../context.js'
 
 const statusBatchSchema = z.object({
-  records: z.array(z.unknown()).min(1).max(MAX_STATUS_BATCH_RECORDS)
+  records: z.array(z.unknown()).min(1).max(MAX_STATUS_BATCH_RECORDS),
+  /** A relay asks for the coordinator's signed receipt, to pass on to its site. */
+  receipt: z.boolean().optional()
 }).strict()
 
 /** Parses a single `bytes=a-b` range; multiple ranges are not served (the whole content is). */
@@ -77,9 +79,13 @@ export const agentRoutes: RouteModule = (routes, services) => {
 
   routes.add({
     method: 'post', path: '/v1/agents/status', tag: 'agents', access: 'device', body: statusBatchSchema,
-    summary: 'A batch of device-signed status records; answers with the acknowledged ones',
-    responses: { 200: { description: 'acknowledged keys, rejections with reasons, duplicates' } }
-  }, async ({ body, device }) => await services.statuses.ingest(body.records, device!))
+    summary: 'A batch of device-signed status records, the device\'s own or (from a site relay) its site\'s; answers once they are stored, with the acknowledged ones',
+    responses: { 200: { description: 'acknowledged keys, rejections with reasons, duplicates; with `receipt: true`, the coordinator\'s signed receipt of the batch' } }
+  }, async ({ body, device }) => {
+    const result = await services.statuses.ingest(body.records, device!, { receipt: body.receipt === true })
+    services.metrics.statusBatches.inc({ path: body.receipt === true ? 'relay' : 'direct' })
+    return result
+  })
 
   routes.add({
     method: 'get', path: '/v1/content/:sha256', tag: 'agents', access: 'device-or-viewer',

@@ -1,0 +1,17 @@
+/** A status gossip message that does not decode or is out of shape. */
+export class MalformedStatusMessageError extends Error {
+  constructor (message: string, options?: ErrorOptions) {
+    super(message, options)
+    this.name = 'MalformedStatusMessageError'
+  }
+}
+
+/** A message that would be larger than MAX_MESSAGE_BYTES. */
+export class StatusMessageTooLargeError extends Error {
+  readonly sizeBytes: number
+  constructor (sizeBytes: number, maxBytes: number) {
+    super(`a status message of ${sizeBytes} bytes is larger than ${maxBytes}`)
+    this.name = 'StatusMessageTooLargeError'
+    this.sizeBytes = sizeBytes
+  }
+}
