@@ -94,20 +94,49 @@ function parseRecord (payload: Uint8Array): StatusRecord {
   return parsed.data
 }
 
+/** A decoded status record whose signature is not checked yet. */
+export interface UnverifiedStatusRecord {
+  /** What the record says; nothing in it may be trusted before `verify` resolved. */
+  readonly claimed: StatusRecord
+  /** The envelope's payload and signature as received (base64), to compare with a stored copy. */
+  readonly payload: string
+  readonly signature: string
+  /** Checks the signature against the key of the device the record names, off the main thread; throws UnknownKeyError or BadSignatureError. */
+  verify: (publicKey: Uint8Array) => Promise<StatusRecord>
+}
+
 /**
- * Opens a status record whose signer is only known from the record itself
- * (a relay's batch carries many devices' records): the payload is decoded
- * once, `keyOf` is asked for the key of the device the record claims (it may
- * throw to refuse that device), and the signature is checked against that key
- * off the main thread. A record that verifies was signed by the device it
- * names. Throws the named errors of `openStatusRecord`, or `keyOf`'s.
+ * Decodes a status record without verifying it: for a verifier that learns
+ * whose key to check it with from the record itself (a relay's batch carries
+ * many devices' records), or that may find the same bytes stored already.
+ * Throws MalformedError, TooLargeError or WrongDomainError.
  */
-export async function openStatusRecordAsync (envelope: unknown, keyOf: (deviceId: string) => Promise<Uint8Array> | Uint8Array): Promise<{ record: StatusRecord, keyId: string }> {
+export function decodeStatusRecord (envelope: unknown): UnverifiedStatusRecord {
   const decoded = decodeEnvelope(envelope, { domain: STATUS_DOMAIN, maxPayloadBytes: MAX_STATUS_RECORD_BYTES })
   const claimed = parseRecord(decoded.payload)
-  const publicKey = await keyOf(claimed.deviceId)
-  const opened = await verifyDecodedEnvelopeAsync(decoded, keyId => keyId === keyIdOf(publicKey) ? publicKey : undefined)
-  return { record: claimed, keyId: opened.keyId }
+  const received = envelope as SignedEnvelope
+  return {
+    claimed,
+    payload: received.payload,
+    signature: received.signature,
+    verify: async publicKey => {
+      await verifyDecodedEnvelopeAsync(decoded, keyId => keyId === keyIdOf(publicKey) ? publicKey : undefined)
+      return claimed
+    }
+  }
+}
+
+/**
+ * Opens a status record whose signer is only known from the record itself:
+ * `keyOf` is asked for the key of the device the record claims (it may throw
+ * to refuse that device), and the signature is checked against that key off
+ * the main thread. A record that verifies was signed by the device it names.
+ * Throws the named errors of `openStatusRecord`, or `keyOf`'s.
+ */
+export async function openStatusRecordAsync (envelope: unknown, keyOf: (deviceId: string) => Promise<Uint8Array> | Uint8Array): Promise<{ record: StatusRecord, keyId: string }> {
+  const unverified = decodeStatusRecord(envelope)
+  const record = await unverified.verify(await keyOf(unverified.claimed.deviceId))
+  return { record, keyId: (envelope as SignedEnvelope).keyId }
 }
 
 /**

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events'
 import { TopicValidatorResult, type GossipSub, type GossipsubOpts, type Message } from '@libp2p/gossipsub'
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import {
-  describeError, openStatusReceipt, openStatusRecord, trustKeys, type KeyResolver, type SignedEnvelope, type StatusReceipt
+  describeError, keyIdOf, openStatusReceipt, openStatusRecord, trustKeys, type KeyResolver, type SignedEnvelope, type StatusReceipt
 } from '../../protocol/index.js'
 import type { Logger } from '../../protocol/logger.js'
 import * as status from '../protocols/status/index.js'
@@ -224,8 +224,9 @@ export class Libp2pStatusGossip extends EventEmitter<StatusGossipEvents> impleme
       try {
         openStatusReceipt(decoded.receipt, this.init.coordinatorKeys())
       } catch (error) {
-        // A key this agent has not followed yet says nothing about the relay: ignore, do not punish.
-        if ((error as Error).name === 'UnknownKeyError') return { kind: 'ignore', reason: describeError(error) }
+        const ownKey = message.key.type === 'Ed25519' && decoded.receipt.keyId === keyIdOf(message.key.raw)
+        // A coordinator key this agent has not followed yet says nothing against the relay: dropped, not punished.
+        if ((error as Error).name === 'UnknownKeyError' && !ownKey) return { kind: 'ignore', reason: `a receipt signed by a key this agent does not hold: ${describeError(error)}` }
         return { kind: 'reject', reason: `a receipt does not verify against the coordinator key: ${describeError(error)}` }
       }
     }
@@ -241,7 +242,7 @@ export class Libp2pStatusGossip extends EventEmitter<StatusGossipEvents> impleme
       this.emit('refused', peer, checked.reason)
       return TopicValidatorResult.Reject
     }
-    this.logger.debug({ peer, reason: checked.reason }, 'ignored a status gossip message')
+    this.logger.warn({ peer, reason: checked.reason }, 'ignored a status gossip message')
     return TopicValidatorResult.Ignore
   }
 

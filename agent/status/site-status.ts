@@ -140,6 +140,7 @@ export class SiteStatus extends EventEmitter<SiteStatusEvents> implements Status
     this.gossip.on('heartbeat', this.onHeartbeat)
     this.gossip.on('peer-left', this.onPeerLeft)
     this.init.reachability.on('changed', this.onReachability)
+    this.election.setSelfReaches(this.init.reachability.reachable)
     this.init.outbox.setRouter(this)
     this.tick()
   }

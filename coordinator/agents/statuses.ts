@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import {
-  describeError, fromBase64, fromUtf8, isNewerRecord, openStatusRecordAsync, publicKeyFromHex, signStatusReceipt,
-  statusRecordKey, type SignedEnvelope, type SigningKey, type StatusReceipt, type StatusRecord
+  decodeStatusRecord, describeError, fromBase64, fromUtf8, isNewerRecord, publicKeyFromHex, signStatusReceipt,
+  statusRecordKey, type SignedEnvelope, type SigningKey, type StatusReceipt, type StatusRecord, type UnverifiedStatusRecord
 } from '../../protocol/index.js'
 import type { DeviceRecord, DeviceTaskRow, StatusLogEntry, Store, WriteOperation } from '../store/types.js'
 import { deviceTaskKey } from '../store/types.js'
@@ -123,7 +123,7 @@ export class StatusService extends EventEmitter<{ records: [records: StatusRecor
     const devices = new Map<string, Promise<DeviceRecord | undefined>>([[via.id, Promise.resolve(via)]])
     const tasks = new Map<string, Promise<boolean>>()
     const heard = new Map<string, DeviceRecord>()
-    const keyOf = async (deviceId: string): Promise<Uint8Array> => {
+    const deviceOf = async (deviceId: string): Promise<DeviceRecord> => {
       let lookup = devices.get(deviceId)
       if (lookup === undefined) {
         lookup = this.lookupDevice(deviceId)
@@ -132,34 +132,55 @@ export class StatusService extends EventEmitter<{ records: [records: StatusRecor
       const device = await lookup
       if (device === undefined) throw new RecordRefusedError('unknown-device', `device ${deviceId} is not enrolled`)
       if (device.status !== 'active') throw new RecordRefusedError('device-inactive', `device ${deviceId} is ${device.status}`)
-      if (device.id !== via.id) heard.set(device.id, device)
-      return publicKeyFromHex(device.publicKey)
+      return device
     }
-    const slots: Array<Verified | StatusRejection & { key?: string, deviceId?: string }> = new Array(envelopes.length)
-    const openOne = async (index: number): Promise<void> => {
+    const taskExists = async (taskId: string): Promise<boolean> => {
+      let exists = tasks.get(taskId)
+      if (exists === undefined) {
+        exists = this.taskExists(taskId)
+        tasks.set(taskId, exists)
+      }
+      return await exists
+    }
+    type Slot = Verified | StatusRejection & { key?: string, deviceId?: string }
+    const slots: Slot[] = new Array(envelopes.length)
+    const reject = (index: number, error: unknown, envelope: unknown): void => {
+      const reason = (error as { reason?: string }).reason ?? 'invalid'
+      slots[index] = { index, reason, message: describeError(error), ...(SIGNED_RECORD_REASONS.has(reason) ? claimedKeyOf(envelope) : {}) }
+    }
+    // Decoded once; what the records claim picks the keys and finds copies stored before.
+    const decoded: Array<{ index: number, unverified: UnverifiedStatusRecord, logKey: string }> = []
+    for (const [index, envelope] of envelopes.entries()) {
+      try {
+        const unverified = decodeStatusRecord(envelope)
+        decoded.push({ index, unverified, logKey: statusLogKey(unverified.claimed) })
+      } catch (error) {
+        reject(index, error, envelope)
+      }
+    }
+    // A record whose exact bytes are stored was verified when it was stored: a sender's repeat costs no second verification.
+    const stored = await this.store.collections.statusLog.getMany(decoded.map(({ logKey }) => logKey))
+    const openOne = async ({ index, unverified, logKey }: typeof decoded[number], storedCopy: StatusLogEntry | undefined): Promise<void> => {
       const envelope = envelopes[index]
       let record: StatusRecord
       try {
-        record = (await openStatusRecordAsync(envelope, keyOf)).record
+        const device = await deviceOf(unverified.claimed.deviceId)
+        if (device.id !== via.id) heard.set(device.id, device)
+        const known = storedCopy !== undefined && storedCopy.envelope.signature === unverified.signature && storedCopy.envelope.payload === unverified.payload
+        record = known ? unverified.claimed : await unverified.verify(publicKeyFromHex(device.publicKey))
       } catch (error) {
-        const reason = (error as { reason?: string }).reason ?? 'invalid'
-        slots[index] = { index, reason, message: describeError(error), ...(SIGNED_RECORD_REASONS.has(reason) ? claimedKeyOf(envelope) : {}) }
+        reject(index, error, envelope)
         return
       }
-      let exists = tasks.get(record.taskId)
-      if (exists === undefined) {
-        exists = this.taskExists(record.taskId)
-        tasks.set(record.taskId, exists)
-      }
-      if (!await exists) {
+      if (!await taskExists(record.taskId)) {
         slots[index] = { index, reason: 'unknown-task', message: `task ${record.taskId} does not exist`, key: statusRecordKey(record), deviceId: record.deviceId }
         return
       }
-      slots[index] = { record, envelope: envelope as SignedEnvelope, logKey: statusLogKey(record) }
+      slots[index] = { record, envelope: envelope as SignedEnvelope, logKey }
     }
-    for (let start = 0; start < envelopes.length; start += this.verifyConcurrency) {
+    for (let start = 0; start < decoded.length; start += this.verifyConcurrency) {
       const slice: Array<Promise<void>> = []
-      for (let index = start; index < Math.min(envelopes.length, start + this.verifyConcurrency); index++) slice.push(openOne(index))
+      for (let at = start; at < Math.min(decoded.length, start + this.verifyConcurrency); at++) slice.push(openOne(decoded[at], stored[at]))
       await Promise.all(slice)
     }
     const verified: Verified[] = []

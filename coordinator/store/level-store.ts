@@ -47,11 +47,27 @@ class LevelCollection<T> implements Collection<T> {
   }
 }
 
-/** The default store: level (LevelDB) with one sublevel per collection. */
+/** Operations merged into one durable write at most; more wait for the next. */
+const MAX_OPERATIONS_PER_WRITE = 50_000
+
+interface PendingWrite {
+  operations: WriteOperation[]
+  resolve: () => void
+  reject: (error: unknown) => void
+}
+
+/**
+ * The default store: level (LevelDB) with one sublevel per collection.
+ * Writes that arrive while one is being flushed to disk are merged into the
+ * next (group commit): each caller's operations stay atomic and in order,
+ * and one flush serves them all.
+ */
 export class LevelStore implements Store {
   readonly collections: Store['collections']
   private readonly db: Level<string, unknown>
   private readonly sublevels: Record<CollectionName, Sublevel>
+  private readonly queue: PendingWrite[] = []
+  private writing?: Promise<void>
 
   private constructor (db: Level<string, unknown>) {
     this.db = db
@@ -67,6 +83,40 @@ export class LevelStore implements Store {
 
   async write (operations: WriteOperation[]): Promise<void> {
     if (operations.length === 0) return
+    await new Promise<void>((resolve, reject) => {
+      this.queue.push({ operations, resolve, reject })
+      this.writing ??= this.drain()
+    })
+  }
+
+  private async drain (): Promise<void> {
+    try {
+      while (this.queue.length > 0) {
+        const writes: PendingWrite[] = []
+        let count = 0
+        while (this.queue.length > 0 && (writes.length === 0 || count + this.queue[0].operations.length <= MAX_OPERATIONS_PER_WRITE)) {
+          const next = this.queue.shift()!
+          writes.push(next)
+          count += next.operations.length
+        }
+        try {
+          await this.batch(writes.flatMap(write => write.operations))
+          for (const write of writes) write.resolve()
+        } catch (error) {
+          if (writes.length === 1) {
+            writes[0].reject(error)
+            continue
+          }
+          // One caller's bad operation must not fail the others: each goes alone.
+          for (const write of writes) await this.batch(write.operations).then(write.resolve, write.reject)
+        }
+      }
+    } finally {
+      this.writing = undefined
+    }
+  }
+
+  private async batch (operations: WriteOperation[]): Promise<void> {
     await this.db.batch(operations.map(operation => operation.type === 'put'
       ? { type: 'put' as const, sublevel: this.sublevels[operation.collection], key: operation.key, value: operation.value }
       : { type: 'del' as const, sublevel: this.sublevels[operation.collection], key: operation.key }
@@ -74,6 +124,7 @@ export class LevelStore implements Store {
   }
 
   async close (): Promise<void> {
+    while (this.writing !== undefined) await this.writing
     await this.db.close()
   }
 }

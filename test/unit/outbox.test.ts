@@ -95,3 +95,36 @@ test('a second store on the same folder is refused with DataFolderLockedError', 
   t.is(error?.name, 'DataFolderLockedError')
   await first.close()
 })
+
+test('a receipt drops the records it names, and only this device\'s; other keys are passed over', async t => {
+  const { store, outbox, coordinator, task } = await setUp()
+  coordinator.answer = () => { throw new Error('down') }
+  let current = task
+  for (const state of ['downloading', 'verifying', 'installing'] as const) current = await outbox.record(current, { ...fields, state })
+  await outbox.flush()
+  const dropped = await outbox.acknowledge(['dev-1/task-1/1/1', 'dev-2/task-1/1/2', 'dev-1/task-9/1/1'], [{ key: 'dev-1/task-1/1/3', reason: 'unknown-task' }])
+  t.is(dropped, 2)
+  t.deepEqual((await store.outboxBatch(10)).map(entry => entry.key), ['dev-1/task-1/1/2'])
+  t.is(await outbox.size(), 1)
+  await outbox.stop()
+  await store.close()
+})
+
+test('a router that takes the records keeps the direct path quiet; one that declines leaves them to it', async t => {
+  const { store, outbox, coordinator, task } = await setUp()
+  let routed = 0
+  let takes = true
+  outbox.setRouter({ route: () => { routed++; return takes } })
+  const current = await outbox.record(task, { ...fields, state: 'downloading' })
+  t.is(routed, 1)
+  t.is(coordinator.received.length, 0, 'nothing posted while the router takes the records')
+  takes = false
+  await outbox.record(current, { ...fields, state: 'verifying' })
+  await outbox.flush()
+  t.is(coordinator.received.flat().length, 2)
+  t.is(await outbox.size(), 0)
+  const pending = await outbox.pending(10)
+  t.deepEqual(pending, [])
+  await outbox.stop()
+  await store.close()
+})
