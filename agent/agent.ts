@@ -19,7 +19,7 @@ import { SiteStatus } from './status/site-status.js'
 import { OriginSource } from './download/origin-source.js'
 import { downloadPackage, type PackageFetcher } from './download/downloader.js'
 import { AgentStore, type LocalTask } from './state/store.js'
-import { TaskRunner, type WithdrawReason } from './tasks/runner.js'
+import { RETRY_SOON_MS, TaskRunner, type WithdrawReason } from './tasks/runner.js'
 import { VpnDetector, type InterfaceLister } from './vpn.js'
 import { systemBootId, type BootIdentity } from './boot.js'
 
@@ -538,9 +538,10 @@ export class Agent extends EventEmitter<AgentEvents> {
         this.unpinTask(result.taskId)
       }
     }, error => {
-      // The attempt could not even record its failure (a full disk, say): the state stays as it was and the next assignment answer tries again.
+      // The attempt could not even record its failure (a full disk, say): the state stays as it was, and the task is tried again soon.
       this.logger.error({ taskId: task.taskId, err: describeError(error) }, 'task attempt could not complete')
       this.emit('refused', task.taskId, 'local-error', describeError(error))
+      if (!this.held.has(task.taskId) && !this.stopController.signal.aborted) this.scheduleRetry(manifest, task, this.init.retrySoonMs ?? RETRY_SOON_MS)
     }).finally(() => {
       this.running.delete(task.taskId)
     })

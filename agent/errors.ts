@@ -113,3 +113,20 @@ export class AssignmentMismatchError extends MeshdeployError {
     this.name = 'AssignmentMismatchError'
   }
 }
+
+/** The data folder's file system has too little space for the task; the agent tries again later without counting a failed attempt. */
+export class DiskFullError extends MeshdeployError {
+  readonly path: string
+  readonly neededBytes?: number
+  readonly freeBytes?: number
+  constructor (path: string, neededBytes?: number, freeBytes?: number, options?: ErrorOptions) {
+    const mib = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(1)} MiB`
+    super(neededBytes !== undefined && freeBytes !== undefined
+      ? `not enough disk space in ${path}: ${mib(neededBytes)} needed, ${mib(freeBytes)} free`
+      : `the disk holding ${path} is full`, 'disk-full', options)
+    this.name = 'DiskFullError'
+    this.path = path
+    if (neededBytes !== undefined) this.neededBytes = neededBytes
+    if (freeBytes !== undefined) this.freeBytes = freeBytes
+  }
+}

@@ -126,6 +126,11 @@ export class PiecePicker {
     return this.banned.has(peer)
   }
 
+  /** Whether a usable peer says it holds the chunk. */
+  heldByPeers (index: number): boolean {
+    return this.availability[index] > 0
+  }
+
   private markHeld (index: number): void {
     if (index < 0 || index >= this.chunkCount || hasBit(this.held, index)) return
     setBit(this.held, index)

@@ -288,7 +288,8 @@ export class Swarm {
       failures.last = error
       this.originFailures.set(index, failures)
       const attempts = this.init.originAttempts ?? DEFAULT_ORIGIN_ATTEMPTS
-      if (failures.count >= attempts) {
+      // An origin out of reach (a site cut off from the coordinator) fails nothing while site peers hold the chunk: the picker takes it from them.
+      if (failures.count >= attempts && !this.picker.heldByPeers(index)) {
         const reason = error instanceof HashMismatchError
           ? `chunk ${index} failed its hash check ${attempts} times (${describeError(error)})`
           : `chunk ${index} could not be fetched: ${describeError(error)}`

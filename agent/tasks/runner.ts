@@ -2,13 +2,14 @@ import { mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import {
-  describeError, needsContent, publicKeyFromHex, verifyPackageSignature, type Architecture, type DeviceTaskState, type Manifest, type Platform
+  chunkLengthOf, describeError, needsContent, publicKeyFromHex, verifyPackageSignature, type Architecture, type DeviceTaskState, type Manifest, type Platform
 } from '../../protocol/index.js'
 import type { Logger } from '../../protocol/logger.js'
 import type { ChunkCache } from '../cache.js'
 import type { DownloadProgress, PackageFetcher } from '../download/downloader.js'
 import { TokenBucket } from '../download/token-bucket.js'
-import { DetectionFailedError, InstallFailedError } from '../errors.js'
+import { ChunkUnavailableError, DetectionFailedError, DiskFullError, InstallFailedError } from '../errors.js'
+import { ensureFreeSpace, isNoSpaceError } from '../disk-space.js'
 import { detect, NO_RULE_DETAIL, type DetectionResult } from '../install/detection.js'
 import { install, type InstallContext } from '../install/installer.js'
 import { uninstall } from '../install/uninstall.js'
@@ -61,6 +62,12 @@ export interface RunnerInit {
   platform?: Platform
   arch?: Architecture
   now?: () => number
+}
+
+/** The origin could not be reached (as opposed to answering with something wrong). */
+function isUnreachable (error: unknown): boolean {
+  const name = (error as { name?: string } | undefined)?.name
+  return name === 'CoordinatorUnreachableError' || name === 'TimeoutError'
 }
 
 function isFinalError (error: unknown): boolean {
@@ -269,8 +276,32 @@ export class TaskRunner {
     return this.task
   }
 
+  /**
+   * A condition of this device's, not of the package, stopped the attempt
+   * (its disk is full, or it cannot reach the origin for a chunk no site peer
+   * holds): a clear report, the state and the chunks kept, and another try
+   * soon, not counted as a failed attempt.
+   */
+  private async transientFailure (error: unknown, reason: string): Promise<LocalTask> {
+    const retryAt = this.now() + (this.init.retrySoonMs ?? RETRY_SOON_MS)
+    this.init.logger.warn({ taskId: this.task.taskId, err: describeError(error), retryAt }, `task attempt stopped: ${reason}`)
+    await this.report({ state: 'failed', message: `${reason}; trying again at ${new Date(retryAt).toISOString()} (not counted as a failed attempt)`.slice(0, 3900), retryAt })
+    this.task = { ...this.task, retryAt }
+    await this.init.store.putTask(this.task)
+    return this.task
+  }
+
+  /** Room for the chunks still missing and for the assembled file, before a byte is written. */
+  private async ensureSpace (): Promise<void> {
+    const pkg = this.manifest.package
+    let missingBytes = 0
+    for (const [index, sha256] of pkg.chunks.entries()) if (!this.init.cache.has(sha256)) missingBytes += chunkLengthOf(pkg, index)
+    await ensureFreeSpace(this.init.dataDir, missingBytes + pkg.sizeBytes)
+  }
+
   private async download (): Promise<void> {
     const { manifest } = this
+    await this.ensureSpace()
     const interval = this.init.progressIntervalMs ?? 1000
     let lastReport = 0
     let pending: Promise<void> = Promise.resolve()
@@ -300,6 +331,9 @@ export class TaskRunner {
   }
 
   private async fail (error: unknown): Promise<LocalTask> {
+    if (error instanceof DiskFullError) return await this.transientFailure(error, `${error.message}; free some space`)
+    if (isNoSpaceError(error)) return await this.transientFailure(error, `the disk holding ${this.init.dataDir} is full (${describeError(error)}); free some space`)
+    if (error instanceof ChunkUnavailableError && isUnreachable(error.cause)) return await this.transientFailure(error, `the origin is out of reach and no site peer holds chunk ${error.index} (${describeError(error.cause)})`)
     const failures = this.task.failures + 1
     const maxAttempts = this.manifest.limits.maxAttempts
     const final = failures >= maxAttempts || isFinalError(error)

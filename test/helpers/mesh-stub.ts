@@ -4,6 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ChunkCache } from '../../agent/cache.js'
+import { CoordinatorUnreachableError } from '../../agent/errors.js'
 import { MeshFetcher } from '../../agent/download/mesh-fetcher.js'
 import type { ChunkOrigin, ChunkRequest, FetchOptions } from '../../agent/download/origin-source.js'
 import { take } from '../../agent/download/token-bucket.js'
@@ -34,11 +35,19 @@ export function makePackage (chunkCount: number, chunkSizeBytes = 64 * 1024): { 
 export class StubOrigin implements ChunkOrigin {
   bytesServed = 0
   failuresLeft = 0
+  /** Requests fail as if the WAN were cut. */
+  unreachable = false
+  /** Requests that failed because the origin was out of reach. */
+  unreachableFailures = 0
   constructor (private readonly chunks: Map<string, Buffer>) {}
 
   async fetchChunk (request: ChunkRequest, options: FetchOptions): Promise<Buffer> {
     await new Promise(resolve => setImmediate(resolve))
     options.signal.throwIfAborted()
+    if (this.unreachable) {
+      this.unreachableFailures++
+      throw new CoordinatorUnreachableError('cannot reach the coordinator: the link is down')
+    }
     if (this.failuresLeft > 0) {
       this.failuresLeft--
       throw new HashMismatchError(request.sha256, '0'.repeat(64), `chunk ${request.index} from the origin`)

@@ -125,3 +125,27 @@ test('a seeder answers interest from its cache; a chunk already held is not fetc
     await site.close()
   }
 })
+
+test('an origin out of reach fails nothing while a site peer holds the chunks; with nobody holding them the download fails for that reason', async t => {
+  const { pkg, chunks } = makePackage(40, 16 * 1024)
+  const site = await stubSite(3, chunks)
+  try {
+    const [seed, cut, alone] = site.nodes
+    await fetch(seed, pkg)
+    site.origin.unreachable = true
+    const served = site.origin.bytesServed
+    // The site's peers find each other only after the first tries at the origin failed.
+    const download = fetch(cut, pkg)
+    while (site.origin.unreachableFailures === 0) await new Promise(resolve => setTimeout(resolve, 5))
+    site.hub.connect(seed.id, cut.id)
+    const result = await download
+    t.is(result.chunksDone, 40)
+    t.is(result.bytesFromPeers, pkg.sizeBytes)
+    t.is(site.origin.bytesServed, served, 'nothing came from the origin')
+    const error = await t.throwsAsync(fetch(alone, pkg))
+    t.is(error?.name, 'ChunkUnavailableError')
+    t.is((error as Error & { cause?: Error }).cause?.name, 'CoordinatorUnreachableError')
+  } finally {
+    await site.close()
+  }
+})
