@@ -42,7 +42,8 @@ export interface StatusServiceInit {
   lookupDevice: (deviceId: string) => Promise<DeviceRecord | undefined>
   taskExists: (taskId: string) => Promise<boolean>
   now?: () => number
-  onRejected?: (rejection: StatusRejection & { viaDeviceId: string, deviceId?: string, key?: string }) => void
+  /** A refused record, with the device that sent it and what it claims (unverified: for the log). */
+  onRejected?: (rejection: StatusRejection & { viaDeviceId: string, claimedDeviceId?: string, claimedKey?: string }) => void
   /** Devices whose records arrived through another device (a site relay): they were heard from. */
   onRelayed?: (devices: DeviceRecord[]) => void
   /** The key that signs receipts (the coordinator's current key). */
@@ -142,11 +143,12 @@ export class StatusService extends EventEmitter<{ records: [records: StatusRecor
       }
       return await exists
     }
-    type Slot = Verified | StatusRejection & { key?: string, deviceId?: string }
+    type Slot = Verified | StatusRejection & { key?: string, claimed?: { key: string, deviceId: string } }
     const slots: Slot[] = new Array(envelopes.length)
     const reject = (index: number, error: unknown, envelope: unknown): void => {
       const reason = (error as { reason?: string }).reason ?? 'invalid'
-      slots[index] = { index, reason, message: describeError(error), ...(SIGNED_RECORD_REASONS.has(reason) ? claimedKeyOf(envelope) : {}) }
+      const claimed = claimedKeyOf(envelope)
+      slots[index] = { index, reason, message: describeError(error), ...(claimed !== undefined ? { claimed } : {}), ...(claimed !== undefined && SIGNED_RECORD_REASONS.has(reason) ? { key: claimed.key } : {}) }
     }
     // Decoded once; what the records claim picks the keys and finds copies stored before.
     const decoded: Array<{ index: number, unverified: UnverifiedStatusRecord, logKey: string }> = []
@@ -173,7 +175,7 @@ export class StatusService extends EventEmitter<{ records: [records: StatusRecor
         return
       }
       if (!await taskExists(record.taskId)) {
-        slots[index] = { index, reason: 'unknown-task', message: `task ${record.taskId} does not exist`, key: statusRecordKey(record), deviceId: record.deviceId }
+        slots[index] = { index, reason: 'unknown-task', message: `task ${record.taskId} does not exist`, key: statusRecordKey(record), claimed: { key: statusRecordKey(record), deviceId: record.deviceId } }
         return
       }
       slots[index] = { record, envelope: envelope as SignedEnvelope, logKey }
@@ -191,10 +193,10 @@ export class StatusService extends EventEmitter<{ records: [records: StatusRecor
         verified.push(slot)
         continue
       }
-      const { key, deviceId, ...rejection } = slot
+      const { key, claimed, ...rejection } = slot
       rejected.push(rejection)
-      if (key !== undefined) receiptRejections.push({ key, reason: rejection.reason })
-      this.onRejected({ ...rejection, viaDeviceId: via.id, ...(deviceId !== undefined ? { deviceId } : {}), ...(key !== undefined ? { key } : {}) })
+      if (key !== undefined && key.length <= 240) receiptRejections.push({ key, reason: rejection.reason })
+      this.onRejected({ ...rejection, viaDeviceId: via.id, ...(claimed !== undefined ? { claimedDeviceId: claimed.deviceId, claimedKey: claimed.key } : {}) })
     }
     let duplicates = 0
     if (verified.length > 0) {
@@ -305,16 +307,16 @@ export class StatusService extends EventEmitter<{ records: [records: StatusRecor
   }
 }
 
-/** The key a record claims, read without trusting it: only for a receipt's refusal that concerns the device it names. */
-function claimedKeyOf (envelope: unknown): { key: string, deviceId: string } | Record<string, never> {
+/** What a refused record claims to be, read without trusting it: for the log, and for a receipt's refusal that concerns the device it names. */
+function claimedKeyOf (envelope: unknown): { key: string, deviceId: string } | undefined {
   try {
     const payload = (envelope as { payload?: unknown }).payload
-    if (typeof payload !== 'string') return {}
+    if (typeof payload !== 'string' || payload.length > 64 * 1024) return undefined
     const claimed = JSON.parse(fromUtf8(fromBase64(payload))) as Partial<StatusRecord>
-    if (typeof claimed.deviceId !== 'string' || typeof claimed.taskId !== 'string' || !Number.isInteger(claimed.attempt) || !Number.isInteger(claimed.seq)) return {}
-    return { key: statusRecordKey(claimed as StatusRecord), deviceId: claimed.deviceId }
+    if (typeof claimed.deviceId !== 'string' || typeof claimed.taskId !== 'string' || !Number.isInteger(claimed.attempt) || !Number.isInteger(claimed.seq)) return undefined
+    return { key: statusRecordKey(claimed as StatusRecord).slice(0, 300), deviceId: claimed.deviceId.slice(0, 100) }
   } catch {
-    return {}
+    return undefined
   }
 }
 
