@@ -245,6 +245,13 @@ export class Lab {
     return { rxBytes: link.stats64.rx.bytes, txBytes: link.stats64.tx.bytes }
   }
 
+  /** Cuts a site's WAN link (its router's end goes down) or brings it back: the site's LAN keeps working. */
+  async setWan (site: number, up: boolean): Promise<void> {
+    await ip('-n', `${this.name}-s${site}-r`, 'link', 'set', WAN_DEVICE, up ? 'up' : 'down')
+    // Taking the link down removed the route through it.
+    if (up) await ip('-n', `${this.name}-s${site}-r`, 'route', 'replace', 'default', 'via', `10.77.${100 + site}.1`, 'dev', WAN_DEVICE)
+  }
+
   /** Bytes a host's interface received and sent (everything it exchanged with peers and the WAN). */
   async hostCounters (host: LabHost): Promise<WanCounters> {
     const { stdout } = await run('ip', ['-j', '-s', '-n', host.ns, 'link', 'show', 'dev', host.device])
