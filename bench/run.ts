@@ -6,6 +6,7 @@ import { meshCap } from './scenarios/mesh-cap.js'
 import { meshOriginShare } from './scenarios/mesh-origin-share.js'
 import { meshThroughput } from './scenarios/mesh-throughput.js'
 import { statusIngest } from './scenarios/status-ingest.js'
+import { statusWan } from './scenarios/status-wan.js'
 
 interface Scenario {
   description: string
@@ -47,6 +48,13 @@ export const SCENARIOS: Record<string, Scenario> = {
       ...(options.batch !== undefined ? { batch: Number(options.batch) } : {}),
       ...(options.concurrency !== undefined ? { concurrency: Number(options.concurrency) } : {})
     })
+  },
+  'status-wan': {
+    description: 'status requests reaching the coordinator per site per minute, 20 devices downloading: each reporting directly against the site relay (--agents, --window-seconds)',
+    run: async options => await statusWan({
+      ...(options.agents !== undefined ? { agents: Number(options.agents) } : {}),
+      ...(options['window-seconds'] !== undefined ? { windowSeconds: Number(options['window-seconds']) } : {})
+    })
   }
 }
 
@@ -64,7 +72,8 @@ async function main (): Promise<void> {
       records: { type: 'string' },
       devices: { type: 'string' },
       batch: { type: 'string' },
-      concurrency: { type: 'string' }
+      concurrency: { type: 'string' },
+      'window-seconds': { type: 'string' }
     },
     allowPositionals: false
   })
@@ -89,7 +98,8 @@ async function main (): Promise<void> {
       records: values.records,
       devices: values.devices,
       batch: values.batch,
-      concurrency: values.concurrency
+      concurrency: values.concurrency,
+      'window-seconds': values['window-seconds']
     }))
   }
 }

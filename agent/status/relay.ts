@@ -5,7 +5,7 @@ import type { StatusAnswer } from '../coordinator-client.js'
 import type { Outbox } from '../outbox.js'
 
 /** How long records gather before the relay sends them up. */
-export const DEFAULT_RELAY_BATCH_INTERVAL_MS = 1000
+export const DEFAULT_RELAY_BATCH_INTERVAL_MS = 2000
 /** Records per request; the coordinator takes up to 1000, and its receipt must fit one gossip message. */
 export const DEFAULT_RELAY_MAX_BATCH_RECORDS = 500
 export const DEFAULT_RELAY_MAX_BATCH_BYTES = 512 * KIB

@@ -311,20 +311,28 @@ export class TaskRunner {
       ? new TokenBucket({ bytesPerSecond: manifest.limits.bandwidthKBps * BYTES_PER_KB })
       : undefined
     await this.report({ state: 'downloading' })
-    const progress = await this.init.fetchPackage({
-      taskId: manifest.taskId,
-      pkg: manifest.package,
-      ...(bucket !== undefined ? { bucket } : {}),
-      signal: this.signal,
-      onProgress: current => {
-        this.task.bytesFromOrigin = baseFromOrigin + current.bytesFromOrigin
-        this.task.bytesFromPeers = baseFromPeers + current.bytesFromPeers
-        const now = this.now()
-        if (now - lastReport < interval || current.chunksDone === current.chunksTotal) return
-        lastReport = now
-        pending = pending.then(async () => { await this.report({ state: 'downloading' }, current) })
-      }
-    })
+    let progress: DownloadProgress
+    try {
+      progress = await this.init.fetchPackage({
+        taskId: manifest.taskId,
+        pkg: manifest.package,
+        ...(bucket !== undefined ? { bucket } : {}),
+        signal: this.signal,
+        onProgress: current => {
+          this.task.bytesFromOrigin = baseFromOrigin + current.bytesFromOrigin
+          this.task.bytesFromPeers = baseFromPeers + current.bytesFromPeers
+          const now = this.now()
+          // Pieces that land after the attempt was stopped are not reported: the agent may be closing its store.
+          if (this.signal.aborted || now - lastReport < interval || current.chunksDone === current.chunksTotal) return
+          lastReport = now
+          pending = pending.then(async () => { await this.report({ state: 'downloading' }, current) })
+        }
+      })
+    } catch (error) {
+      // A progress report still under way ends before the attempt does (and before the agent closes its store).
+      await pending.catch(() => {})
+      throw error
+    }
     await pending
     this.task.bytesFromOrigin = baseFromOrigin + progress.bytesFromOrigin
     this.task.bytesFromPeers = baseFromPeers + progress.bytesFromPeers
