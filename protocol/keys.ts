@@ -41,15 +41,27 @@ export function sign (message: Uint8Array, secretKey: Uint8Array): Uint8Array {
   return new Uint8Array(nodeSign(null, message, key))
 }
 
+const keyIds = new WeakMap<Uint8Array, string>()
+
 /** Stable short identifier of a public key: the first 16 bytes of its SHA-256, in hex. */
 export function keyIdOf (publicKey: Uint8Array): string {
-  return createHash('sha256').update(publicKey).digest('hex').slice(0, 32)
+  let keyId = keyIds.get(publicKey)
+  if (keyId === undefined) {
+    keyId = createHash('sha256').update(publicKey).digest('hex').slice(0, 32)
+    // Remembered per key object: a verifier of many records by one device computes it once.
+    keyIds.set(publicKey, keyId)
+  }
+  return keyId
 }
 
 const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
 const publicKeyObjects = new Map<string, KeyObject>()
 
+const publicKeyObjectsByArray = new WeakMap<Uint8Array, KeyObject>()
+
 function publicKeyObject (publicKey: Uint8Array): KeyObject {
+  const known = publicKeyObjectsByArray.get(publicKey)
+  if (known !== undefined) return known
   const cacheKey = toHex(publicKey)
   let key = publicKeyObjects.get(cacheKey)
   if (key === undefined) {
@@ -57,6 +69,7 @@ function publicKeyObject (publicKey: Uint8Array): KeyObject {
     if (publicKeyObjects.size > 100_000) publicKeyObjects.clear()
     publicKeyObjects.set(cacheKey, key)
   }
+  publicKeyObjectsByArray.set(publicKey, key)
   return key
 }
 

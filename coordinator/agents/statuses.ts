@@ -122,6 +122,15 @@ export class StatusService extends EventEmitter<{ records: [records: StatusRecor
   async ingest (envelopes: unknown[], via: DeviceRecord, options: { receipt?: boolean } = {}): Promise<IngestResult> {
     // Looked up once per batch: a relay's batch carries a few devices' records many times over.
     const devices = new Map<string, Promise<DeviceRecord | undefined>>([[via.id, Promise.resolve(via)]])
+    const publicKeys = new Map<string, Uint8Array>()
+    const publicKeyOf = (device: DeviceRecord): Uint8Array => {
+      let key = publicKeys.get(device.id)
+      if (key === undefined) {
+        key = publicKeyFromHex(device.publicKey)
+        publicKeys.set(device.id, key)
+      }
+      return key
+    }
     const tasks = new Map<string, Promise<boolean>>()
     const heard = new Map<string, DeviceRecord>()
     const deviceOf = async (deviceId: string): Promise<DeviceRecord> => {
@@ -169,7 +178,7 @@ export class StatusService extends EventEmitter<{ records: [records: StatusRecor
         const device = await deviceOf(unverified.claimed.deviceId)
         if (device.id !== via.id) heard.set(device.id, device)
         const known = storedCopy !== undefined && storedCopy.envelope.signature === unverified.signature && storedCopy.envelope.payload === unverified.payload
-        record = known ? unverified.claimed : await unverified.verify(publicKeyFromHex(device.publicKey))
+        record = known ? unverified.claimed : await unverified.verify(publicKeyOf(device))
       } catch (error) {
         reject(index, error, envelope)
         return

@@ -32,6 +32,7 @@ export function deviceCommand (): Command {
         const mesh = [
           `  peer id ${view.peerId as string}, ${view.connectedPeers ?? 0} peers connected, addresses ${(view.peerAddresses ?? []).join(' ') || '- (peer sharing off)'}`,
           view.siteCache === true ? '  site cache: prefetches the packages of its site\'s tasks' : undefined,
+          view.statusRelay === true ? '  status relay: sends its site\'s status records up in batches' : undefined,
           view.cache !== undefined ? `  cache ${formatBytes(view.cache.usedBytes)} of ${formatBytes(view.cache.limitBytes)} (${formatBytes(view.cache.pinnedBytes)} pinned, ${view.cache.packages as number} packages)` : undefined
         ].filter(line => line !== undefined).join('\n')
         print(`${view.id}  ${view.hostname}\n  site ${view.site} (${view.siteSource ?? 'declared'}), groups ${view.groups.join(',') || '-'}, ${view.platform}/${view.arch}, ${view.online ? 'online' : 'offline'}, last contact ${view.lastSeenAt ?? 'never'}\n  status ${statusLine}\n  used by ${users || 'nobody in the directory'}\n${mesh}\n`)
