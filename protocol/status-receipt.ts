@@ -1,7 +1,8 @@
 import { z } from 'zod'
 import { openEnvelope, sealEnvelope, type KeyResolver, type SignedEnvelope, type SigningKey } from './envelope.js'
 import { MalformedError } from './errors.js'
-import { fromUtf8, utf8 } from './encoding.js'
+import { utf8 } from './encoding.js'
+import { parseJsonPayload } from './json-payload.js'
 import { KIB, MAX_STATUS_BATCH_RECORDS } from './limits.js'
 
 export const STATUS_RECEIPT_DOMAIN = 'meshdeploy/status-receipt/v1'
@@ -44,13 +45,5 @@ export function signStatusReceipt (receipt: StatusReceipt, key: SigningKey): Sig
 /** Verifies a receipt against the coordinator's keys and decodes it; throws the named envelope errors or MalformedError. */
 export function openStatusReceipt (envelope: unknown, keys: KeyResolver): StatusReceipt {
   const opened = openEnvelope(envelope, { domain: STATUS_RECEIPT_DOMAIN, keys, maxPayloadBytes: MAX_STATUS_RECEIPT_BYTES })
-  let decoded: unknown
-  try {
-    decoded = JSON.parse(fromUtf8(opened.payload))
-  } catch (error) {
-    throw new MalformedError('status receipt is not UTF-8 JSON', { cause: error })
-  }
-  const parsed = statusReceiptSchema.safeParse(decoded)
-  if (!parsed.success) throw new MalformedError(`status receipt: ${z.prettifyError(parsed.error)}`)
-  return parsed.data
+  return parseJsonPayload(opened.payload, statusReceiptSchema, 'status receipt')
 }

@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import { decodeEnvelope, openEnvelope, sealEnvelope, verifyDecodedEnvelopeAsync, type KeyResolver, type SignedEnvelope, type SigningKey } from './envelope.js'
 import { MalformedError } from './errors.js'
+import { parseJsonPayload } from './json-payload.js'
 import { keyIdOf } from './keys.js'
 import { fromUtf8, utf8 } from './encoding.js'
 import { MAX_MESSAGE_CHARS, MAX_STATUS_RECORD_BYTES } from './limits.js'
@@ -83,15 +84,7 @@ export function openStatusRecord (envelope: unknown, keys: KeyResolver): { recor
 }
 
 function parseRecord (payload: Uint8Array): StatusRecord {
-  let decoded: unknown
-  try {
-    decoded = JSON.parse(fromUtf8(payload))
-  } catch (error) {
-    throw new MalformedError('status record is not UTF-8 JSON', { cause: error })
-  }
-  const parsed = statusRecordSchema.safeParse(decoded)
-  if (!parsed.success) throw new MalformedError(`status record: ${z.prettifyError(parsed.error)}`)
-  return parsed.data
+  return parseJsonPayload(payload, statusRecordSchema, 'status record')
 }
 
 /** A decoded status record whose signature is not checked yet. */
