@@ -80,6 +80,10 @@ const ALLOWED_PEERS_KEY = 'allowedPeerIds'
 const CLEARED_CACHE_KEY = 'clearedCacheRequest'
 /** The site's status topic the coordinator last named, so a restart cut off from it joins the right one. */
 const STATUS_TOPIC_KEY = 'statusTopic'
+/** The site's peers the coordinator last listed, so a restart cut off from it still finds them. */
+const SITE_PEERS_KEY = 'sitePeers'
+/** States in which work was under way: a restart takes it up again at once. */
+const UNDER_WAY_STATES: ReadonlySet<DeviceTaskState> = new Set(['downloading', 'verifying', 'installing'])
 
 interface Running {
   controller: AbortController
@@ -190,6 +194,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       agent.logger.info({ enrolled, site: identity.site, peerId: identity.peerId }, enrolled ? 'enrolled' : 'identity loaded')
       await agent.confirmReboots()
       await agent.startMesh()
+      await agent.resumeUnderWay()
       agent.loop = agent.assignmentLoop()
       agent.outbox.flushSoon()
       return agent
@@ -209,6 +214,26 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
   }
 
+  /**
+   * Work that was under way when the agent stopped goes on at once, from the
+   * manifest it had accepted (verified again), without waiting for the
+   * coordinator: a device restarted in a site cut off from the coordinator
+   * still finishes from its LAN peers. The next assignments answer then
+   * withdraws or holds it as usual.
+   */
+  private async resumeUnderWay (): Promise<void> {
+    for (const task of await this.store.listTasks()) {
+      if (!UNDER_WAY_STATES.has(task.state) || task.manifest === undefined) continue
+      try {
+        const manifest = this.openAssignment({ taskId: task.taskId, revision: task.revision, manifest: task.manifest })
+        this.logger.info({ taskId: task.taskId, state: task.state }, 'taking up the work under way when the agent stopped')
+        await this.consider(manifest, task.manifest)
+      } catch (error) {
+        this.logger.warn({ taskId: task.taskId, err: describeError(error) }, 'the work under way waits for the coordinator: its manifest no longer holds')
+      }
+    }
+  }
+
   /** Starts the libp2p node (unless peer sharing is off), the self reports and the site cache role. */
   private async startMesh (): Promise<void> {
     this.clearedCacheRequest = await this.store.getMeta<number>(CLEARED_CACHE_KEY) ?? 0
@@ -224,6 +249,8 @@ export class Agent extends EventEmitter<AgentEvents> {
         ...(gossip ? { statusTopic: await this.store.getMeta<string>(STATUS_TOPIC_KEY) ?? statusTopicOf(this.identity.coordinatorKeyId, this.identity.site) } : {})
       })
       this.mesh.on('changed', () => { this.reporter?.soon() })
+      const sitePeers = await this.store.getMeta<AssignmentAnswer['peers']>(SITE_PEERS_KEY)
+      if (sitePeers !== undefined) await this.mesh.apply({ peers: sitePeers })
       if (this.mesh.statusGossip !== undefined) {
         this.siteStatus = new SiteStatus({ ...this.init.mesh.siteStatus, gossip: this.mesh.statusGossip, outbox: this.outbox, poster: this.client, reachability: this.client.reachability, logger: this.logger, now: this.now })
         this.siteStatus.on('relay', () => { this.reporter?.soon() })
@@ -265,6 +292,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** The mesh part of an assignments answer: allow-list, site peers, a cache clear, the site cache's prefetches. */
   private async applyMesh (answer: AssignmentAnswer): Promise<void> {
     if (answer.allowedPeerIds !== undefined) await this.store.putMeta(ALLOWED_PEERS_KEY, answer.allowedPeerIds)
+    if (this.mesh !== undefined && Array.isArray(answer.peers)) await this.store.putMeta(SITE_PEERS_KEY, answer.peers)
     await this.mesh?.apply(answer)
     if (this.siteStatus !== undefined && typeof answer.statusTopic === 'string' && answer.statusTopic.length <= 300 && answer.statusTopic !== this.mesh?.statusGossip?.topic) {
       this.siteStatus.setTopic(answer.statusTopic)
