@@ -10,7 +10,7 @@ import * as keys from '../protocol/keys.js'
 const variant = process.argv[2] ?? 'full'
 const dir = await mkdtemp(join('/tmp/mdg-exp', 'ingest-'))
 const services = await openServices({ dataDir: dir, logger: silentLogger(), autoTick: false })
-const D = 40, PER = 1500, BATCH = 500, CONC = 8
+const D = 40, PER = 1500, BATCH = 500, CONC = Number(process.argv[3] ?? 8)
 const devices = []
 for (let d = 0; d < D; d++) {
   const key = generateKeyPair()

@@ -239,6 +239,9 @@ export async function statusIngest (options: StatusIngestOptions = {}): Promise<
       figures,
       raw: { serial, concurrent, replay: { ...replay, records: replayed }, verifyPerSecond, metrics: metrics.split('\n').filter(line => line.startsWith('meshdeploy_status')) }
     }
+  } catch (error) {
+    const log = await readFile(join(root, 'coordinator.log'), 'utf8').catch(() => '')
+    throw new Error(`${(error as Error).message}\ncoordinator log (last lines):\n${log.split('\n').slice(-20).join('\n')}`, { cause: error })
   } finally {
     await coordinator?.stop()
     await rm(root, { recursive: true, force: true })

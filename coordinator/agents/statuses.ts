@@ -1,4 +1,6 @@
 import { EventEmitter } from 'node:events'
+import { availableParallelism } from 'node:os'
+import pLimit, { type LimitFunction } from 'p-limit'
 import {
   decodeStatusRecord, describeError, fromBase64, fromUtf8, isNewerRecord, publicKeyFromHex, signStatusReceipt,
   statusRecordKey, type SignedEnvelope, type SigningKey, type StatusReceipt, type StatusRecord, type UnverifiedStatusRecord
@@ -32,8 +34,14 @@ export function statusLogKey (record: Pick<StatusRecord, 'taskId' | 'deviceId' |
   return `${record.taskId}!${record.deviceId}!${pad(record.revision)}!${pad(record.attempt)}!${pad(record.seq)}`
 }
 
-/** Records verified at once per batch: enough to keep every core busy, few enough not to crowd out the store's own work in libuv's pool. */
-export const DEFAULT_VERIFY_CONCURRENCY = 64
+/** Records a batch decodes and looks up at once. */
+export const DEFAULT_BATCH_CONCURRENCY = 64
+/**
+ * Signatures checked at once over every batch: one per core keeps the cores
+ * busy without more threads than cores fighting over them, and leaves libuv's
+ * pool free for the store's reads and writes.
+ */
+export const DEFAULT_VERIFY_CONCURRENCY = Math.max(1, availableParallelism())
 /** Records stored in one durable write at most; more wait for the next. */
 export const DEFAULT_MAX_RECORDS_PER_WRITE = 20_000
 
@@ -48,7 +56,7 @@ export interface StatusServiceInit {
   onRelayed?: (devices: DeviceRecord[]) => void
   /** The key that signs receipts (the coordinator's current key). */
   receiptKey?: () => SigningKey
-  /** @default DEFAULT_VERIFY_CONCURRENCY */
+  /** Signatures checked at once, over every batch. @default DEFAULT_VERIFY_CONCURRENCY */
   verifyConcurrency?: number
   /** @default DEFAULT_MAX_RECORDS_PER_WRITE */
   maxRecordsPerWrite?: number
@@ -93,7 +101,11 @@ interface CommitJob {
  * compares and writes the rows, which keeps them exact whatever the order
  * records arrive in.
  */
-export class StatusService extends EventEmitter<{ records: [records: StatusRecord[]], ingested: [stored: number, duplicates: number, rejected: number] }> {
+export class StatusService extends EventEmitter<{
+  /** Devices' new states: for each device and task a write moved forward, its newest record (a late, older record moves nothing). */
+  records: [records: StatusRecord[]]
+  ingested: [stored: number, duplicates: number, rejected: number]
+}> {
   private readonly store: Store
   private readonly lookupDevice: StatusServiceInit['lookupDevice']
   private readonly taskExists: StatusServiceInit['taskExists']
@@ -101,7 +113,7 @@ export class StatusService extends EventEmitter<{ records: [records: StatusRecor
   private readonly onRejected: NonNullable<StatusServiceInit['onRejected']>
   private readonly onRelayed: NonNullable<StatusServiceInit['onRelayed']>
   private readonly receiptKey?: () => SigningKey
-  private readonly verifyConcurrency: number
+  private readonly verifyLimit: LimitFunction
   private readonly maxRecordsPerWrite: number
   private readonly queue: CommitJob[] = []
   private writing?: Promise<void>
@@ -115,7 +127,7 @@ export class StatusService extends EventEmitter<{ records: [records: StatusRecor
     this.onRejected = init.onRejected ?? (() => {})
     this.onRelayed = init.onRelayed ?? (() => {})
     if (init.receiptKey !== undefined) this.receiptKey = init.receiptKey
-    this.verifyConcurrency = Math.max(1, init.verifyConcurrency ?? DEFAULT_VERIFY_CONCURRENCY)
+    this.verifyLimit = pLimit(Math.max(1, init.verifyConcurrency ?? DEFAULT_VERIFY_CONCURRENCY))
     this.maxRecordsPerWrite = Math.max(1, init.maxRecordsPerWrite ?? DEFAULT_MAX_RECORDS_PER_WRITE)
   }
 
@@ -178,7 +190,7 @@ export class StatusService extends EventEmitter<{ records: [records: StatusRecor
         const device = await deviceOf(unverified.claimed.deviceId)
         if (device.id !== via.id) heard.set(device.id, device)
         const known = storedCopy !== undefined && storedCopy.envelope.signature === unverified.signature && storedCopy.envelope.payload === unverified.payload
-        record = known ? unverified.claimed : await unverified.verify(publicKeyOf(device))
+        record = known ? unverified.claimed : await this.verifyLimit(async () => await unverified.verify(publicKeyOf(device)))
       } catch (error) {
         reject(index, error, envelope)
         return
@@ -189,9 +201,9 @@ export class StatusService extends EventEmitter<{ records: [records: StatusRecor
       }
       slots[index] = { record, envelope: envelope as SignedEnvelope, logKey }
     }
-    for (let start = 0; start < decoded.length; start += this.verifyConcurrency) {
+    for (let start = 0; start < decoded.length; start += DEFAULT_BATCH_CONCURRENCY) {
       const slice: Array<Promise<void>> = []
-      for (let at = start; at < Math.min(decoded.length, start + this.verifyConcurrency); at++) slice.push(openOne(decoded[at], stored[at]))
+      for (let at = start; at < Math.min(decoded.length, start + DEFAULT_BATCH_CONCURRENCY); at++) slice.push(openOne(decoded[at], stored[at]))
       await Promise.all(slice)
     }
     const verified: Verified[] = []
@@ -297,13 +309,16 @@ export class StatusService extends EventEmitter<{ records: [records: StatusRecor
     }
     const rowKeys = [...newest.keys()]
     const rows = await this.store.collections.deviceTasks.getMany(rowKeys)
+    const advanced: StatusRecord[] = []
     for (const [index, rowKey] of rowKeys.entries()) {
       const record = newest.get(rowKey)!
       const current = rows[index]
-      if (current === undefined || isNewerRecord(record, current)) operations.push({ type: 'put', collection: 'deviceTasks', key: rowKey, value: rowOf(record, receivedAt) })
+      if (current !== undefined && !isNewerRecord(record, current)) continue
+      operations.push({ type: 'put', collection: 'deviceTasks', key: rowKey, value: rowOf(record, receivedAt) })
+      advanced.push(record)
     }
     await this.store.write(operations)
-    if (fresh.length > 0) this.emit('records', fresh)
+    if (advanced.length > 0) this.emit('records', advanced)
   }
 
   /** A device's records for a task, oldest first. */

@@ -76,6 +76,8 @@ test('concurrent batches with duplicates and in any order: every record stored o
     const { taskId } = await taskFor(c)
     const last = 40
     const all = devices.flatMap(device => Array.from({ length: last }, (_, index) => signStatusRecord(recordOf(device, taskId, index + 1, index + 1 === last ? 'succeeded' : 'downloading'), device.key)))
+    const events = new Map<string, number[]>()
+    c.services.statuses.on('records', records => { for (const record of records) events.set(record.deviceId, [...events.get(record.deviceId) ?? [], record.seq]) })
     // Each record goes in two to three batches, shuffled; the batches race each other.
     const batches: typeof all[] = []
     for (let round = 0; round < 3; round++) {
@@ -96,6 +98,11 @@ test('concurrent batches with duplicates and in any order: every record stored o
     }
     const { body: rows } = await c.http.get(`/v1/tasks/${taskId}/devices`).set('authorization', `Bearer ${c.adminToken}`).expect(200)
     t.deepEqual(rows.devices.map((row: any) => [row.seq, row.state]), devices.map(() => [last, 'succeeded']))
+    for (const device of devices) {
+      const seqs = events.get(device.deviceId) ?? []
+      t.true(seqs.every((seq, index) => index === 0 || seq > seqs[index - 1]), `operators' events never take ${device.deviceId} backwards (${seqs.join(',')})`)
+      t.is(seqs.at(-1), last)
+    }
   } finally {
     await c.close()
   }
