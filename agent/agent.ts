@@ -15,6 +15,7 @@ import { CoordinatorClient, type AssignmentAnswer } from './coordinator-client.j
 import { AssignmentMismatchError, CoordinatorError, RetiredKeyError, RevisionConflictError } from './errors.js'
 import { loadIdentity, loadOrEnroll, pinCoordinatorKey, saveTlsTrust, type Identity } from './identity.js'
 import { Outbox } from './outbox.js'
+import { RefusalLog } from './refusals.js'
 import { OriginSource } from './download/origin-source.js'
 import { downloadPackage, type PackageFetcher } from './download/downloader.js'
 import { AgentStore, type LocalTask } from './state/store.js'
@@ -105,6 +106,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly store: AgentStore
   readonly cache: ChunkCache
   readonly outbox: Outbox
+  /** Every refusal of this agent (manifests, chunks, peers, status records), logged once with its reason. */
+  readonly refusals: RefusalLog
   private readonly client: CoordinatorClient
   private readonly logger: Logger
   private readonly init: AgentInit
@@ -147,8 +150,9 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.cache = cache
     this.logger = init.logger.child({ deviceId: identity.deviceId })
     this.now = init.now ?? Date.now
-    this.outbox = new Outbox({ store, client, identity, logger: this.logger, now: this.now })
-    this.origin = new OriginSource(client)
+    this.refusals = new RefusalLog({ logger: this.logger })
+    this.outbox = new Outbox({ store, client, identity, logger: this.logger, refusals: this.refusals, now: this.now })
+    this.origin = new OriginSource(client, this.refusals)
     this.vpn = new VpnDetector({
       ...(init.vpnInterfacePrefixes !== undefined ? { prefixes: init.vpnInterfacePrefixes } : {}),
       ...(init.listInterfaces !== undefined ? { listInterfaces: init.listInterfaces } : {}),
@@ -214,6 +218,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         cache: this.cache,
         origin: this.origin,
         logger: this.logger,
+        refusals: this.refusals,
         allowedPeerIds: await this.store.getMeta<string[]>(ALLOWED_PEERS_KEY) ?? []
       })
       this.mesh.on('changed', () => { this.reporter?.soon() })
@@ -223,6 +228,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         cache: this.cache,
         fetchPackage: this.fetchPackage,
         logger: this.logger,
+        refusals: this.refusals,
         verify: (taskId, envelope) => {
           const { manifest } = openManifest(envelope, {
             keys: trustKeys(this.identity.coordinatorPublicKey),
@@ -312,7 +318,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.emit('key-pinned', this.identity.coordinatorKeyId, chain.pinned.sequence)
     } catch (error) {
       const reason = (error as { reason?: string }).reason ?? 'key-rotation-refused'
-      this.logger.error({ err: describeError(error), reason }, 'refused the coordinator key rotation; the pinned key stays')
+      this.refusals.refuse({ subject: 'key-rotation', reason, message: `${describeError(error)}; the pinned key stays` }, 'error')
       this.emit('refused', '(key-rotation)', reason, describeError(error))
     }
   }
@@ -388,7 +394,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   private async refuse (taskId: string, error: unknown): Promise<void> {
     const reason = (error as { reason?: string }).reason ?? 'refused'
     const message = `manifest refused: ${describeError(error)}`
-    this.logger.error({ taskId, reason }, message)
+    this.refusals.refuse({ subject: 'manifest', reason, taskId, message: describeError(error) }, 'error')
     this.emit('refused', taskId, reason, message)
     const existing = await this.store.getTask(taskId)
     if (existing?.message === message) return
