@@ -14,7 +14,8 @@ import { Libp2pMeshNetwork } from './network.js'
 import { swarmKeyIdOf } from './private-network.js'
 import { DEFAULT_ABUSE_SUSPENSION_MS } from '../protocols/chunk/index.js'
 import { RefusalLog } from '../refusals.js'
-import { announcedAddresses, createMeshNode, mdnsServiceTagOf, type MeshNodeInit } from './node.js'
+import { announcedAddresses, createMeshNode, DEFAULT_MAX_CONNECTIONS, mdnsServiceTagOf, type MeshNodeInit } from './node.js'
+import { enforceConnectionLimit } from './connection-limit.js'
 
 export interface MeshSettings {
   /** @default DEFAULT_LISTEN (all interfaces, port 8651) */
@@ -91,9 +92,11 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
   private readonly discovery: Discovery
   private readonly logger: Logger
   private lastAddresses = ''
+  private readonly stopConnectionLimit: () => void
 
-  private constructor (node: Libp2p, gate: PeerGate, network: Libp2pMeshNetwork, fetcher: MeshFetcher, discovery: Discovery, logger: Logger) {
+  private constructor (node: Libp2p, gate: PeerGate, network: Libp2pMeshNetwork, fetcher: MeshFetcher, discovery: Discovery, logger: Logger, stopConnectionLimit: () => void) {
     super()
+    this.stopConnectionLimit = stopConnectionLimit
     this.node = node
     this.gate = gate
     this.network = network
@@ -129,6 +132,13 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
           }
         : {})
     })
+    const maxConnections = init.node?.maxConnections ?? DEFAULT_MAX_CONNECTIONS
+    const stopConnectionLimit = enforceConnectionLimit(node, {
+      maxConnections,
+      onRefused: connection => {
+        refusals.refuse({ subject: 'peer', reason: 'connection-limit', peer: connection.remotePeer.toString(), message: `inbound connection refused: this agent holds its limit of ${maxConnections} connections` })
+      }
+    })
     try {
       if (node.peerId.toString() !== init.identity.peerId) throw new Error(`the node's peer id ${node.peerId.toString()} is not the enrolled ${init.identity.peerId}`)
       const uploadBucket = init.uploadBytesPerSecond !== undefined ? new TokenBucket({ bytesPerSecond: init.uploadBytesPerSecond }) : undefined
@@ -163,7 +173,7 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
         }
       })
       discovery = new Discovery({ node, gate, logger, usePeerList: init.usePeerList ?? true })
-      const mesh = new Mesh(node, gate, network, fetcher, discovery, logger)
+      const mesh = new Mesh(node, gate, network, fetcher, discovery, logger, stopConnectionLimit)
       await network.start()
       fetcher.start()
       discovery.start()
@@ -185,6 +195,7 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
       }, 'mesh node listening')
       return mesh
     } catch (error) {
+      stopConnectionLimit()
       await node.stop()
       throw error
     }
@@ -214,6 +225,7 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
   async stop (): Promise<void> {
     this.discovery.stop()
     this.fetcher.stop()
+    this.stopConnectionLimit()
     await this.network.stop()
     await this.node.stop()
     this.logger.debug('mesh node stopped')
