@@ -29,9 +29,13 @@ export const IDLE_TIMEOUT_MS = 15_000
 export const MIN_PROGRESS_BYTES = 8 * KIB
 /** A sender that cannot write a frame within this long gives the request up. */
 export const WRITE_TIMEOUT_MS = 30_000
-/** Piece requests one peer may make per second, sustained, and at once after a quiet spell. */
-export const DEFAULT_REQUESTS_PER_SECOND = 1000
-export const DEFAULT_REQUEST_BURST = 1000
+/**
+ * Piece requests one peer may make per second, sustained, and at once after a
+ * quiet spell: an honest downloader of the smallest chunks (64 KiB) at about
+ * 1 Gbit/s from one peer stays under it.
+ */
+export const DEFAULT_REQUESTS_PER_SECOND = 2000
+export const DEFAULT_REQUEST_BURST = 2000
 /** Refusals for its rate after which a peer is disconnected, counted over ABUSE_WINDOW_MS. */
 export const DEFAULT_REFUSALS_BEFORE_DISCONNECT = 100
 export const ABUSE_WINDOW_MS = 10_000
