@@ -248,6 +248,11 @@ export class MaliciousPeer {
     this.redials.delete(remote)
   }
 
+  /** Whether this peer's own announcement channel to the remote is open (its claims are on their way). */
+  announcingTo (remote: string): boolean {
+    return this.senders.has(remote)
+  }
+
   /** Whether a connection to the peer is open. */
   connectedTo (remote: string): boolean {
     return this.node.getConnections(peerIdFromString(remote)).some(connection => connection.status === 'open')

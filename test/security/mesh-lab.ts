@@ -128,7 +128,7 @@ export async function openMeshLab (init: { exchange?: ExchangeLimits, node?: Mes
     },
     connect: async (peer, options = {}) => {
       await peer.dial(address, options)
-      await waitFor(async () => peer.announcementChannels.has(agent.identity.peerId) ? true : undefined, 'the agent to open its announcement channel', 30_000, 20)
+      await waitFor(async () => peer.announcementChannels.has(agent.identity.peerId) && peer.announcingTo(agent.identity.peerId) ? true : undefined, 'the announcement channels to open both ways', 30_000, 20)
     },
     newPackage: async chunkCount => {
       const chunks = Array.from({ length: chunkCount }, () => randomBytes(CHUNK_BYTES))

@@ -173,7 +173,8 @@ test.serial(`network case ${++caseNumber}: a request flood → rate-limited answ
     const suspended = await lab.refusal(ofPeer(peer, 'peer-suspended'), 'its redial refused', from)
     t.regex(suspended.message, /suspended for flooding/)
     t.true(isolated(lab, peer))
-    t.is(lab.refusals.slice(from).filter(ofPeer(peer, 'rate-limited')).length, outcome['rate-limited'], 'every refusal is reported (the log writes the first and counts the rest)')
+    // Answers still on their way when the connection is cut never reach the peer: the agent reports at least what the peer saw.
+    t.true(lab.refusals.slice(from).filter(ofPeer(peer, 'rate-limited')).length >= (outcome['rate-limited'] ?? 0), 'every refusal is reported (the log writes the first and counts the rest)')
     t.deepEqual(await bystander.flood(lab.agent.identity.peerId, pieceOf(t.context), { count: 5, concurrency: 1 }), { ok: 5 }, 'another peer is served as before')
   } finally {
     await peer.stop()
