@@ -298,6 +298,7 @@ export class Swarm {
       details: { expected: this.pkg.chunks[index], ...(cause.actual !== undefined ? { actual: cause.actual } : {}), badChunks: count, banned }
     })
     if (banned) {
+      this.refusals.refuse({ subject: 'peer', reason: 'peer-banned', peer, packageId: this.pkg.id, message: `peer banned for the rest of the download after ${count} bad answers` })
       this.picker.ban(peer)
       this.init.ban(peer)
     } else {

@@ -20,8 +20,8 @@ export interface MeshNetworkEvents {
 /** The peer is not connected (any more). */
 export class PeerNotConnectedError extends Error {
   readonly peer: string
-  constructor (peer: string) {
-    super(`peer ${peer} is not connected`)
+  constructor (peer: string, options?: ErrorOptions) {
+    super(`peer ${peer} is not connected`, options)
     this.name = 'PeerNotConnectedError'
     this.peer = peer
   }
@@ -229,6 +229,8 @@ export class Libp2pMeshNetwork extends EventEmitter<MeshNetworkEvents> implement
     } catch (error) {
       const reason = asError(error)
       stream.abort(reason)
+      // A connection closed meanwhile (by this side too) cuts answers short: that is no statement of the peer's.
+      if (connection.status !== 'open') throw new PeerNotConnectedError(peer, { cause: reason })
       throw reason
     }
   }

@@ -73,8 +73,8 @@ export class ChunkServer {
 
   private async serve (stream: Stream, remotePeer: string, options: AbortOptions): Promise<void> {
     const writeTimeoutMs = this.init.writeTimeoutMs ?? WRITE_TIMEOUT_MS
-    const answer = async (status: PieceStatus): Promise<void> => {
-      await sendBytes(stream, encodeFrame(encodePieceHeader(status, 0)), { signal: AbortSignal.timeout(writeTimeoutMs) })
+    const answer = async (status: PieceStatus, value = 0): Promise<void> => {
+      await sendBytes(stream, encodeFrame(encodePieceHeader(status, value)), { signal: AbortSignal.timeout(writeTimeoutMs) })
       await stream.close({ signal: AbortSignal.timeout(writeTimeoutMs) })
     }
     try {
@@ -92,9 +92,12 @@ export class ChunkServer {
       const admission = this.init.admission?.admit(remotePeer)
       if (admission !== undefined && !admission.admitted) {
         this.init.onRefused?.(remotePeer, 'rate-limited', `over its request budget; told to wait ${admission.retryAfterMs} ms${admission.disconnect ? ', and disconnected for asking regardless' : ''}`)
-        await sendBytes(stream, encodeFrame(encodePieceHeader('rate-limited', admission.retryAfterMs)), { signal: AbortSignal.timeout(writeTimeoutMs) })
-        await stream.close({ signal: AbortSignal.timeout(writeTimeoutMs) })
-        if (admission.disconnect) this.init.onAbuse?.(remotePeer)
+        try {
+          await answer('rate-limited', admission.retryAfterMs)
+        } finally {
+          // Even when the flooder did not wait for the answer.
+          if (admission.disconnect) this.init.onAbuse?.(remotePeer)
+        }
         return
       }
       let request: PieceRequest
