@@ -16,7 +16,10 @@ import { AssignmentMismatchError, CoordinatorError, RetiredKeyError, RevisionCon
 import { loadIdentity, loadOrEnroll, pinCoordinatorKey, saveTlsTrust, type Identity } from './identity.js'
 import { Outbox } from './outbox.js'
 import { SiteStatus } from './status/site-status.js'
-import { OriginSource } from './download/origin-source.js'
+import { RefusalLog } from './refusals.js'
+import { OriginSource, type ChunkOrigin } from './download/origin-source.js'
+import { AgentMetrics, serveMetrics, type MetricsListen } from './metrics.js'
+import type { Server } from 'node:http'
 import { downloadPackage, type PackageFetcher } from './download/downloader.js'
 import { AgentStore, type LocalTask } from './state/store.js'
 import { RETRY_SOON_MS, TaskRunner, type WithdrawReason } from './tasks/runner.js'
@@ -72,6 +75,8 @@ export interface AgentInit {
   cacheMaxBytes?: number
   /** Act as the site's cache: fetch the packages of tasks that target the site ahead and keep them. @default false */
   siteCache?: boolean
+  /** Serve Prometheus metrics at http://HOST:PORT/metrics. @default absent: not served */
+  metricsListen?: MetricsListen
 }
 
 /** Where the agent keeps its last allow-list, so a restart admits peers before the coordinator answers. */
@@ -112,6 +117,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly store: AgentStore
   readonly cache: ChunkCache
   readonly outbox: Outbox
+  /** Every refusal of this agent (manifests, chunks, peers, status records), logged once with its reason. */
+  readonly refusals: RefusalLog
   private readonly client: CoordinatorClient
   private readonly logger: Logger
   private readonly init: AgentInit
@@ -126,7 +133,12 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly stopController = new AbortController()
   private loop?: Promise<void>
   private lastAnswer?: AssignmentAnswer
-  private readonly origin: OriginSource
+  private readonly origin: ChunkOrigin
+  /** Prometheus metrics, when the operator asked for them. */
+  readonly metrics?: AgentMetrics
+  private metricsServer?: Server
+  /** Where the metrics are served, when they are. */
+  metricsUrl?: string
   /** The libp2p side; absent when peer sharing is off. */
   mesh?: Mesh
   /** The site's status path (gossip, relay); absent without the mesh or with status gossip off. */
@@ -156,8 +168,17 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.cache = cache
     this.logger = init.logger.child({ deviceId: identity.deviceId })
     this.now = init.now ?? Date.now
-    this.outbox = new Outbox({ store, client, identity, logger: this.logger, now: this.now })
-    this.origin = new OriginSource(client)
+    this.refusals = new RefusalLog({ logger: this.logger })
+    this.outbox = new Outbox({ store, client, identity, logger: this.logger, refusals: this.refusals, now: this.now })
+    if (init.metricsListen !== undefined) {
+      this.metrics = new AgentMetrics({
+        connectedPeers: () => this.mesh?.connectedPeers() ?? 0,
+        cache: () => this.cache.stats(),
+        taskStates: async () => await this.store.listTasks()
+      })
+    }
+    const origin = new OriginSource(client, this.refusals)
+    this.origin = this.metrics?.origin(origin) ?? origin
     this.vpn = new VpnDetector({
       ...(init.vpnInterfacePrefixes !== undefined ? { prefixes: init.vpnInterfacePrefixes } : {}),
       ...(init.listInterfaces !== undefined ? { listInterfaces: init.listInterfaces } : {}),
@@ -194,6 +215,12 @@ export class Agent extends EventEmitter<AgentEvents> {
       agent.logger.info({ enrolled, site: identity.site, peerId: identity.peerId }, enrolled ? 'enrolled' : 'identity loaded')
       await agent.confirmReboots()
       await agent.startMesh()
+      if (agent.metrics !== undefined && init.metricsListen !== undefined) {
+        const { server, url } = await serveMetrics(agent.metrics, init.metricsListen)
+        agent.metricsServer = server
+        agent.metricsUrl = url
+        agent.logger.info({ url }, 'serving metrics')
+      }
       await agent.resumeUnderWay()
       agent.loop = agent.assignmentLoop()
       agent.outbox.flushSoon()
@@ -245,8 +272,10 @@ export class Agent extends EventEmitter<AgentEvents> {
         cache: this.cache,
         origin: this.origin,
         logger: this.logger,
+        refusals: this.refusals,
         allowedPeerIds: await this.store.getMeta<string[]>(ALLOWED_PEERS_KEY) ?? [],
-        ...(gossip ? { statusTopic: await this.store.getMeta<string>(STATUS_TOPIC_KEY) ?? statusTopicOf(this.identity.coordinatorKeyId, this.identity.site) } : {})
+        ...(gossip ? { statusTopic: await this.store.getMeta<string>(STATUS_TOPIC_KEY) ?? statusTopicOf(this.identity.coordinatorKeyId, this.identity.site) } : {}),
+        ...(this.metrics !== undefined ? { instrument: { network: network => this.metrics!.network(network), pieces: source => this.metrics!.pieces(source) } } : {})
       })
       this.mesh.on('changed', () => { this.reporter?.soon() })
       const sitePeers = await this.store.getMeta<AssignmentAnswer['peers']>(SITE_PEERS_KEY)
@@ -262,6 +291,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         cache: this.cache,
         fetchPackage: this.fetchPackage,
         logger: this.logger,
+        refusals: this.refusals,
         verify: (taskId, envelope) => {
           const { manifest } = openManifest(envelope, {
             keys: trustKeys(this.identity.coordinatorPublicKey),
@@ -357,7 +387,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.emit('key-pinned', this.identity.coordinatorKeyId, chain.pinned.sequence)
     } catch (error) {
       const reason = (error as { reason?: string }).reason ?? 'key-rotation-refused'
-      this.logger.error({ err: describeError(error), reason }, 'refused the coordinator key rotation; the pinned key stays')
+      this.refusals.refuse({ subject: 'key-rotation', reason, message: `${describeError(error)}; the pinned key stays` }, 'error')
       this.emit('refused', '(key-rotation)', reason, describeError(error))
     }
   }
@@ -433,7 +463,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   private async refuse (taskId: string, error: unknown): Promise<void> {
     const reason = (error as { reason?: string }).reason ?? 'refused'
     const message = `manifest refused: ${describeError(error)}`
-    this.logger.error({ taskId, reason }, message)
+    this.refusals.refuse({ subject: 'manifest', reason, taskId, message: describeError(error) }, 'error')
     this.emit('refused', taskId, reason, message)
     const existing = await this.store.getTask(taskId)
     if (existing?.message === message) return
@@ -590,6 +620,8 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   async stop (): Promise<void> {
     this.stopController.abort()
+    this.metricsServer?.closeAllConnections()
+    this.metricsServer?.close()
     for (const { timer } of this.retryTimers.values()) clearTimeout(timer)
     await this.loop
     await Promise.all([...this.running.values()].map(async running => { await running.done }))

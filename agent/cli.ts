@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises'
 import { Command, Option } from 'commander'
 import { normalizeFingerprint, splitRunArgs, type TlsTrust } from '../protocol/index.js'
 import { runAgent, type RunAgentOptions } from './main.js'
+import { parseMetricsListen } from './metrics.js'
 import { BYTES_PER_KB } from './tasks/runner.js'
 
 function list (value: string): string[] {
@@ -92,8 +93,10 @@ export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command
     .addOption(new Option('--peer-list <on|off>', 'dial the site peers the coordinator lists').argParser(onOff).default(true, 'on'))
     .addOption(new Option('--status-gossip <on|off>', 'send status records up through the site\'s gossip and its elected relay; off: each to the coordinator directly').argParser(onOff).default(true, 'on'))
     .option('--upload-kbps <n>', 'cap on what this device uploads to peers, KB/s of 1024 bytes', positiveInteger)
+    .option('--swarm-key <file>', 'private network: encrypt every peer connection with this pre-shared key (meshdeploy agent swarm-key); peers without it are refused (env MESHDEPLOY_SWARM_KEY)', environment('MESHDEPLOY_SWARM_KEY'))
     .option('--cache-max-mb <n>', 'bound on the chunk cache, MiB (default 10240); packages a task needs stay', positiveInteger)
     .option('--site-cache', 'act as the site\'s cache: fetch the packages of tasks that target the site ahead and keep them')
+    .option('--metrics-listen <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (a bare PORT listens on 127.0.0.1); off unless given', parseMetricsListen)
     .option('--clock-skew-seconds <n>', 'tolerated difference between this clock and the coordinator\'s (at most 3600)', positiveInteger)
     .option('--vpn-interfaces <prefixes>', 'name prefixes of VPN interfaces, comma separated (default tun,tap,wg,ppp,utun,ipsec,cscotun,gpd,fortissl,zt,nordlynx,tailscale)', list)
     .option('--vpn-check-seconds <n>', 'how often a task deferred by a VPN looks again', positiveInteger)
@@ -113,8 +116,13 @@ export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command
         return
       }
       let tls: TlsTrust | undefined
+      let swarmKey: Uint8Array | undefined
       try {
         tls = await trustFrom(options)
+        if (options.swarmKey !== undefined && options.p2p !== false) {
+          const { readSwarmKeyFile } = await import('./p2p/private-network.js')
+          swarmKey = await readSwarmKeyFile(options.swarmKey)
+        }
       } catch (error) {
         process.stderr.write(`meshdeploy agent: ${(error as Error).message}\n`)
         process.exitCode = 2
@@ -141,6 +149,7 @@ export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command
         ...(options.retrySoonSeconds !== undefined ? { retrySoonMs: options.retrySoonSeconds * 1000 } : {}),
         ...(options.cacheMaxMb !== undefined ? { cacheMaxBytes: options.cacheMaxMb * 1024 * 1024 } : {}),
         ...(options.siteCache === true ? { siteCache: true } : {}),
+        ...(options.metricsListen !== undefined ? { metricsListen: options.metricsListen } : {}),
         mesh: options.p2p === false
           ? false
           : {
@@ -150,9 +159,25 @@ export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command
               statusGossip: options.statusGossip,
               ...(options.listen !== undefined ? { listen: options.listen } : {}),
               ...(options.announce !== undefined ? { announce: options.announce } : {}),
-              ...(options.uploadKbps !== undefined ? { uploadBytesPerSecond: options.uploadKbps * BYTES_PER_KB } : {})
+              ...(options.uploadKbps !== undefined ? { uploadBytesPerSecond: options.uploadKbps * BYTES_PER_KB } : {}),
+              ...(swarmKey !== undefined ? { swarmKey } : {})
             }
       })
+    })
+
+  agent.command('swarm-key')
+    .description('make a private-network key (pre-shared key) for the agents of an organisation')
+    .requiredOption('--out <file>', 'where to write it (never over an existing file; mode 0600)')
+    .addHelpText('after', '\nCopy the file to every device and start the agents with --swarm-key FILE. Every agent of a\nsite must hold the same key: agents with another key, or none, cannot connect to them.\n\nExample:\n  meshdeploy agent swarm-key --out /etc/meshdeploy/swarm.key')
+    .action(async options => {
+      const { writeNewSwarmKeyFile } = await import('./p2p/private-network.js')
+      try {
+        const keyId = await writeNewSwarmKeyFile(options.out)
+        process.stdout.write(`wrote a new swarm key to ${options.out as string} (fingerprint ${keyId}); agents log this fingerprint when they start with it\n`)
+      } catch (error) {
+        process.stderr.write(`meshdeploy agent swarm-key: ${(error as Error).message}\n`)
+        process.exitCode = 1
+      }
     })
 
   agent.command('request <package>')
@@ -221,6 +246,7 @@ export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command
     .option('--package-root <dir>', 'root dpkg and rpm install under')
     .option('--vpn-interfaces <prefixes>', 'name prefixes of VPN interfaces, comma separated')
     .option('--reboot-command <command>', 'command that reboots this device')
+    .option('--swarm-key <file>', 'private network key file the agent is started with')
     .option('--name <name>', 'unit name', 'meshdeploy-agent')
     .option('--unit-dir <dir>', 'where unit files go', '/etc/systemd/system')
     .option('--no-enable', 'write the unit but do not enable or start it')
@@ -254,6 +280,11 @@ export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command
         if (options.packageRoot !== undefined) command.push('--package-root', resolve(options.packageRoot))
         if (options.vpnInterfaces !== undefined) command.push('--vpn-interfaces', options.vpnInterfaces)
         if (options.rebootCommand !== undefined) command.push('--reboot-command', options.rebootCommand)
+        if (options.swarmKey !== undefined) {
+          const { readSwarmKeyFile } = await import('./p2p/private-network.js')
+          await readSwarmKeyFile(options.swarmKey)
+          command.push('--swarm-key', resolve(options.swarmKey))
+        }
         await installService({ name: options.name, unitDir: options.unitDir, command, enable: options.enable !== false, log: line => { process.stdout.write(line + '\n') } })
       } catch (error) {
         process.stderr.write(`meshdeploy agent install-service: ${(error as Error).message}\n`)

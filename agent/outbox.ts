@@ -4,12 +4,15 @@ import type { CoordinatorClient, StatusAnswer } from './coordinator-client.js'
 import type { Identity } from './identity.js'
 import type { AgentStore, LocalTask } from './state/store.js'
 import type { Logger } from '../protocol/logger.js'
+import { RefusalLog } from './refusals.js'
 
 export interface OutboxInit {
   store: AgentStore
   client: Pick<CoordinatorClient, 'postStatus'>
   identity: Identity
   logger: Logger
+  /** Where records the coordinator refused are logged. @default a refusal log on `logger` */
+  refusals?: RefusalLog
   /** @default 200 */
   batchSize?: number
   /** Delay before retrying after a failed delivery, doubled up to maxBackoffMs. @default 1000 */
@@ -57,6 +60,7 @@ export class Outbox extends EventEmitter<{ delivered: [count: number], rejected:
   private readonly client: Pick<CoordinatorClient, 'postStatus'>
   private readonly identity: Identity
   private readonly logger: Logger
+  private readonly refusals: RefusalLog
   private readonly batchSize: number
   private readonly minBackoffMs: number
   private readonly maxBackoffMs: number
@@ -77,6 +81,7 @@ export class Outbox extends EventEmitter<{ delivered: [count: number], rejected:
     this.client = init.client
     this.identity = init.identity
     this.logger = init.logger
+    this.refusals = init.refusals ?? new RefusalLog({ logger: init.logger })
     this.batchSize = init.batchSize ?? 200
     this.minBackoffMs = init.minBackoffMs ?? 1000
     this.maxBackoffMs = init.maxBackoffMs ?? 30_000
@@ -164,7 +169,7 @@ export class Outbox extends EventEmitter<{ delivered: [count: number], rejected:
     for (const refusal of refused) {
       const id = index.get(refusal.key)
       if (id === undefined) continue
-      this.logger.error({ key: refusal.key, reason: refusal.reason, message: refusal.message }, 'the coordinator refused a status record; dropping it')
+      this.refusals.refuse({ subject: 'status', reason: refusal.reason, message: `the coordinator refused status record ${refusal.key} (${refusal.message ?? refusal.reason}); dropping it`, details: { key: refusal.key } }, 'error')
       this.emit('rejected', refusal.reason, refusal.message ?? refusal.reason)
       ids.push(id)
       keys.push(refusal.key)

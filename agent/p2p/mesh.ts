@@ -11,9 +11,13 @@ import { TokenBucket } from '../download/token-bucket.js'
 import type { Identity } from '../identity.js'
 import type { PieceSource } from '../protocols/chunk/index.js'
 import { Discovery } from './discovery.js'
-import { PeerGate } from './gater.js'
-import { Libp2pMeshNetwork } from './network.js'
-import { announcedAddresses, createMeshNode, mdnsServiceTagOf, type MeshNodeInit } from './node.js'
+import { PeerGate, type PeerRefusalReason } from './gater.js'
+import { Libp2pMeshNetwork, type MeshNetwork } from './network.js'
+import { swarmKeyIdOf } from './private-network.js'
+import { DEFAULT_ABUSE_SUSPENSION_MS } from '../protocols/chunk/index.js'
+import { RefusalLog } from '../refusals.js'
+import { announcedAddresses, createMeshNode, DEFAULT_MAX_CONNECTIONS, mdnsServiceTagOf, type MeshNodeInit } from './node.js'
+import { enforceConnectionLimit } from './connection-limit.js'
 import { Libp2pStatusGossip, statusGossipOptions } from './status-gossip.js'
 import type { SiteStatusInit } from '../status/site-status.js'
 
@@ -40,7 +44,30 @@ export interface MeshSettings {
   /** Tuning of the status path (heartbeats, republishing, the relay's batches). */
   siteStatus?: Omit<SiteStatusInit, 'gossip' | 'outbox' | 'poster' | 'reachability' | 'logger' | 'now'>
   /** Tuning of the node (limits, timeouts). */
-  node?: Pick<MeshNodeInit, 'maxConnections' | 'maxIncomingPendingConnections' | 'inboundConnectionThreshold' | 'dialTimeoutMs' | 'upgradeTimeoutMs' | 'mdnsIntervalMs'>
+  node?: Pick<MeshNodeInit, 'maxConnections' | 'maxIncomingPendingConnections' | 'inboundConnectionThreshold' | 'dialTimeoutMs' | 'upgradeTimeoutMs' | 'mdnsIntervalMs' | 'maxStreamsPerConnection'>
+  /**
+   * The organisation's swarm key file (`meshdeploy agent swarm-key`): every
+   * connection is encrypted with it beneath noise, and peers without it are
+   * refused before their handshake. Absent: no private network.
+   */
+  swarmKey?: Uint8Array
+  /** Limits of the chunk exchange. */
+  exchange?: ExchangeLimits
+}
+
+export interface ExchangeLimits {
+  /** Piece requests a peer may make per second. @default chunk.DEFAULT_REQUESTS_PER_SECOND */
+  requestsPerSecond?: number
+  /** @default chunk.DEFAULT_REQUEST_BURST */
+  requestBurst?: number
+  /** Refusals for its rate within 10 s after which a peer is disconnected. @default chunk.DEFAULT_REFUSALS_BEFORE_DISCONNECT */
+  refusalsBeforeDisconnect?: number
+  /** How long a peer disconnected for a request flood is refused. @default chunk.DEFAULT_ABUSE_SUSPENSION_MS */
+  abuseSuspensionMs?: number
+  /** Longest a piece may go without progress before it is asked elsewhere. @default chunk.IDLE_TIMEOUT_MS */
+  pieceIdleTimeoutMs?: number
+  /** What counts as progress. @default chunk.MIN_PROGRESS_BYTES */
+  minPieceProgressBytes?: number
 }
 
 export interface MeshInit extends MeshSettings {
@@ -48,10 +75,20 @@ export interface MeshInit extends MeshSettings {
   cache: ChunkCache
   origin: ChunkOrigin
   logger: Logger
+  /** Where refusals are logged. @default a refusal log on `logger` */
+  refusals?: RefusalLog
   /** The allow-list the agent last had, so a restart does not wait for the coordinator. */
   allowedPeerIds?: string[]
   /** The site's status topic: its agents gossip their status records there. Absent: no status gossip. */
   statusTopic?: string
+  /** Observes the exchange (metrics): wraps the network and what is served; behaviour stays the same. */
+  instrument?: { network: <T extends MeshNetwork>(network: T) => T, pieces: (source: PieceSource) => PieceSource }
+}
+
+const GATE_REFUSALS: Record<PeerRefusalReason, string> = {
+  'peer-not-allowed': 'not an enrolled, active device of the organisation',
+  'peer-banned': 'banned by a download for sending bad chunks',
+  'peer-suspended': 'suspended for flooding this agent with requests'
 }
 
 /**
@@ -71,9 +108,11 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
   private lastAddresses = ''
   /** Site peers' device ids, from the coordinator's list: a peer's gossiped records must name its device. */
   private readonly devicesByPeer = new Map<string, string>()
+  private readonly stopConnectionLimit: () => void
 
-  private constructor (node: Libp2p, gate: PeerGate, network: Libp2pMeshNetwork, fetcher: MeshFetcher, discovery: Discovery, logger: Logger) {
+  private constructor (node: Libp2p, gate: PeerGate, network: Libp2pMeshNetwork, fetcher: MeshFetcher, discovery: Discovery, logger: Logger, stopConnectionLimit: () => void) {
     super()
+    this.stopConnectionLimit = stopConnectionLimit
     this.node = node
     this.gate = gate
     this.network = network
@@ -84,9 +123,16 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
 
   static async start (init: MeshInit): Promise<Mesh> {
     const logger = init.logger.child({ component: 'mesh' })
+    const refusals = init.refusals ?? new RefusalLog({ logger })
     let fetcher: MeshFetcher | undefined
-    const gate = new PeerGate({ isBanned: peer => fetcher?.isBanned(peer) ?? false })
+    const gate = new PeerGate({
+      isBanned: peer => fetcher?.isBanned(peer) ?? false,
+      onRefused: (peer, reason, direction) => {
+        refusals.refuse({ subject: 'peer', reason, peer, message: `${direction} connection refused by the gater (${GATE_REFUSALS[reason]})`, details: { direction } })
+      }
+    })
     gate.setAllowed(init.allowedPeerIds ?? [])
+    const exchange = init.exchange ?? {}
     const node = await createMeshNode({
       ...init.node,
       key: init.identity.key,
@@ -95,19 +141,43 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
       mdns: init.mdns ?? true,
       mdnsServiceTag: mdnsServiceTagOf(init.identity.coordinatorKeyId),
       gater: gate.connectionGater(),
-      ...(init.statusTopic !== undefined ? { gossip: statusGossipOptions({ topic: init.statusTopic, isAllowed: peer => gate.allows(peer) }) } : {})
+      ...(init.statusTopic !== undefined ? { gossip: statusGossipOptions({ topic: init.statusTopic, isAllowed: peer => gate.allows(peer) }) } : {}),
+      ...(init.swarmKey !== undefined
+        ? {
+            swarmKey: init.swarmKey,
+            onPreSharedKeyMismatch: error => { refusals.refuse({ subject: 'peer', reason: 'psk-mismatch', address: error.address, message: error.message }) }
+          }
+        : {})
+    })
+    const maxConnections = init.node?.maxConnections ?? DEFAULT_MAX_CONNECTIONS
+    const stopConnectionLimit = enforceConnectionLimit(node, {
+      maxConnections,
+      onRefused: connection => {
+        refusals.refuse({ subject: 'peer', reason: 'connection-limit', peer: connection.remotePeer.toString(), message: `inbound connection refused: this agent holds its limit of ${maxConnections} connections` })
+      }
     })
     try {
       if (node.peerId.toString() !== init.identity.peerId) throw new Error(`the node's peer id ${node.peerId.toString()} is not the enrolled ${init.identity.peerId}`)
       const uploadBucket = init.uploadBytesPerSecond !== undefined ? new TokenBucket({ bytesPerSecond: init.uploadBytesPerSecond }) : undefined
       const pieces: PieceSource = { readPiece: async (request, options) => await fetcher!.pieces.readPiece(request, options) }
-      const network = new Libp2pMeshNetwork({
+      const served = init.servePieces?.(pieces) ?? pieces
+      const libp2pNetwork = new Libp2pMeshNetwork({
         node,
         logger,
-        pieces: init.servePieces?.(pieces) ?? pieces,
+        pieces: init.instrument?.pieces(served) ?? served,
         ...(uploadBucket !== undefined ? { uploadBucket } : {}),
-        mayServe: peer => gate.allows(peer)
+        mayServe: peer => gate.allows(peer),
+        refusals,
+        admission: {
+          ...(exchange.requestsPerSecond !== undefined ? { requestsPerSecond: exchange.requestsPerSecond } : {}),
+          ...(exchange.requestBurst !== undefined ? { burst: exchange.requestBurst } : {}),
+          ...(exchange.refusalsBeforeDisconnect !== undefined ? { refusalsBeforeDisconnect: exchange.refusalsBeforeDisconnect } : {})
+        },
+        onAbuse: peer => { gate.suspend(peer, Date.now() + (exchange.abuseSuspensionMs ?? DEFAULT_ABUSE_SUSPENSION_MS)) },
+        ...(exchange.pieceIdleTimeoutMs !== undefined ? { pieceIdleTimeoutMs: exchange.pieceIdleTimeoutMs } : {}),
+        ...(exchange.minPieceProgressBytes !== undefined ? { minPieceProgressBytes: exchange.minPieceProgressBytes } : {})
       })
+      const network = init.instrument?.network(libp2pNetwork) ?? libp2pNetwork
       let discovery: Discovery | undefined
       fetcher = new MeshFetcher({
         knownPeers: () => discovery?.book.size ?? 0,
@@ -115,13 +185,14 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
         cache: init.cache,
         origin: init.origin,
         logger,
+        refusals,
         ...(init.swarm !== undefined ? { swarm: init.swarm } : {}),
         onBansChanged: () => {
           for (const peer of fetcher!.bannedPeers()) void network.hangUp(peer)
         }
       })
       discovery = new Discovery({ node, gate, logger, usePeerList: init.usePeerList ?? true })
-      const mesh = new Mesh(node, gate, network, fetcher, discovery, logger)
+      const mesh = new Mesh(node, gate, network, fetcher, discovery, logger, stopConnectionLimit)
       if (init.statusTopic !== undefined) {
         mesh.statusGossip = new Libp2pStatusGossip({
           node,
@@ -129,6 +200,7 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
           topic: init.statusTopic,
           logger: logger.child({ component: 'status-gossip' }),
           isAllowed: peer => gate.allows(peer),
+          refusals,
           deviceOf: peer => mesh.devicesByPeer.get(peer),
           // The pinned key, as it follows rotations.
           coordinatorKeys: () => trustKeys(init.identity.coordinatorPublicKey)
@@ -147,9 +219,16 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
         mesh.emit('changed')
       })
       mesh.lastAddresses = mesh.addresses().join(' ')
-      logger.info({ peerId: node.peerId.toString(), addresses: mesh.addresses(), mdns: init.mdns ?? true, usePeerList: init.usePeerList ?? true }, 'mesh node listening')
+      logger.info({
+        peerId: node.peerId.toString(),
+        addresses: mesh.addresses(),
+        mdns: init.mdns ?? true,
+        usePeerList: init.usePeerList ?? true,
+        privateNetwork: init.swarmKey !== undefined ? swarmKeyIdOf(init.swarmKey) : false
+      }, 'mesh node listening')
       return mesh
     } catch (error) {
+      stopConnectionLimit()
       await node.stop()
       throw error
     }
@@ -184,6 +263,7 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
     this.statusGossip?.stop()
     this.discovery.stop()
     this.fetcher.stop()
+    this.stopConnectionLimit()
     await this.network.stop()
     await this.node.stop()
     this.logger.debug('mesh node stopped')

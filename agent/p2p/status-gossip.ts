@@ -6,6 +6,7 @@ import {
 } from '../../protocol/index.js'
 import type { Logger } from '../../protocol/logger.js'
 import * as status from '../protocols/status/index.js'
+import { RefusalLog } from '../refusals.js'
 import type { StatusMessage } from '../protocols/status/index.js'
 
 export interface StatusGossipEvents {
@@ -127,9 +128,15 @@ export interface Libp2pStatusGossipInit {
   deviceOf?: (peer: string) => string | undefined
   /** The coordinator keys a receipt may be signed with (the pinned key, which follows rotations). */
   coordinatorKeys: () => KeyResolver
+  /** Where refused messages are logged. @default a refusal log on `logger` */
+  refusals?: RefusalLog
 }
 
-type Checked = { kind: 'accept', message: StatusMessage } | { kind: 'reject', reason: string } | { kind: 'ignore', reason: string }
+/** Why a message was refused (`reason` of the refusal) or passed over. */
+export type StatusMessageRefusal =
+  'unsigned-message' | 'peer-not-allowed' | 'malformed-message' | 'record-of-another-device' | 'record-does-not-verify' | 'receipt-does-not-verify' | 'receipt-key-unknown'
+
+type Checked = { kind: 'accept', message: StatusMessage } | { kind: 'reject' | 'ignore', reason: StatusMessageRefusal, detail: string }
 
 /** The status topic over gossipsub: every message validated before it is delivered or passed on. */
 export class Libp2pStatusGossip extends EventEmitter<StatusGossipEvents> implements StatusGossipNetwork {
@@ -138,6 +145,7 @@ export class Libp2pStatusGossip extends EventEmitter<StatusGossipEvents> impleme
   private readonly node: Libp2p
   private readonly pubsub: GossipSub
   private readonly logger: Logger
+  private readonly refusals: RefusalLog
   private readonly init: Libp2pStatusGossipInit
   private readonly validator = (peer: PeerId, message: Message): TopicValidatorResult => this.validate(message)
   private readonly onMessage = (event: CustomEvent<Message>): void => { this.deliver(event.detail) }
@@ -149,6 +157,7 @@ export class Libp2pStatusGossip extends EventEmitter<StatusGossipEvents> impleme
     this.node = init.node
     this.pubsub = init.pubsub
     this.logger = init.logger
+    this.refusals = init.refusals ?? new RefusalLog({ logger: init.logger })
     this.selfId = init.node.peerId.toString()
     this.currentTopic = init.topic
   }
@@ -199,25 +208,25 @@ export class Libp2pStatusGossip extends EventEmitter<StatusGossipEvents> impleme
 
   /** Decodes and verifies a message as received: its sender is an enrolled device, records are its own, receipts are the coordinator's. */
   private check (message: Message): Checked {
-    if (message.type !== 'signed') return { kind: 'reject', reason: 'unsigned message' }
+    if (message.type !== 'signed') return { kind: 'reject', reason: 'unsigned-message', detail: 'the message is not signed' }
     const peer = message.from.toString()
-    if (!this.init.isAllowed(peer)) return { kind: 'reject', reason: 'the sender is not an enrolled device' }
+    if (!this.init.isAllowed(peer)) return { kind: 'reject', reason: 'peer-not-allowed', detail: 'the sender is not an enrolled device' }
     let decoded: StatusMessage
     try {
       decoded = status.decodeStatusMessage(message.data)
     } catch (error) {
-      return { kind: 'reject', reason: describeError(error) }
+      return { kind: 'reject', reason: 'malformed-message', detail: describeError(error) }
     }
     if (decoded.type === 'records') {
-      if (message.key.type !== 'Ed25519') return { kind: 'reject', reason: 'the sender\'s key is not ed25519' }
+      if (message.key.type !== 'Ed25519') return { kind: 'reject', reason: 'record-does-not-verify', detail: 'the sender\'s key is not ed25519' }
       const keys = trustKeys(message.key.raw)
       const device = this.init.deviceOf?.(peer)
       for (const envelope of decoded.records) {
         try {
           const { record } = openStatusRecord(envelope, keys)
-          if (device !== undefined && record.deviceId !== device) return { kind: 'reject', reason: `a record names device ${record.deviceId}, the sender is ${device}` }
+          if (device !== undefined && record.deviceId !== device) return { kind: 'reject', reason: 'record-of-another-device', detail: `a record names device ${record.deviceId}, the sender is ${device}` }
         } catch (error) {
-          return { kind: 'reject', reason: `a record does not verify against the sender's key: ${describeError(error)}` }
+          return { kind: 'reject', reason: 'record-does-not-verify', detail: `a record does not verify against the sender's key: ${describeError(error)}` }
         }
       }
     } else if (decoded.type === 'receipt') {
@@ -226,8 +235,8 @@ export class Libp2pStatusGossip extends EventEmitter<StatusGossipEvents> impleme
       } catch (error) {
         const ownKey = message.key.type === 'Ed25519' && decoded.receipt.keyId === keyIdOf(message.key.raw)
         // A coordinator key this agent has not followed yet says nothing against the relay: dropped, not punished.
-        if ((error as Error).name === 'UnknownKeyError' && !ownKey) return { kind: 'ignore', reason: `a receipt signed by a key this agent does not hold: ${describeError(error)}` }
-        return { kind: 'reject', reason: `a receipt does not verify against the coordinator key: ${describeError(error)}` }
+        if ((error as Error).name === 'UnknownKeyError' && !ownKey) return { kind: 'ignore', reason: 'receipt-key-unknown', detail: `a receipt signed by a key this agent does not hold: ${describeError(error)}` }
+        return { kind: 'reject', reason: 'receipt-does-not-verify', detail: `a receipt does not verify against the coordinator key: ${describeError(error)}` }
       }
     }
     return { kind: 'accept', message: decoded }
@@ -237,13 +246,9 @@ export class Libp2pStatusGossip extends EventEmitter<StatusGossipEvents> impleme
     const checked = this.check(message)
     if (checked.kind === 'accept') return TopicValidatorResult.Accept
     const peer = message.type === 'signed' ? message.from.toString() : 'unknown'
-    if (checked.kind === 'reject') {
-      this.logger.warn({ peer, reason: checked.reason }, 'refused a status gossip message')
-      this.emit('refused', peer, checked.reason)
-      return TopicValidatorResult.Reject
-    }
-    this.logger.warn({ peer, reason: checked.reason }, 'ignored a status gossip message')
-    return TopicValidatorResult.Ignore
+    this.refusals.refuse({ subject: 'status', reason: checked.reason, peer, message: `a status gossip message ${checked.kind === 'reject' ? 'refused' : 'passed over'}: ${checked.detail}` })
+    this.emit('refused', peer, `${checked.reason}: ${checked.detail}`)
+    return checked.kind === 'reject' ? TopicValidatorResult.Reject : TopicValidatorResult.Ignore
   }
 
   /** A validated message: verified once already, decoded again (cheap) and passed on as a typed event. */

@@ -344,7 +344,8 @@ function claimedKeyOf (envelope: unknown): { key: string, deviceId: string } | u
   }
 }
 
-function rowOf (record: StatusRecord, receivedAt: string): DeviceTaskRow {
+/** A device's row in a task as a status record sets it. */
+export function rowOf (record: StatusRecord, receivedAt: string): DeviceTaskRow {
   const row: DeviceTaskRow = {
     taskId: record.taskId,
     deviceId: record.deviceId,

@@ -118,8 +118,8 @@ test.serial('an enrolled device turned hostile: a receipt it signs itself, a rec
     }
     const refused = (await logLines(coordinator.logFile, 'refused a status record')).filter(line => line.viaDeviceId === enrolled.deviceId)
     t.deepEqual(refused.map(line => [line.reason, line.claimedDeviceId]).sort(), [['bad-signature', victim.deviceId], ['unknown-key', victim.deviceId]], 'the coordinator logged both refusals, with who sent them and whom they claimed to be')
-    const gossipRefusals = await logLines(victim.logFile, 'refused a status gossip message')
-    t.true(gossipRefusals.some(line => /receipt does not verify/.test(line.reason)), 'the victim refused the hostile receipt and said so')
+    const gossipRefusals = await logLines(victim.logFile, 'refused status: a status gossip message refused')
+    t.true(gossipRefusals.some(line => line.reason === 'receipt-does-not-verify' && line.peer === hostile!.peerId.toString()), 'the victim refused the hostile receipt and said so')
   } finally {
     await hostile?.stop()
     await stopAll(agents, [coordinator], work, t.passed)
