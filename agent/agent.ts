@@ -15,7 +15,9 @@ import { CoordinatorClient, type AssignmentAnswer } from './coordinator-client.j
 import { AssignmentMismatchError, CoordinatorError, RetiredKeyError, RevisionConflictError } from './errors.js'
 import { loadIdentity, loadOrEnroll, pinCoordinatorKey, saveTlsTrust, type Identity } from './identity.js'
 import { Outbox } from './outbox.js'
-import { OriginSource } from './download/origin-source.js'
+import { OriginSource, type ChunkOrigin } from './download/origin-source.js'
+import { AgentMetrics, serveMetrics, type MetricsListen } from './metrics.js'
+import type { Server } from 'node:http'
 import { downloadPackage, type PackageFetcher } from './download/downloader.js'
 import { AgentStore, type LocalTask } from './state/store.js'
 import { TaskRunner, type WithdrawReason } from './tasks/runner.js'
@@ -71,6 +73,8 @@ export interface AgentInit {
   cacheMaxBytes?: number
   /** Act as the site's cache: fetch the packages of tasks that target the site ahead and keep them. @default false */
   siteCache?: boolean
+  /** Serve Prometheus metrics at http://HOST:PORT/metrics. @default absent: not served */
+  metricsListen?: MetricsListen
 }
 
 /** Where the agent keeps its last allow-list, so a restart admits peers before the coordinator answers. */
@@ -119,7 +123,12 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly stopController = new AbortController()
   private loop?: Promise<void>
   private lastAnswer?: AssignmentAnswer
-  private readonly origin: OriginSource
+  private readonly origin: ChunkOrigin
+  /** Prometheus metrics, when the operator asked for them. */
+  readonly metrics?: AgentMetrics
+  private metricsServer?: Server
+  /** Where the metrics are served, when they are. */
+  metricsUrl?: string
   /** The libp2p side; absent when peer sharing is off. */
   mesh?: Mesh
   private reporter?: SelfReporter
@@ -148,7 +157,14 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.logger = init.logger.child({ deviceId: identity.deviceId })
     this.now = init.now ?? Date.now
     this.outbox = new Outbox({ store, client, identity, logger: this.logger, now: this.now })
-    this.origin = new OriginSource(client)
+    if (init.metricsListen !== undefined) {
+      this.metrics = new AgentMetrics({
+        connectedPeers: () => this.mesh?.connectedPeers() ?? 0,
+        cache: () => this.cache.stats(),
+        taskStates: async () => await this.store.listTasks()
+      })
+    }
+    this.origin = this.metrics?.origin(new OriginSource(client)) ?? new OriginSource(client)
     this.vpn = new VpnDetector({
       ...(init.vpnInterfacePrefixes !== undefined ? { prefixes: init.vpnInterfacePrefixes } : {}),
       ...(init.listInterfaces !== undefined ? { listInterfaces: init.listInterfaces } : {}),
@@ -185,6 +201,12 @@ export class Agent extends EventEmitter<AgentEvents> {
       agent.logger.info({ enrolled, site: identity.site, peerId: identity.peerId }, enrolled ? 'enrolled' : 'identity loaded')
       await agent.confirmReboots()
       await agent.startMesh()
+      if (agent.metrics !== undefined && init.metricsListen !== undefined) {
+        const { server, url } = await serveMetrics(agent.metrics, init.metricsListen)
+        agent.metricsServer = server
+        agent.metricsUrl = url
+        agent.logger.info({ url }, 'serving metrics')
+      }
       agent.loop = agent.assignmentLoop()
       agent.outbox.flushSoon()
       return agent
@@ -214,7 +236,8 @@ export class Agent extends EventEmitter<AgentEvents> {
         cache: this.cache,
         origin: this.origin,
         logger: this.logger,
-        allowedPeerIds: await this.store.getMeta<string[]>(ALLOWED_PEERS_KEY) ?? []
+        allowedPeerIds: await this.store.getMeta<string[]>(ALLOWED_PEERS_KEY) ?? [],
+        ...(this.metrics !== undefined ? { instrument: { network: network => this.metrics!.network(network), pieces: source => this.metrics!.pieces(source) } } : {})
       })
       this.mesh.on('changed', () => { this.reporter?.soon() })
     }
@@ -544,6 +567,8 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   async stop (): Promise<void> {
     this.stopController.abort()
+    this.metricsServer?.closeAllConnections()
+    this.metricsServer?.close()
     for (const { timer } of this.retryTimers.values()) clearTimeout(timer)
     await this.loop
     await Promise.all([...this.running.values()].map(async running => { await running.done }))

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises'
 import { Command, Option } from 'commander'
 import { normalizeFingerprint, splitRunArgs, type TlsTrust } from '../protocol/index.js'
 import { runAgent, type RunAgentOptions } from './main.js'
+import { parseMetricsListen } from './metrics.js'
 import { BYTES_PER_KB } from './tasks/runner.js'
 
 function list (value: string): string[] {
@@ -93,6 +94,7 @@ export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command
     .option('--upload-kbps <n>', 'cap on what this device uploads to peers, KB/s of 1024 bytes', positiveInteger)
     .option('--cache-max-mb <n>', 'bound on the chunk cache, MiB (default 10240); packages a task needs stay', positiveInteger)
     .option('--site-cache', 'act as the site\'s cache: fetch the packages of tasks that target the site ahead and keep them')
+    .option('--metrics-listen <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (a bare PORT listens on 127.0.0.1); off unless given', parseMetricsListen)
     .option('--clock-skew-seconds <n>', 'tolerated difference between this clock and the coordinator\'s (at most 3600)', positiveInteger)
     .option('--vpn-interfaces <prefixes>', 'name prefixes of VPN interfaces, comma separated (default tun,tap,wg,ppp,utun,ipsec,cscotun,gpd,fortissl,zt,nordlynx,tailscale)', list)
     .option('--vpn-check-seconds <n>', 'how often a task deferred by a VPN looks again', positiveInteger)
@@ -140,6 +142,7 @@ export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command
         ...(options.retrySoonSeconds !== undefined ? { retrySoonMs: options.retrySoonSeconds * 1000 } : {}),
         ...(options.cacheMaxMb !== undefined ? { cacheMaxBytes: options.cacheMaxMb * 1024 * 1024 } : {}),
         ...(options.siteCache === true ? { siteCache: true } : {}),
+        ...(options.metricsListen !== undefined ? { metricsListen: options.metricsListen } : {}),
         mesh: options.p2p === false
           ? false
           : {

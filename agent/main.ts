@@ -22,7 +22,7 @@ export async function runAgent (options: RunAgentOptions): Promise<void> {
     process.exitCode = 2
     return
   }
-  process.stdout.write(JSON.stringify({ event: 'agent-started', deviceId: agent.identity.deviceId, peerId: agent.identity.peerId, site: agent.identity.site, peerAddresses: agent.mesh?.addresses() ?? [] }) + '\n')
+  process.stdout.write(JSON.stringify({ event: 'agent-started', deviceId: agent.identity.deviceId, peerId: agent.identity.peerId, site: agent.identity.site, peerAddresses: agent.mesh?.addresses() ?? [], ...(agent.metricsUrl !== undefined ? { metricsUrl: agent.metricsUrl } : {}) }) + '\n')
   await new Promise<void>(resolve => {
     const stop = (): void => { resolve() }
     process.once('SIGINT', stop)

@@ -3,7 +3,7 @@ import pLimit from 'p-limit'
 import { chunkLengthOf, describeError, HashMismatchError, type ManifestPackage } from '../../protocol/index.js'
 import type { ChunkCache } from '../cache.js'
 import { ChunkUnavailableError } from '../errors.js'
-import type { OriginSource } from './origin-source.js'
+import type { ChunkOrigin } from './origin-source.js'
 import type { TokenBucket } from './token-bucket.js'
 
 export interface DownloadProgress {
@@ -20,7 +20,7 @@ export interface DownloadProgress {
 export interface DownloaderInit {
   pkg: ManifestPackage
   cache: ChunkCache
-  origin: OriginSource
+  origin: ChunkOrigin
   /** Caps the device's download rate across every source. */
   bucket?: TokenBucket
   /** Chunks fetched at once. @default 4 */

@@ -10,7 +10,7 @@ import type { Identity } from '../identity.js'
 import type { PieceSource } from '../protocols/chunk/index.js'
 import { Discovery } from './discovery.js'
 import { PeerGate } from './gater.js'
-import { Libp2pMeshNetwork } from './network.js'
+import { Libp2pMeshNetwork, type MeshNetwork } from './network.js'
 import { announcedAddresses, createMeshNode, mdnsServiceTagOf, type MeshNodeInit } from './node.js'
 
 export interface MeshSettings {
@@ -42,6 +42,8 @@ export interface MeshInit extends MeshSettings {
   logger: Logger
   /** The allow-list the agent last had, so a restart does not wait for the coordinator. */
   allowedPeerIds?: string[]
+  /** Observes the exchange (metrics): wraps the network and what is served; behaviour stays the same. */
+  instrument?: { network: <T extends MeshNetwork>(network: T) => T, pieces: (source: PieceSource) => PieceSource }
 }
 
 /**
@@ -86,13 +88,15 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
       if (node.peerId.toString() !== init.identity.peerId) throw new Error(`the node's peer id ${node.peerId.toString()} is not the enrolled ${init.identity.peerId}`)
       const uploadBucket = init.uploadBytesPerSecond !== undefined ? new TokenBucket({ bytesPerSecond: init.uploadBytesPerSecond }) : undefined
       const pieces: PieceSource = { readPiece: async (request, options) => await fetcher!.pieces.readPiece(request, options) }
-      const network = new Libp2pMeshNetwork({
+      const served = init.servePieces?.(pieces) ?? pieces
+      const libp2pNetwork = new Libp2pMeshNetwork({
         node,
         logger,
-        pieces: init.servePieces?.(pieces) ?? pieces,
+        pieces: init.instrument?.pieces(served) ?? served,
         ...(uploadBucket !== undefined ? { uploadBucket } : {}),
         mayServe: peer => gate.allows(peer)
       })
+      const network = init.instrument?.network(libp2pNetwork) ?? libp2pNetwork
       let discovery: Discovery | undefined
       fetcher = new MeshFetcher({
         knownPeers: () => discovery?.book.size ?? 0,

@@ -156,7 +156,8 @@ export class StatusService extends EventEmitter<{ records: [records: StatusRecor
   }
 }
 
-function rowOf (record: StatusRecord, receivedAt: string): DeviceTaskRow {
+/** A device's row in a task as a status record sets it. */
+export function rowOf (record: StatusRecord, receivedAt: string): DeviceTaskRow {
   const row: DeviceTaskRow = {
     taskId: record.taskId,
     deviceId: record.deviceId,

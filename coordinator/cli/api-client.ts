@@ -87,6 +87,49 @@ export class ApiClient {
     return headers
   }
 
+  /** A GET whose answer is text (the Prometheus metrics). */
+  async getText (path: string): Promise<string> {
+    const { status, text, contentType } = await this.send('GET', path, this.headers({ accept: 'text/plain, application/json' }), request => { request.end() }, this.timeoutMs)
+    if (status >= 200 && status < 300) return text
+    return this.decode('GET', path, status, text, contentType)
+  }
+
+  /** A GET of bytes (content from the origin), at most `maxBytes`, with progress. */
+  async getBytes (path: string, maxBytes: number, onData?: (bytes: number) => void): Promise<Buffer> {
+    const url = new URL(path, this.baseUrl)
+    const transport = url.protocol === 'https:' ? https : http
+    return await new Promise((resolve, reject) => {
+      const request = transport.request(url, { method: 'GET', headers: this.headers({ accept: 'application/octet-stream' }), agent: this.agent, signal: AbortSignal.timeout(this.timeoutMs) }, response => {
+        const parts: Buffer[] = []
+        let received = 0
+        response.on('data', (part: Buffer) => {
+          received += part.byteLength
+          if (received > maxBytes) {
+            response.destroy(new Error(`${url.pathname} answered more than ${maxBytes} bytes`))
+            return
+          }
+          parts.push(part)
+          onData?.(part.byteLength)
+        })
+        response.on('end', () => {
+          const body = Buffer.concat(parts)
+          const status = response.statusCode ?? 0
+          if (status >= 200 && status < 300) resolve(body)
+          else {
+            try {
+              this.decode('GET', path, status, body.toString('utf8'), response.headers['content-type'])
+            } catch (error) {
+              reject(error)
+            }
+          }
+        })
+        response.on('error', reject)
+      })
+      request.on('error', error => { reject(new Error(`cannot reach the coordinator at ${url.origin}: ${error.message}`)) })
+      request.end()
+    })
+  }
+
   async request (method: string, path: string, body?: unknown): Promise<Json> {
     const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body))
     const headers = this.headers(data === undefined ? {} : { 'content-type': 'application/json', 'content-length': String(data.byteLength) })

@@ -15,6 +15,7 @@ import { settingsCommand } from './commands/settings.js'
 import { runDemo } from './demo.js'
 import { positiveInteger } from './context.js'
 import { completionCommands } from './completion.js'
+import { systemCommands } from './commands/system.js'
 
 export const CLI_VERSION = '0.1.0'
 
@@ -49,6 +50,7 @@ Exit codes: 0 ok, 1 a watched task had failures, 2 usage, 3 refused by the API, 
   program.addCommand(requestCommand())
   program.addCommand(userCommand())
   program.addCommand(settingsCommand())
+  for (const command of systemCommands()) program.addCommand(command)
   const [completion, complete] = completionCommands()
   program.addCommand(completion)
   program.addCommand(complete, { hidden: true })

@@ -1,5 +1,5 @@
 import type { StatusRecord } from '../../protocol/index.js'
-import type { StatusService } from '../agents/statuses.js'
+import { rowOf, type StatusService } from '../agents/statuses.js'
 import type { DeviceService } from '../devices/service.js'
 import type { TaskService } from '../tasks/service.js'
 import type { EventJournal } from './journal.js'
@@ -12,24 +12,10 @@ export interface EventSourcesInit {
   onError?: (error: unknown) => void
 }
 
-/** What operators see of a status record: the device's new state in the task. */
+/** What operators see of a status record: the device's new row in the task, as the coordinator stores it. */
 export function statusEventData (record: StatusRecord): Record<string, unknown> {
-  const data: Record<string, unknown> = {
-    taskId: record.taskId,
-    deviceId: record.deviceId,
-    state: record.state,
-    revision: record.revision,
-    attempt: record.attempt,
-    seq: record.seq,
-    bytesTotal: record.bytesTotal,
-    bytesDone: record.bytesDone,
-    bytesFromPeers: record.bytesFromPeers,
-    bytesFromOrigin: record.bytesFromOrigin,
-    reportedAt: new Date(record.at).toISOString()
-  }
-  if (record.exitCode !== undefined) data.exitCode = record.exitCode
-  if (record.message !== undefined) data.message = record.message
-  if (record.final !== undefined) data.final = record.final
+  const { updatedAt, ...data } = rowOf(record, new Date(record.at).toISOString())
+  void updatedAt
   return data
 }
 

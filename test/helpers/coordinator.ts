@@ -2,8 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import supertest from 'supertest'
-import type Koa from 'koa'
-import { createApp } from '../../coordinator/http/app.js'
+import { createApp, type CoordinatorApp } from '../../coordinator/http/app.js'
 import type { HttpLimitsInit } from '../../coordinator/http/request-limits.js'
 import { openServices, type Services } from '../../coordinator/services.js'
 import { silentLogger } from '../../protocol/logger.js'
@@ -12,7 +11,7 @@ import { generateKeyPair, toHex, type Ed25519KeyPair } from '../../protocol/inde
 export interface TestCoordinator {
   dataDir: string
   services: Services
-  app: Koa<any>
+  app: CoordinatorApp
   http: ReturnType<typeof supertest>
   adminToken: string
   close: () => Promise<void>

@@ -4,7 +4,8 @@ import { publisherSignatureSchema, sha256OfFile, signPackageHash, type Publisher
 import { clientFrom, print, printJson, run, UsageError, withApiOptions } from '../context.js'
 import { packageFieldsFrom, withPackageOptions } from '../package-options.js'
 import { readPublisherKey } from './publishers.js'
-import { formatBytes, shortId, table } from '../format.js'
+import { bar, formatBytes, shortId, table } from '../format.js'
+import { downloadPackageFile } from '../download.js'
 import type { ApiClient } from '../api-client.js'
 
 /** Resolves a package id from a unique prefix, so ids can be typed as the tables show them. */
@@ -49,7 +50,7 @@ Examples:
           if (!showProgress || (Date.now() - lastDrawn < 100 && sent < total)) return
           lastDrawn = Date.now()
           const fraction = total === 0 ? 1 : sent / total
-          process.stderr.write(`\r\u001b[2Kuploading ${(fraction * 100).toFixed(0).padStart(3)}%  ${formatBytes(sent)} of ${formatBytes(total)}`)
+          process.stderr.write(`\r\u001b[2Kuploading ${bar(fraction)} ${(fraction * 100).toFixed(0).padStart(3)}%  ${formatBytes(sent)} of ${formatBytes(total)}`)
         })
         if (showProgress) process.stderr.write('\n')
         client.close()
@@ -131,6 +132,26 @@ Examples:
         client.close()
         if (options.json === true) return printJson(answer)
         print(answer.message)
+      })
+    })
+  withApiOptions(pkg.command('download <id>'))
+    .description('download a package from the coordinator, checking every chunk and the whole file')
+    .requiredOption('--out <file>', 'where to write it')
+    .addHelpText('after', '\nExample:\n  meshdeploy package download 3f9a0c1b --out ./agent-tools-2.3.tar.gz')
+    .action(async (id: string, options) => {
+      await run(async () => {
+        const client = clientFrom(options)
+        const showProgress = options.json !== true && process.stderr.isTTY
+        let lastDrawn = 0
+        const downloaded = await downloadPackageFile(client, await resolvePackageId(client, id), options.out, (done, total) => {
+          if (!showProgress || (Date.now() - lastDrawn < 100 && done < total)) return
+          lastDrawn = Date.now()
+          process.stderr.write(`\r\u001b[2Kdownloading ${bar(total === 0 ? 1 : done / total)} ${formatBytes(done)} of ${formatBytes(total)}`)
+        })
+        if (showProgress) process.stderr.write('\n')
+        client.close()
+        if (options.json === true) return printJson(downloaded)
+        print(`wrote ${downloaded.file} (${formatBytes(downloaded.sizeBytes)}, SHA-256 ${downloaded.sha256})`)
       })
     })
   return pkg

@@ -107,6 +107,21 @@ Examples:
       })
     })
 
+  withApiOptions(task.command('history <id> <device>'))
+    .description('every status record a device reported for a task, oldest first')
+    .action(async (id: string, device: string, options) => {
+      await run(async () => {
+        const client = clientFrom(options)
+        const { records } = await client.get(`/v1/tasks/${encodeURIComponent(id)}/devices/${encodeURIComponent(device)}/history`)
+        client.close()
+        if (options.json === true) return printJson(records)
+        print(table(['TIME', 'REV', 'ATTEMPT', 'SEQ', 'STATE', 'DONE', 'PEERS', 'ORIGIN', 'EXIT', 'MESSAGE'], records.map((r: any) => [
+          new Date(r.at).toISOString(), r.revision, r.attempt, r.seq, r.state, r.bytesTotal > 0 ? `${Math.round(100 * r.bytesDone / r.bytesTotal)}%` : '-',
+          formatBytes(r.bytesFromPeers), formatBytes(r.bytesFromOrigin), r.exitCode, r.message?.slice(0, 60)
+        ])))
+      })
+    })
+
   withApiOptions(task.command('watch <id>'))
     .description('follow a task live until every device has settled (redrawn on the coordinator\'s events); exits 1 if any device failed')
     .option('--interval-ms <n>', 'polling interval while the event stream is unavailable, and the shortest time between redraws', positiveInteger, 1000)

@@ -39,6 +39,18 @@ export function userCommand (): Command {
       })
     })
 
+  withApiOptions(user.command('show <id>'))
+    .description('show a person: department, role and devices')
+    .action(async (id: string, options) => {
+      await run(async () => {
+        const client = clientFrom(options)
+        const person = await client.get(`/v1/users/${encodeURIComponent(id)}`)
+        client.close()
+        if (options.json === true) return printJson(person)
+        print(Object.entries(person).map(([key, value]) => `${key.padEnd(12)} ${Array.isArray(value) ? value.join(', ') : String(value)}`).join('\n'))
+      })
+    })
+
   withApiOptions(user.command('rm <id>'))
     .description('remove a person')
     .action(async (id: string, options) => {
