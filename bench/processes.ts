@@ -58,7 +58,9 @@ export async function temporaryFolder (name: string): Promise<{ path: string, re
 
 /** Starts `meshdeploy …` (optionally behind a prefix such as `ip netns exec NS`) and waits for its start event. */
 export async function startMeshdeploy (args: string[], logFile: string, expectedEvent: string, prefix: string[] = [], timeoutMs = 60_000): Promise<BenchProcess> {
-  const [command, ...rest] = [...prefix, process.execPath, BIN, ...args]
+  // MESHDEPLOY_BENCH_NODE_ARGS, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`: profiles every meshdeploy process of a run.
+  const nodeArgs = process.env.MESHDEPLOY_BENCH_NODE_ARGS?.split(' ').filter(arg => arg !== '') ?? []
+  const [command, ...rest] = [...prefix, process.execPath, ...nodeArgs, BIN, ...args]
   const child = spawn(command, rest, { stdio: ['ignore', 'pipe', 'pipe'] })
   running.add(child)
   const exited = new Promise<void>(resolve => { child.once('exit', () => { running.delete(child); resolve() }) })
