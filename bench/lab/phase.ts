@@ -148,6 +148,7 @@ export async function runPhase (init: PhaseInit): Promise<PhaseResult> {
   const startedAt = Date.now()
   const startedMs = new Map<LabAgent, number>()
   const churnWork: Array<Promise<void>> = []
+  let churnFailure: Error | undefined
   const killed = new Set<LabAgent>()
   const lateStarted = new Set<string>()
   let taskId = ''
@@ -165,7 +166,8 @@ export async function runPhase (init: PhaseInit): Promise<PhaseResult> {
     for (;;) {
       const { devices: rows } = await fleet.api.get(`/v1/tasks/${taskId}/devices`)
       const byHost = new Map<string, any>(rows.map((row: any) => [row.hostname, row]))
-      if (init.churn !== undefined) churnStep(init, fleet, roles, byHost, startedAt, startedMs, killed, lateStarted, churnWork, p2p)
+      if (init.churn !== undefined) churnStep(init, fleet, roles, byHost, startedAt, startedMs, killed, lateStarted, churnWork, p2p, error => { churnFailure ??= error })
+      if (churnFailure !== undefined) throw churnFailure
       const settled = fleet.agents.every(agent => {
         const row = byHost.get(agent.hostname)
         return row !== undefined && (SETTLED.has(row.state) || (row.state === 'failed' && row.final === true))
@@ -245,7 +247,8 @@ export async function runPhase (init: PhaseInit): Promise<PhaseResult> {
 /** Starts late joiners and kills (then restarts) agents as the plan says, from the rows just read. */
 function churnStep (
   init: PhaseInit, fleet: LabFleet, roles: Map<LabAgent, DeviceRole>, byHost: Map<string, any>, startedAt: number,
-  startedMs: Map<LabAgent, number>, killed: Set<LabAgent>, lateStarted: Set<string>, work: Array<Promise<void>>, p2p: boolean
+  startedMs: Map<LabAgent, number>, killed: Set<LabAgent>, lateStarted: Set<string>, work: Array<Promise<void>>, p2p: boolean,
+  failed: (error: Error) => void
 ): void {
   const plan = init.churn!
   const lateAt = (plan.lateAtFraction ?? 0.5) * init.packageBytes
@@ -257,7 +260,7 @@ function churnStep (
     lateStarted.add(site)
     for (const agent of fleet.agents.filter(candidate => candidate.site === site && roles.get(candidate) === 'late')) {
       startedMs.set(agent, Date.now() - startedAt)
-      work.push(fleet.start(agent, { p2p }))
+      work.push(fleet.start(agent, { p2p }).catch(failed))
     }
   }
   for (const agent of fleet.agents) {
@@ -269,6 +272,6 @@ function churnStep (
       await fleet.stop(agent, 'kill')
       await new Promise(resolve => setTimeout(resolve, plan.restartAfterMs ?? 5000))
       await fleet.start(agent, { p2p })
-    })())
+    })().catch(failed))
   }
 }
