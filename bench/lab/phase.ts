@@ -1,6 +1,6 @@
 import pLimit from 'p-limit'
 import type { LabAgent, LabFleet } from './fleet.js'
-import { counterRates, type CounterSample } from './rates.js'
+import { counterAt, counterRates, type CounterSample } from './rates.js'
 import { CounterSampler } from './sampler.js'
 
 /** Agents started at once: more only slows each start on a small machine. */
@@ -9,11 +9,11 @@ const POLL_INTERVAL_MS = 250
 
 /** Agents that join after the task began, and agents killed in the middle of their download. */
 export interface ChurnPlan {
-  /** Agents per site (the last hosts of each site) that start only once a device of their site holds `lateAtFraction` of the package. */
+  /** Agents per site (the last hosts of each site) that start only once a device of their site has received `lateAtFraction` of the package (by its interface counters). */
   lateAgentsPerSite: number
   /** @default 0.5 */
   lateAtFraction?: number
-  /** Agents per site (the first hosts) killed with SIGKILL once they hold `killAtFraction` of the package. */
+  /** Agents per site (the first hosts) killed with SIGKILL once they have received `killAtFraction` of the package (by their interface counters). */
   killedAgentsPerSite: number
   /** @default 0.3 */
   killAtFraction?: number
@@ -57,6 +57,8 @@ export interface DeviceOutcome {
   cpuSeconds: number
   systemCpuSeconds: number
   peakRssBytes: number
+  /** Its status records, as the coordinator stored them: state, when (ms after the task was created), attempt, bytes. */
+  records: Array<{ state: string, atMs: number, attempt: number, bytesDone: number, bytesFromPeers: number, bytesFromOrigin: number }>
   /** Its LAN interface's received bytes while it downloaded (wire bytes: everything it received). */
   receive?: { totalBytes: number, averageBytesPerSecond: number, worstWindowBytesPerSecond: number }
 }
@@ -166,7 +168,14 @@ export async function runPhase (init: PhaseInit): Promise<PhaseResult> {
     for (;;) {
       const { devices: rows } = await fleet.api.get(`/v1/tasks/${taskId}/devices`)
       const byHost = new Map<string, any>(rows.map((row: any) => [row.hostname, row]))
-      if (init.churn !== undefined) churnStep(init, fleet, roles, byHost, startedAt, startedMs, killed, lateStarted, churnWork, p2p, error => { churnFailure ??= error })
+      if (init.churn !== undefined) {
+        // From the interface counters, which run ahead of the status records the devices deliver in batches.
+        const received = (agent: LabAgent): number => {
+          const readings = sampler.rx.get(`host:${agent.hostname}`) ?? []
+          return readings.length === 0 ? 0 : readings[readings.length - 1].bytes - counterAt(readings, startedAt)
+        }
+        churnStep(init, fleet, roles, received, startedAt, startedMs, killed, lateStarted, churnWork, p2p, error => { churnFailure ??= error })
+      }
       if (churnFailure !== undefined) throw churnFailure
       const settled = fleet.agents.every(agent => {
         const row = byHost.get(agent.hostname)
@@ -202,7 +211,8 @@ export async function runPhase (init: PhaseInit): Promise<PhaseResult> {
       bytesFromOrigin: row?.bytesFromOrigin ?? 0,
       cpuSeconds: agent.usage.reduce((sum, usage) => sum + usage.cpuSeconds, 0),
       systemCpuSeconds: agent.usage.reduce((sum, usage) => sum + usage.systemCpuSeconds, 0),
-      peakRssBytes: Math.max(0, ...agent.usage.map(usage => usage.peakRssBytes))
+      peakRssBytes: Math.max(0, ...agent.usage.map(usage => usage.peakRssBytes)),
+      records: records.map((record: any) => ({ state: record.state, atMs: record.at - startedAt, attempt: record.attempt, bytesDone: record.bytesDone, bytesFromPeers: record.bytesFromPeers, bytesFromOrigin: record.bytesFromOrigin }))
     }
     const downloadStart = relative(firstAt('downloading'))
     const downloadDone = relative(lastAt('verifying'))
@@ -244,9 +254,9 @@ export async function runPhase (init: PhaseInit): Promise<PhaseResult> {
   }
 }
 
-/** Starts late joiners and kills (then restarts) agents as the plan says, from the rows just read. */
+/** Starts late joiners and kills (then restarts) agents as the plan says, from what each device has received so far. */
 function churnStep (
-  init: PhaseInit, fleet: LabFleet, roles: Map<LabAgent, DeviceRole>, byHost: Map<string, any>, startedAt: number,
+  init: PhaseInit, fleet: LabFleet, roles: Map<LabAgent, DeviceRole>, received: (agent: LabAgent) => number, startedAt: number,
   startedMs: Map<LabAgent, number>, killed: Set<LabAgent>, lateStarted: Set<string>, work: Array<Promise<void>>, p2p: boolean,
   failed: (error: Error) => void
 ): void {
@@ -255,7 +265,7 @@ function churnStep (
   const killAt = (plan.killAtFraction ?? 0.3) * init.packageBytes
   for (const site of new Set(fleet.agents.map(agent => agent.site))) {
     if (lateStarted.has(site)) continue
-    const leading = Math.max(0, ...fleet.agents.filter(agent => agent.site === site).map(agent => byHost.get(agent.hostname)?.bytesDone ?? 0))
+    const leading = Math.max(0, ...fleet.agents.filter(agent => agent.site === site).map(received))
     if (leading < lateAt) continue
     lateStarted.add(site)
     for (const agent of fleet.agents.filter(candidate => candidate.site === site && roles.get(candidate) === 'late')) {
@@ -265,8 +275,7 @@ function churnStep (
   }
   for (const agent of fleet.agents) {
     if (roles.get(agent) !== 'killed' || killed.has(agent)) continue
-    const row = byHost.get(agent.hostname)
-    if (row === undefined || row.state !== 'downloading' || (row.bytesDone ?? 0) < killAt) continue
+    if (agent.process === undefined || received(agent) < killAt) continue
     killed.add(agent)
     work.push((async () => {
       await fleet.stop(agent, 'kill')

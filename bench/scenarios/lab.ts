@@ -1,5 +1,3 @@
-import { randomBytes } from 'node:crypto'
-import { createWriteStream } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { labChartSpec } from '../charts.js'
@@ -9,6 +7,7 @@ import { runPhase, type ChurnPlan, type PhaseResult } from '../lab/phase.js'
 import { curlReference, pingHq } from '../lab/reference.js'
 import { delayLineAvailable, labAvailable } from '../lab/topology.js'
 import { temporaryFolder } from '../processes.js'
+import { writeRandomFile } from '../random-file.js'
 import type { ScenarioResult } from '../report.js'
 
 /** Every namespace of a bench lab starts with this. */
@@ -34,18 +33,6 @@ export interface LabScenarioInit {
   baseline?: boolean
   /** Whether to time a plain curl of the same bytes. @default true */
   reference?: boolean
-}
-
-/** Writes a package of incompressible bytes. */
-async function writePackage (file: string, sizeBytes: number): Promise<void> {
-  const out = createWriteStream(file)
-  const block = randomBytes(8 * 1024 * 1024)
-  for (let written = 0; written < sizeBytes; written += block.byteLength) {
-    block.writeUInt32LE(written, 0)
-    const part = Buffer.from(block.subarray(0, Math.min(block.byteLength, sizeBytes - written)))
-    if (!out.write(part)) await new Promise<void>(resolve => out.once('drain', () => { resolve() }))
-  }
-  await new Promise<void>((resolve, reject) => { out.end((error?: Error | null) => { if (error != null) reject(error); else resolve() }) })
 }
 
 /**
@@ -88,7 +75,7 @@ export async function labScenario (init: LabScenarioInit): Promise<ScenarioResul
     log(`WAN round trip ${link.averageMs} ms (min ${link.minMs}), loss ${link.lossPercent.toFixed(1)} %`)
     const file = join(folder.path, 'package.bin')
     const sizeBytes = init.sizeMiB * 2 ** 20
-    await writePackage(file, sizeBytes)
+    await writeRandomFile(file, sizeBytes)
     const pkg = await fleet.api.uploadPackage(file, { name: `${init.scenario}-${init.sizeMiB}mib`, version: '1' })
     log(`package ${pkg.id as string}: ${pkg.sizeBytes as number} bytes in chunks of ${pkg.chunkSizeBytes as number}`)
     let reference
