@@ -67,6 +67,8 @@ export class OriginElection {
   private readonly waitingSince = new Map<number, number>()
   private readonly winners = new Map<number, string>()
   private readonly runnersUp = new Map<number, string>()
+  /** When each peer last showed it works (a `have` or a `fetching`). */
+  private readonly lastProgress = new Map<string, number>()
 
   constructor (init: OriginElectionInit) {
     this.packageId = init.packageId
@@ -101,6 +103,7 @@ export class OriginElection {
 
   /** The peer stopped downloading or left: its chunks are elected among the others, its announcements forgotten. */
   removeCandidate (peer: string): void {
+    this.lastProgress.delete(peer)
     for (const [index, announcement] of this.announced) if (announcement.peer === peer) this.announced.delete(index)
     this.stalled.delete(peer)
     if (this.candidates.delete(peer)) this.clearWinners()
@@ -114,6 +117,7 @@ export class OriginElection {
 
   /** The peer showed it is alive and working (a `have` or a `fetching`). */
   progress (peer: string): void {
+    this.lastProgress.set(peer, this.now())
     if (this.stalled.delete(peer)) this.clearWinners()
   }
 
@@ -204,7 +208,11 @@ export class OriginElection {
     const until = since + this.electionTimeoutMs
     if (now < until) return { action: 'wait', until }
     this.waitingSince.delete(index)
-    this.markStalled(winner)
+    // A winner that showed progress lately is busy, not gone: this chunk is
+    // taken over (and announced), but its other chunks stay with it. Moving
+    // them all would have two devices fetch them whenever a loaded machine
+    // makes a live peer slow.
+    if (now - (this.lastProgress.get(winner) ?? Number.NEGATIVE_INFINITY) >= this.electionTimeoutMs) this.markStalled(winner)
     return { action: 'fetch', reason: 'fallback' }
   }
 }

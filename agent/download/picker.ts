@@ -303,16 +303,13 @@ export class PiecePicker {
         noteWake(this.spareSince + this.spareAfterMs)
         return
       }
-      // Chunks this device would win after their elected peer come first, so that two devices with spare capacity rarely take the same.
-      const preferred = takeable.filter(index => this.election.isRunnerUp(index))
-      for (const list of [preferred, takeable]) {
-        for (let i = list.length - 1; i >= 0; i--) {
-          if (!free() || this.originInFlight >= this.maxOrigin) return
-          const index = list[i]
-          if (this.byChunk.has(index) || !this.election.mayTakeOver(index)) continue
-          pick(index, { kind: 'origin', reason: 'spare' }, false)
-          unassigned--
-        }
+      // Only chunks this device would win after their elected peer: two devices with spare capacity never take the same.
+      for (let i = takeable.length - 1; i >= 0; i--) {
+        if (!free() || this.originInFlight >= this.maxOrigin) return
+        const index = takeable[i]
+        if (!this.election.isRunnerUp(index) || !this.election.mayTakeOver(index)) continue
+        pick(index, { kind: 'origin', reason: 'spare' }, false)
+        unassigned--
       }
     }
     // The origin first: the WAN is what the site waits for, and peers' LAN

@@ -51,7 +51,7 @@ test('a sampler keeps every reading and survives a failing read', t => {
 })
 
 function device (hostname: string, doneMs: number, fromPeers: number, fromOrigin: number): DeviceOutcome {
-  return { hostname, site: 'site-1', role: 'steady', state: 'succeeded', startedMs: 0, downloadStartMs: 100, downloadDoneMs: doneMs, succeededMs: doneMs + 500, bytesFromPeers: fromPeers, bytesFromOrigin: fromOrigin, cpuSeconds: 2, systemCpuSeconds: 0.5, peakRssBytes: 100 * 2 ** 20 }
+  return { hostname, site: 'site-1', role: 'steady', state: 'succeeded', startedMs: 0, records: [], downloadStartMs: 100, downloadDoneMs: doneMs, succeededMs: doneMs + 500, bytesFromPeers: fromPeers, bytesFromOrigin: fromOrigin, cpuSeconds: 2, systemCpuSeconds: 0.5, peakRssBytes: 100 * 2 ** 20 }
 }
 
 function phase (mode: PhaseResult['mode'], devices: DeviceOutcome[], copies: number): PhaseResult {

@@ -70,6 +70,24 @@ test('election table: gather, elected, waiting, fallback after starving, announc
   t.deepEqual(election.decide(theirs, false), { action: 'fetch', reason: 'elected' }, 'an announced fetch that never ends stalls its peer')
 })
 
+test('a fallback takes over one chunk of a winner that shows progress, without moving its other chunks', t => {
+  const time = clock()
+  const election = new OriginElection({ packageId: PACKAGE, self: 'self', now: time.now, gatherMs: 0, electionTimeoutMs: 10_000, fetchTimeoutMs: 60_000 })
+  election.addCandidate('busy')
+  const theirs = Array.from({ length: 80 }, (_, i) => i).filter(i => election.winner(i) === 'busy')
+  t.deepEqual(election.decide(theirs[0], true), { action: 'wait', until: time.now() + 10_000 })
+  time.advance(5_000)
+  election.progress('busy')
+  time.advance(5_000)
+  t.deepEqual(election.decide(theirs[0], true), { action: 'fetch', reason: 'fallback' }, 'the chunk waited for is taken over')
+  t.true(theirs.every(index => election.winner(index) === 'busy'), 'the busy peer keeps the rest of its share')
+  // Silent for a whole timeout: then it is out of the elections.
+  t.deepEqual(election.decide(theirs[1], true), { action: 'wait', until: time.now() + 10_000 })
+  time.advance(10_000)
+  t.deepEqual(election.decide(theirs[1], true), { action: 'fetch', reason: 'fallback' })
+  t.true(theirs.every(index => election.winner(index) === 'self'), 'a silent winner loses its share')
+})
+
 test('rarest first with a random tie-break, bounded per peer and in all', t => {
   const p = picker({ chunkCount: 8, maxRequestsPerPeer: 2, maxRequests: 3 })
   p.peerBitfield('a', bits(8, [0, 1, 2, 3, 4, 5, 6, 7]))
@@ -160,6 +178,27 @@ test('spare origin capacity takes over the end of a slower peer\'s share, after 
   }
   const left = theirs.filter(index => !p.isHeld(index))
   t.deepEqual(left, theirs.slice(0, 4), 'a\'s two announced chunks and the two it starts next stay with it')
+})
+
+test('two devices with spare capacity take disjoint chunks of a third one\'s share', t => {
+  const takenBy = (self: string, other: string): number[] => {
+    const time = clock()
+    const p = new PiecePicker({ packageId: PACKAGE, self, now: time.now, random: seeded(), gatherMs: 0, chunkCount: 120, maxRequests: 16, maxOriginRequests: 4, spareAfterMs: 0 })
+    p.peerInterested('slow', true)
+    p.peerInterested(other, true)
+    const spare: number[] = []
+    for (let round = 0; round < 200; round++) {
+      for (const pick of p.next()) {
+        if (pick.source.kind === 'origin' && pick.source.reason === 'spare') spare.push(pick.index)
+        p.completed(pick.id)
+      }
+    }
+    return spare
+  }
+  const byA = takenBy('a', 'b')
+  const byB = takenBy('b', 'a')
+  t.true(byA.length > 5 && byB.length > 5, `a takes ${byA.length}, b takes ${byB.length}`)
+  t.deepEqual(byA.filter(index => byB.includes(index)), [], 'no chunk taken twice')
 })
 
 test('a peer have turns a chunk waited for into a peer request', t => {
