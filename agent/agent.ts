@@ -15,6 +15,7 @@ import { CoordinatorClient, type AssignmentAnswer } from './coordinator-client.j
 import { AssignmentMismatchError, CoordinatorError, RetiredKeyError, RevisionConflictError } from './errors.js'
 import { loadIdentity, loadOrEnroll, pinCoordinatorKey, saveTlsTrust, type Identity } from './identity.js'
 import { Outbox } from './outbox.js'
+import { RefusalLog } from './refusals.js'
 import { OriginSource, type ChunkOrigin } from './download/origin-source.js'
 import { AgentMetrics, serveMetrics, type MetricsListen } from './metrics.js'
 import type { Server } from 'node:http'
@@ -109,6 +110,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly store: AgentStore
   readonly cache: ChunkCache
   readonly outbox: Outbox
+  /** Every refusal of this agent (manifests, chunks, peers, status records), logged once with its reason. */
+  readonly refusals: RefusalLog
   private readonly client: CoordinatorClient
   private readonly logger: Logger
   private readonly init: AgentInit
@@ -156,7 +159,8 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.cache = cache
     this.logger = init.logger.child({ deviceId: identity.deviceId })
     this.now = init.now ?? Date.now
-    this.outbox = new Outbox({ store, client, identity, logger: this.logger, now: this.now })
+    this.refusals = new RefusalLog({ logger: this.logger })
+    this.outbox = new Outbox({ store, client, identity, logger: this.logger, refusals: this.refusals, now: this.now })
     if (init.metricsListen !== undefined) {
       this.metrics = new AgentMetrics({
         connectedPeers: () => this.mesh?.connectedPeers() ?? 0,
@@ -164,7 +168,8 @@ export class Agent extends EventEmitter<AgentEvents> {
         taskStates: async () => await this.store.listTasks()
       })
     }
-    this.origin = this.metrics?.origin(new OriginSource(client)) ?? new OriginSource(client)
+    const origin = new OriginSource(client, this.refusals)
+    this.origin = this.metrics?.origin(origin) ?? origin
     this.vpn = new VpnDetector({
       ...(init.vpnInterfacePrefixes !== undefined ? { prefixes: init.vpnInterfacePrefixes } : {}),
       ...(init.listInterfaces !== undefined ? { listInterfaces: init.listInterfaces } : {}),
@@ -236,6 +241,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         cache: this.cache,
         origin: this.origin,
         logger: this.logger,
+        refusals: this.refusals,
         allowedPeerIds: await this.store.getMeta<string[]>(ALLOWED_PEERS_KEY) ?? [],
         ...(this.metrics !== undefined ? { instrument: { network: network => this.metrics!.network(network), pieces: source => this.metrics!.pieces(source) } } : {})
       })
@@ -246,6 +252,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         cache: this.cache,
         fetchPackage: this.fetchPackage,
         logger: this.logger,
+        refusals: this.refusals,
         verify: (taskId, envelope) => {
           const { manifest } = openManifest(envelope, {
             keys: trustKeys(this.identity.coordinatorPublicKey),
@@ -335,7 +342,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.emit('key-pinned', this.identity.coordinatorKeyId, chain.pinned.sequence)
     } catch (error) {
       const reason = (error as { reason?: string }).reason ?? 'key-rotation-refused'
-      this.logger.error({ err: describeError(error), reason }, 'refused the coordinator key rotation; the pinned key stays')
+      this.refusals.refuse({ subject: 'key-rotation', reason, message: `${describeError(error)}; the pinned key stays` }, 'error')
       this.emit('refused', '(key-rotation)', reason, describeError(error))
     }
   }
@@ -411,7 +418,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   private async refuse (taskId: string, error: unknown): Promise<void> {
     const reason = (error as { reason?: string }).reason ?? 'refused'
     const message = `manifest refused: ${describeError(error)}`
-    this.logger.error({ taskId, reason }, message)
+    this.refusals.refuse({ subject: 'manifest', reason, taskId, message: describeError(error) }, 'error')
     this.emit('refused', taskId, reason, message)
     const existing = await this.store.getTask(taskId)
     if (existing?.message === message) return

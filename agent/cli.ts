@@ -92,6 +92,7 @@ export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command
     .addOption(new Option('--mdns <on|off>', 'find site peers on the LAN with multicast DNS').argParser(onOff).default(true, 'on'))
     .addOption(new Option('--peer-list <on|off>', 'dial the site peers the coordinator lists').argParser(onOff).default(true, 'on'))
     .option('--upload-kbps <n>', 'cap on what this device uploads to peers, KB/s of 1024 bytes', positiveInteger)
+    .option('--swarm-key <file>', 'private network: encrypt every peer connection with this pre-shared key (meshdeploy agent swarm-key); peers without it are refused (env MESHDEPLOY_SWARM_KEY)', environment('MESHDEPLOY_SWARM_KEY'))
     .option('--cache-max-mb <n>', 'bound on the chunk cache, MiB (default 10240); packages a task needs stay', positiveInteger)
     .option('--site-cache', 'act as the site\'s cache: fetch the packages of tasks that target the site ahead and keep them')
     .option('--metrics-listen <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (a bare PORT listens on 127.0.0.1); off unless given', parseMetricsListen)
@@ -114,8 +115,13 @@ export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command
         return
       }
       let tls: TlsTrust | undefined
+      let swarmKey: Uint8Array | undefined
       try {
         tls = await trustFrom(options)
+        if (options.swarmKey !== undefined && options.p2p !== false) {
+          const { readSwarmKeyFile } = await import('./p2p/private-network.js')
+          swarmKey = await readSwarmKeyFile(options.swarmKey)
+        }
       } catch (error) {
         process.stderr.write(`meshdeploy agent: ${(error as Error).message}\n`)
         process.exitCode = 2
@@ -151,9 +157,25 @@ export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command
               usePeerList: options.peerList,
               ...(options.listen !== undefined ? { listen: options.listen } : {}),
               ...(options.announce !== undefined ? { announce: options.announce } : {}),
-              ...(options.uploadKbps !== undefined ? { uploadBytesPerSecond: options.uploadKbps * BYTES_PER_KB } : {})
+              ...(options.uploadKbps !== undefined ? { uploadBytesPerSecond: options.uploadKbps * BYTES_PER_KB } : {}),
+              ...(swarmKey !== undefined ? { swarmKey } : {})
             }
       })
+    })
+
+  agent.command('swarm-key')
+    .description('make a private-network key (pre-shared key) for the agents of an organisation')
+    .requiredOption('--out <file>', 'where to write it (never over an existing file; mode 0600)')
+    .addHelpText('after', '\nCopy the file to every device and start the agents with --swarm-key FILE. Every agent of a\nsite must hold the same key: agents with another key, or none, cannot connect to them.\n\nExample:\n  meshdeploy agent swarm-key --out /etc/meshdeploy/swarm.key')
+    .action(async options => {
+      const { writeNewSwarmKeyFile } = await import('./p2p/private-network.js')
+      try {
+        const keyId = await writeNewSwarmKeyFile(options.out)
+        process.stdout.write(`wrote a new swarm key to ${options.out as string} (fingerprint ${keyId}); agents log this fingerprint when they start with it\n`)
+      } catch (error) {
+        process.stderr.write(`meshdeploy agent swarm-key: ${(error as Error).message}\n`)
+        process.exitCode = 1
+      }
     })
 
   agent.command('request <package>')
@@ -222,6 +244,7 @@ export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command
     .option('--package-root <dir>', 'root dpkg and rpm install under')
     .option('--vpn-interfaces <prefixes>', 'name prefixes of VPN interfaces, comma separated')
     .option('--reboot-command <command>', 'command that reboots this device')
+    .option('--swarm-key <file>', 'private network key file the agent is started with')
     .option('--name <name>', 'unit name', 'meshdeploy-agent')
     .option('--unit-dir <dir>', 'where unit files go', '/etc/systemd/system')
     .option('--no-enable', 'write the unit but do not enable or start it')
@@ -255,6 +278,11 @@ export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command
         if (options.packageRoot !== undefined) command.push('--package-root', resolve(options.packageRoot))
         if (options.vpnInterfaces !== undefined) command.push('--vpn-interfaces', options.vpnInterfaces)
         if (options.rebootCommand !== undefined) command.push('--reboot-command', options.rebootCommand)
+        if (options.swarmKey !== undefined) {
+          const { readSwarmKeyFile } = await import('./p2p/private-network.js')
+          await readSwarmKeyFile(options.swarmKey)
+          command.push('--swarm-key', resolve(options.swarmKey))
+        }
         await installService({ name: options.name, unitDir: options.unitDir, command, enable: options.enable !== false, log: line => { process.stdout.write(line + '\n') } })
       } catch (error) {
         process.stderr.write(`meshdeploy agent install-service: ${(error as Error).message}\n`)

@@ -4,12 +4,15 @@ import type { CoordinatorClient } from './coordinator-client.js'
 import type { Identity } from './identity.js'
 import type { AgentStore, LocalTask } from './state/store.js'
 import type { Logger } from '../protocol/logger.js'
+import { RefusalLog } from './refusals.js'
 
 export interface OutboxInit {
   store: AgentStore
   client: CoordinatorClient
   identity: Identity
   logger: Logger
+  /** Where records the coordinator refused are logged. @default a refusal log on `logger` */
+  refusals?: RefusalLog
   /** @default 200 */
   batchSize?: number
   /** Delay before retrying after a failed delivery, doubled up to maxBackoffMs. @default 1000 */
@@ -31,6 +34,7 @@ export class Outbox extends EventEmitter<{ delivered: [count: number], rejected:
   private readonly client: CoordinatorClient
   private readonly identity: Identity
   private readonly logger: Logger
+  private readonly refusals: RefusalLog
   private readonly batchSize: number
   private readonly minBackoffMs: number
   private readonly maxBackoffMs: number
@@ -47,6 +51,7 @@ export class Outbox extends EventEmitter<{ delivered: [count: number], rejected:
     this.client = init.client
     this.identity = init.identity
     this.logger = init.logger
+    this.refusals = init.refusals ?? new RefusalLog({ logger: init.logger })
     this.batchSize = init.batchSize ?? 200
     this.minBackoffMs = init.minBackoffMs ?? 1000
     this.maxBackoffMs = init.maxBackoffMs ?? 30_000
@@ -122,7 +127,7 @@ export class Outbox extends EventEmitter<{ delivered: [count: number], rejected:
       for (const rejection of answer.rejected) {
         const entry = batch[rejection.index]
         if (entry === undefined) continue
-        this.logger.error({ key: entry.key, reason: rejection.reason, message: rejection.message }, 'the coordinator refused a status record; dropping it')
+        this.refusals.refuse({ subject: 'status', reason: rejection.reason, message: `the coordinator refused status record ${entry.key} (${rejection.message}); dropping it`, details: { key: entry.key } }, 'error')
         this.emit('rejected', rejection.reason, rejection.message)
         done.push(entry.id)
       }

@@ -4,6 +4,7 @@ import type { ChunkCache } from './cache.js'
 import type { PackageFetcher } from './download/downloader.js'
 import { TokenBucket } from './download/token-bucket.js'
 import { BYTES_PER_KB } from './tasks/runner.js'
+import { RefusalLog } from './refusals.js'
 
 /** Wait before a failed prefetch is tried again. */
 export const PREFETCH_RETRY_MS = 60_000
@@ -14,6 +15,8 @@ export interface PrefetcherInit {
   /** Verifies a manifest envelope for the task as the agent does for its own assignments; throws when it does not hold. */
   verify: (taskId: string, envelope: SignedEnvelope) => Manifest
   logger: Logger
+  /** Where refused manifests are logged. @default a refusal log on `logger` */
+  refusals?: RefusalLog
 }
 
 interface Prefetch {
@@ -36,10 +39,12 @@ export const prefetchHolder = (taskId: string): string => `prefetch:${taskId}`
 export class Prefetcher {
   private readonly init: PrefetcherInit
   private readonly active = new Map<string, Prefetch>()
+  private readonly refusals: RefusalLog
   private stopped = false
 
   constructor (init: PrefetcherInit) {
     this.init = init
+    this.refusals = init.refusals ?? new RefusalLog({ logger: init.logger })
   }
 
   /** Brings the prefetches in line with the coordinator's list. */
@@ -58,7 +63,7 @@ export class Prefetcher {
       try {
         manifest = this.init.verify(item.taskId, item.manifest)
       } catch (error) {
-        this.init.logger.warn({ taskId: item.taskId, err: describeError(error) }, 'prefetch refused: the manifest does not verify')
+        this.refusals.refuse({ subject: 'manifest', reason: (error as { reason?: string }).reason ?? 'refused', taskId: item.taskId, message: `not prefetched: ${describeError(error)}` })
         continue
       }
       this.begin(manifest)

@@ -1,5 +1,6 @@
 import type { AbortOptions } from '@libp2p/interface'
 import type { Logger } from '../../protocol/logger.js'
+import { RefusalLog } from '../refusals.js'
 import { ChunkNotCachedError, type ChunkCache } from '../cache.js'
 import type { MeshNetwork } from '../p2p/network.js'
 import { PieceNotHeldError, type PieceRequest, type PieceSource } from '../protocols/chunk/index.js'
@@ -16,6 +17,8 @@ export interface MeshFetcherInit {
   cache: ChunkCache
   origin: ChunkOrigin
   logger: Logger
+  /** Where refused chunks and peers are logged. @default a refusal log on `logger` */
+  refusals?: RefusalLog
   /** Tuning passed to every download (picker, election, ban threshold). */
   swarm?: Pick<SwarmInit, 'picker' | 'originAttempts' | 'badChunksBeforeBan' | 'now' | 'random'>
   /** Called when a peer is banned or its ban lifts, so the connection gater follows. */
@@ -33,6 +36,7 @@ export class MeshFetcher {
   private readonly init: MeshFetcherInit
   private readonly network: MeshNetwork
   private readonly cache: ChunkCache
+  private readonly refusals: RefusalLog
   /** Peer → package → what it said. */
   private readonly remote = new Map<string, Map<string, RemoteView>>()
   private readonly swarms = new Map<string, { swarm: Swarm, done: Promise<unknown>, bans: Set<string> }>()
@@ -44,6 +48,7 @@ export class MeshFetcher {
     this.init = init
     this.network = init.network
     this.cache = init.cache
+    this.refusals = init.refusals ?? new RefusalLog({ logger: init.logger })
   }
 
   start (): void {
@@ -185,6 +190,7 @@ export class MeshFetcher {
       cache: this.cache,
       origin: this.init.origin,
       logger: this.init.logger.child({ taskId: options.taskId, packageId: options.pkg.id }),
+      refusals: this.refusals,
       ...(options.bucket !== undefined ? { bucket: options.bucket } : {}),
       ...(options.onProgress !== undefined ? { onProgress: options.onProgress } : {}),
       interestedPeers: () => this.interestedPeers(options.pkg.id),

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import { HashMismatchError } from '../../protocol/index.js'
 import type { CoordinatorClient } from '../coordinator-client.js'
+import type { RefusalLog } from '../refusals.js'
 import { take, type TokenBucket } from './token-bucket.js'
 
 export interface ChunkRequest {
@@ -29,7 +30,8 @@ export interface ChunkOrigin {
  * follow the cap and not only the bytes read.
  */
 export class OriginSource implements ChunkOrigin {
-  constructor (private readonly client: CoordinatorClient) {}
+  /** @param refusals where a chunk that fails its hash is logged */
+  constructor (private readonly client: CoordinatorClient, private readonly refusals?: RefusalLog) {}
 
   async fetchChunk (request: ChunkRequest, options: FetchOptions): Promise<Buffer> {
     let bytes: Buffer
@@ -59,7 +61,16 @@ export class OriginSource implements ChunkOrigin {
       bytes = Buffer.concat(pieces)
     }
     const actual = createHash('sha256').update(bytes).digest('hex')
-    if (actual !== request.sha256) throw new HashMismatchError(request.sha256, actual, `chunk ${request.index} from the origin`)
+    if (actual !== request.sha256) {
+      this.refusals?.refuse({
+        subject: 'chunk',
+        reason: 'hash-mismatch',
+        index: request.index,
+        message: `chunk ${request.index} from the origin fails its hash; it is asked again`,
+        details: { source: 'origin', expected: request.sha256, actual }
+      })
+      throw new HashMismatchError(request.sha256, actual, `chunk ${request.index} from the origin`)
+    }
     return bytes
   }
 }

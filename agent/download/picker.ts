@@ -6,6 +6,7 @@ export const DEFAULT_MAX_ORIGIN_REQUESTS = 4
 export const DEFAULT_PEER_FAILURES_BEFORE_REST = 3
 export const DEFAULT_PEER_REST_MS = 5000
 export const DEFAULT_SPARE_AFTER_MS = 500
+export const DEFAULT_PEER_BUSY_PAUSE_MS = 1000
 
 export type RequestSource = { kind: 'peer', peer: string } | { kind: 'origin', reason: 'elected' | 'fallback' | 'spare' }
 
@@ -22,8 +23,10 @@ export interface PickedRequest {
 export type FailureKind =
   /** The peer said it does not hold the chunk. */
   | 'not-cached'
-  /** The peer refused for another reason (busy, banned us) or the transfer broke. */
+  /** The peer refused for another reason (banned us) or the transfer broke. */
   | 'error'
+  /** The peer asked to be left alone for a while (busy, over its request budget): paused, not held against it. */
+  | 'busy'
   /** The peer sent bytes that fail the chunk's hash. */
   | 'bad-data'
   /** This side gave the request up (endgame duplicate, shutdown). */
@@ -51,6 +54,8 @@ export interface PiecePickerInit extends Omit<OriginElectionInit, 'now'> {
    * all started, before it takes chunks elected to others. @default 500
    */
   spareAfterMs?: number
+  /** Pause after a `busy` answer that names no wait. @default 1000 */
+  peerBusyPauseMs?: number
 }
 
 interface PeerState {
@@ -58,7 +63,10 @@ interface PeerState {
   interested: boolean
   inFlight: number
   failures: number
+  /** Rested after failures: its chunks may go to the origin meanwhile. */
   restUntil: number
+  /** Paused at its own request (busy): its chunks wait for it. */
+  pausedUntil: number
 }
 
 const hasBit = (bits: Uint8Array, index: number): boolean => (bits[index >> 3] & (0x80 >> (index & 7))) !== 0
@@ -82,6 +90,7 @@ export class PiecePicker {
   private readonly maxOrigin: number
   private readonly failuresBeforeRest: number
   private readonly restMs: number
+  private readonly busyPauseMs: number
   readonly election: OriginElection
   private readonly held: Uint8Array
   private heldCount = 0
@@ -110,6 +119,7 @@ export class PiecePicker {
     this.failuresBeforeRest = init.peerFailuresBeforeRest ?? DEFAULT_PEER_FAILURES_BEFORE_REST
     this.restMs = init.peerRestMs ?? DEFAULT_PEER_REST_MS
     this.spareAfterMs = init.spareAfterMs ?? DEFAULT_SPARE_AFTER_MS
+    this.busyPauseMs = init.peerBusyPauseMs ?? DEFAULT_PEER_BUSY_PAUSE_MS
     this.election = new OriginElection({ ...init, now: init.now })
     this.held = new Uint8Array(Math.ceil(init.chunkCount / 8))
     this.availability = new Int32Array(init.chunkCount)
@@ -156,7 +166,7 @@ export class PiecePicker {
     if (this.banned.has(id)) return undefined
     let state = this.peers.get(id)
     if (state === undefined) {
-      state = { bits: new Uint8Array(this.held.byteLength), interested: false, inFlight: 0, failures: 0, restUntil: 0 }
+      state = { bits: new Uint8Array(this.held.byteLength), interested: false, inFlight: 0, failures: 0, restUntil: 0, pausedUntil: 0 }
       this.peers.set(id, state)
     }
     return state
@@ -218,7 +228,18 @@ export class PiecePicker {
   }
 
   private peerUsable (state: PeerState, now: number): boolean {
-    return state.inFlight < this.maxPerPeer && state.restUntil <= now
+    return state.inFlight < this.maxPerPeer && state.restUntil <= now && state.pausedUntil <= now
+  }
+
+  /**
+   * Whether every peer that holds the chunk is resting after failures. Such
+   * a chunk is treated as one no peer holds, so a peer that claims chunks
+   * and then fails to deliver them (stalls, drops) cannot hold the download.
+   */
+  private onlyRestingHolders (index: number, resting: PeerState[]): boolean {
+    let count = 0
+    for (const state of resting) if (hasBit(state.bits, index)) count++
+    return count > 0 && count >= this.availability[index]
   }
 
   /** The requests to start now. */
@@ -243,11 +264,12 @@ export class PiecePicker {
     const free = (): boolean => this.requests.size < this.maxRequests
     const peerCandidates: number[] = []
     const originCandidates: number[] = []
+    const resting = [...this.peers.values()].filter(state => state.restUntil > now)
     let unassigned = 0
     for (let index = 0; index < this.chunkCount; index++) {
       if (hasBit(this.held, index) || this.byChunk.has(index)) continue
       unassigned++
-      if (this.availability[index] > 0) peerCandidates.push(index)
+      if (this.availability[index] > 0 && (resting.length === 0 || !this.onlyRestingHolders(index, resting))) peerCandidates.push(index)
       else originCandidates.push(index)
     }
     const noteWake = (until: number | undefined): void => {
@@ -327,7 +349,10 @@ export class PiecePicker {
       unassigned--
     }
     if (this.requests.size === 0) decideOrigin(true)
-    for (const state of this.peers.values()) if (state.restUntil > now) noteWake(state.restUntil)
+    for (const state of this.peers.values()) {
+      if (state.restUntil > now) noteWake(state.restUntil)
+      if (state.pausedUntil > now) noteWake(state.pausedUntil)
+    }
     if (unassigned === 0 && free()) this.endgame(now, pick)
     return picks
   }
@@ -417,7 +442,8 @@ export class PiecePicker {
   /**
    * The request ended without the chunk. A peer that fails again and again
    * is rested for a while; one that says it does not hold the chunk loses
-   * that bit. `retryAfterMs` keeps the origin from being asked again at once.
+   * that bit; a busy one is paused for `retryAfterMs` (or the default pause).
+   * For the origin, `retryAfterMs` keeps it from being asked again at once.
    */
   failed (id: number, kind: FailureKind, retryAfterMs = 0): void {
     const request = this.requests.get(id)
@@ -430,6 +456,10 @@ export class PiecePicker {
     if (kind === 'cancelled') return
     const state = this.peers.get(request.source.peer)
     if (state === undefined) return
+    if (kind === 'busy') {
+      state.pausedUntil = Math.max(state.pausedUntil, this.now() + (retryAfterMs > 0 ? retryAfterMs : this.busyPauseMs))
+      return
+    }
     if (kind === 'not-cached' && hasBit(state.bits, request.index)) {
       clearBit(state.bits, request.index)
       this.availability[request.index]--

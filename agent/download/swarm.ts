@@ -4,11 +4,13 @@ import type { Logger } from '../../protocol/logger.js'
 import type { ChunkCache } from '../cache.js'
 import { ChunkUnavailableError } from '../errors.js'
 import type { MeshNetwork } from '../p2p/network.js'
-import { MAX_PIECE_BYTES, PieceRefusedError } from '../protocols/chunk/index.js'
+import { MAX_PIECE_BYTES, MalformedPieceMessageError, PieceRefusedError, PieceStalledError } from '../protocols/chunk/index.js'
+import { FrameTooLargeError, TruncatedFrameError } from '../protocols/frames.js'
+import { RefusalLog } from '../refusals.js'
 import type { HaveMessage } from '../protocols/have/index.js'
 import type { DownloadProgress } from './downloader.js'
 import type { ChunkOrigin } from './origin-source.js'
-import { PiecePicker, type FailureKind, type PickedRequest, type PiecePickerInit } from './picker.js'
+import { PiecePicker, type PickedRequest, type PiecePickerInit } from './picker.js'
 import { take, type TokenBucket } from './token-bucket.js'
 
 /** Origin attempts per chunk before the download fails. */
@@ -32,6 +34,8 @@ export interface SwarmInit {
   cache: ChunkCache
   origin: ChunkOrigin
   logger: Logger
+  /** Where bad chunks and the peers that sent them are logged. @default a refusal log on `logger` */
+  refusals?: RefusalLog
   /** Caps the device's download across every source. */
   bucket?: TokenBucket
   /** Tuning of the picker and the election. */
@@ -48,6 +52,11 @@ export interface SwarmInit {
   now?: () => number
   random?: () => number
   signal: AbortSignal
+}
+
+/** An answer that no honest peer sends: cut short, longer than announced, a frame over its bound, an unknown header. */
+function isProtocolViolation (error: unknown): boolean {
+  return error instanceof MalformedPieceMessageError || error instanceof FrameTooLargeError || error instanceof TruncatedFrameError
 }
 
 interface Running {
@@ -73,6 +82,7 @@ export class Swarm {
   /** Peers that, since this download began, said whether they download the package (`interested`) or what they hold (`bitfield`). */
   private readonly answered = new Set<string>()
   private readonly now: () => number
+  private readonly refusals: RefusalLog
   private wakeUp?: () => void
   private fatal?: Error
   private readonly pieceBytes: number
@@ -82,6 +92,7 @@ export class Swarm {
     this.pkg = init.pkg
     this.network = init.network
     this.now = init.now ?? Date.now
+    this.refusals = init.refusals ?? new RefusalLog({ logger: init.logger })
     const held: number[] = []
     let heldBytes = 0
     for (const [index, sha256] of init.pkg.chunks.entries()) {
@@ -273,15 +284,31 @@ export class Swarm {
       }
       bytes = pieces.length === 1 ? pieces[0] : Buffer.concat(pieces)
     } catch (error) {
-      const kind: FailureKind = signal.aborted ? 'cancelled' : error instanceof PieceRefusedError && error.status === 'not-cached' ? 'not-cached' : 'error'
-      if (kind !== 'cancelled') this.init.logger.debug({ peer, index: request.index, err: describeError(error) }, 'a peer request failed')
-      this.picker.failed(request.id, kind)
+      if (signal.aborted) {
+        this.picker.failed(request.id, 'cancelled')
+        return
+      }
+      if (isProtocolViolation(error)) {
+        this.picker.failed(request.id, 'bad-data')
+        await this.badChunk(peer, request.index, { reason: 'malformed-answer', message: `an answer that breaks the chunk protocol (${describeError(error)})` })
+        return
+      }
+      if (error instanceof PieceRefusedError && (error.status === 'busy' || error.status === 'rate-limited')) {
+        this.picker.failed(request.id, 'busy', error.retryAfterMs ?? 0)
+        return
+      }
+      if (error instanceof PieceStalledError) {
+        this.refusals.refuse({ subject: 'chunk', reason: 'stalled', peer, packageId: this.pkg.id, index: request.index, message: `${error.message}; the chunk is asked elsewhere` }, 'info')
+      } else {
+        this.init.logger.debug({ peer, index: request.index, err: describeError(error) }, 'a peer request failed')
+      }
+      this.picker.failed(request.id, error instanceof PieceRefusedError && error.status === 'not-cached' ? 'not-cached' : 'error')
       return
     }
     const actual = createHash('sha256').update(bytes).digest('hex')
     if (actual !== sha256) {
       this.picker.failed(request.id, 'bad-data')
-      await this.badChunk(peer, request.index, actual)
+      await this.badChunk(peer, request.index, { reason: 'hash-mismatch', message: `chunk ${request.index} fails its hash`, actual })
       return
     }
     if (!await this.store(request, bytes, signal, true)) return
@@ -289,13 +316,25 @@ export class Swarm {
     this.report()
   }
 
-  /** A chunk that fails its hash: the peer is disconnected, and banned after repeats. */
-  private async badChunk (peer: string, index: number, actual: string): Promise<void> {
+  /**
+   * A chunk that fails its hash, or an answer that breaks the protocol: the
+   * peer is disconnected, and banned after repeats. Nothing of it was stored.
+   */
+  private async badChunk (peer: string, index: number, cause: { reason: 'hash-mismatch' | 'malformed-answer', message: string, actual?: string }): Promise<void> {
     const count = (this.badChunks.get(peer) ?? 0) + 1
     this.badChunks.set(peer, count)
     const banned = count >= (this.init.badChunksBeforeBan ?? DEFAULT_BAD_CHUNKS_BEFORE_BAN)
-    this.init.logger.warn({ peer, index, expected: this.pkg.chunks[index], actual, badChunks: count, packageId: this.pkg.id }, banned ? 'peer banned: it sent chunks that fail their hash' : 'a peer sent a chunk that fails its hash; disconnecting it')
+    this.refusals.refuse({
+      subject: 'chunk',
+      reason: cause.reason,
+      peer,
+      packageId: this.pkg.id,
+      index,
+      message: `${cause.message}; ${banned ? 'peer banned for the rest of the download' : 'disconnecting the peer'}`,
+      details: { expected: this.pkg.chunks[index], ...(cause.actual !== undefined ? { actual: cause.actual } : {}), badChunks: count, banned }
+    })
     if (banned) {
+      this.refusals.refuse({ subject: 'peer', reason: 'peer-banned', peer, packageId: this.pkg.id, message: `peer banned for the rest of the download after ${count} bad answers` })
       this.picker.ban(peer)
       this.init.ban(peer)
     } else {

@@ -9,9 +9,13 @@ import { TokenBucket } from '../download/token-bucket.js'
 import type { Identity } from '../identity.js'
 import type { PieceSource } from '../protocols/chunk/index.js'
 import { Discovery } from './discovery.js'
-import { PeerGate } from './gater.js'
+import { PeerGate, type PeerRefusalReason } from './gater.js'
 import { Libp2pMeshNetwork, type MeshNetwork } from './network.js'
-import { announcedAddresses, createMeshNode, mdnsServiceTagOf, type MeshNodeInit } from './node.js'
+import { swarmKeyIdOf } from './private-network.js'
+import { DEFAULT_ABUSE_SUSPENSION_MS } from '../protocols/chunk/index.js'
+import { RefusalLog } from '../refusals.js'
+import { announcedAddresses, createMeshNode, DEFAULT_MAX_CONNECTIONS, mdnsServiceTagOf, type MeshNodeInit } from './node.js'
+import { enforceConnectionLimit } from './connection-limit.js'
 
 export interface MeshSettings {
   /** @default DEFAULT_LISTEN (all interfaces, port 8651) */
@@ -32,7 +36,30 @@ export interface MeshSettings {
   /** Tuning of the downloads (picker, election). */
   swarm?: MeshFetcherInit['swarm']
   /** Tuning of the node (limits, timeouts). */
-  node?: Pick<MeshNodeInit, 'maxConnections' | 'maxIncomingPendingConnections' | 'inboundConnectionThreshold' | 'dialTimeoutMs' | 'upgradeTimeoutMs' | 'mdnsIntervalMs'>
+  node?: Pick<MeshNodeInit, 'maxConnections' | 'maxIncomingPendingConnections' | 'inboundConnectionThreshold' | 'dialTimeoutMs' | 'upgradeTimeoutMs' | 'mdnsIntervalMs' | 'maxStreamsPerConnection'>
+  /**
+   * The organisation's swarm key file (`meshdeploy agent swarm-key`): every
+   * connection is encrypted with it beneath noise, and peers without it are
+   * refused before their handshake. Absent: no private network.
+   */
+  swarmKey?: Uint8Array
+  /** Limits of the chunk exchange. */
+  exchange?: ExchangeLimits
+}
+
+export interface ExchangeLimits {
+  /** Piece requests a peer may make per second. @default chunk.DEFAULT_REQUESTS_PER_SECOND */
+  requestsPerSecond?: number
+  /** @default chunk.DEFAULT_REQUEST_BURST */
+  requestBurst?: number
+  /** Refusals for its rate within 10 s after which a peer is disconnected. @default chunk.DEFAULT_REFUSALS_BEFORE_DISCONNECT */
+  refusalsBeforeDisconnect?: number
+  /** How long a peer disconnected for a request flood is refused. @default chunk.DEFAULT_ABUSE_SUSPENSION_MS */
+  abuseSuspensionMs?: number
+  /** Longest a piece may go without progress before it is asked elsewhere. @default chunk.IDLE_TIMEOUT_MS */
+  pieceIdleTimeoutMs?: number
+  /** What counts as progress. @default chunk.MIN_PROGRESS_BYTES */
+  minPieceProgressBytes?: number
 }
 
 export interface MeshInit extends MeshSettings {
@@ -40,10 +67,18 @@ export interface MeshInit extends MeshSettings {
   cache: ChunkCache
   origin: ChunkOrigin
   logger: Logger
+  /** Where refusals are logged. @default a refusal log on `logger` */
+  refusals?: RefusalLog
   /** The allow-list the agent last had, so a restart does not wait for the coordinator. */
   allowedPeerIds?: string[]
   /** Observes the exchange (metrics): wraps the network and what is served; behaviour stays the same. */
   instrument?: { network: <T extends MeshNetwork>(network: T) => T, pieces: (source: PieceSource) => PieceSource }
+}
+
+const GATE_REFUSALS: Record<PeerRefusalReason, string> = {
+  'peer-not-allowed': 'not an enrolled, active device of the organisation',
+  'peer-banned': 'banned by a download for sending bad chunks',
+  'peer-suspended': 'suspended for flooding this agent with requests'
 }
 
 /**
@@ -59,9 +94,11 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
   private readonly discovery: Discovery
   private readonly logger: Logger
   private lastAddresses = ''
+  private readonly stopConnectionLimit: () => void
 
-  private constructor (node: Libp2p, gate: PeerGate, network: Libp2pMeshNetwork, fetcher: MeshFetcher, discovery: Discovery, logger: Logger) {
+  private constructor (node: Libp2p, gate: PeerGate, network: Libp2pMeshNetwork, fetcher: MeshFetcher, discovery: Discovery, logger: Logger, stopConnectionLimit: () => void) {
     super()
+    this.stopConnectionLimit = stopConnectionLimit
     this.node = node
     this.gate = gate
     this.network = network
@@ -72,9 +109,16 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
 
   static async start (init: MeshInit): Promise<Mesh> {
     const logger = init.logger.child({ component: 'mesh' })
+    const refusals = init.refusals ?? new RefusalLog({ logger })
     let fetcher: MeshFetcher | undefined
-    const gate = new PeerGate({ isBanned: peer => fetcher?.isBanned(peer) ?? false })
+    const gate = new PeerGate({
+      isBanned: peer => fetcher?.isBanned(peer) ?? false,
+      onRefused: (peer, reason, direction) => {
+        refusals.refuse({ subject: 'peer', reason, peer, message: `${direction} connection refused by the gater (${GATE_REFUSALS[reason]})`, details: { direction } })
+      }
+    })
     gate.setAllowed(init.allowedPeerIds ?? [])
+    const exchange = init.exchange ?? {}
     const node = await createMeshNode({
       ...init.node,
       key: init.identity.key,
@@ -82,7 +126,20 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
       ...(init.announce !== undefined ? { announce: init.announce } : {}),
       mdns: init.mdns ?? true,
       mdnsServiceTag: mdnsServiceTagOf(init.identity.coordinatorKeyId),
-      gater: gate.connectionGater()
+      gater: gate.connectionGater(),
+      ...(init.swarmKey !== undefined
+        ? {
+            swarmKey: init.swarmKey,
+            onPreSharedKeyMismatch: error => { refusals.refuse({ subject: 'peer', reason: 'psk-mismatch', address: error.address, message: error.message }) }
+          }
+        : {})
+    })
+    const maxConnections = init.node?.maxConnections ?? DEFAULT_MAX_CONNECTIONS
+    const stopConnectionLimit = enforceConnectionLimit(node, {
+      maxConnections,
+      onRefused: connection => {
+        refusals.refuse({ subject: 'peer', reason: 'connection-limit', peer: connection.remotePeer.toString(), message: `inbound connection refused: this agent holds its limit of ${maxConnections} connections` })
+      }
     })
     try {
       if (node.peerId.toString() !== init.identity.peerId) throw new Error(`the node's peer id ${node.peerId.toString()} is not the enrolled ${init.identity.peerId}`)
@@ -94,7 +151,16 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
         logger,
         pieces: init.instrument?.pieces(served) ?? served,
         ...(uploadBucket !== undefined ? { uploadBucket } : {}),
-        mayServe: peer => gate.allows(peer)
+        mayServe: peer => gate.allows(peer),
+        refusals,
+        admission: {
+          ...(exchange.requestsPerSecond !== undefined ? { requestsPerSecond: exchange.requestsPerSecond } : {}),
+          ...(exchange.requestBurst !== undefined ? { burst: exchange.requestBurst } : {}),
+          ...(exchange.refusalsBeforeDisconnect !== undefined ? { refusalsBeforeDisconnect: exchange.refusalsBeforeDisconnect } : {})
+        },
+        onAbuse: peer => { gate.suspend(peer, Date.now() + (exchange.abuseSuspensionMs ?? DEFAULT_ABUSE_SUSPENSION_MS)) },
+        ...(exchange.pieceIdleTimeoutMs !== undefined ? { pieceIdleTimeoutMs: exchange.pieceIdleTimeoutMs } : {}),
+        ...(exchange.minPieceProgressBytes !== undefined ? { minPieceProgressBytes: exchange.minPieceProgressBytes } : {})
       })
       const network = init.instrument?.network(libp2pNetwork) ?? libp2pNetwork
       let discovery: Discovery | undefined
@@ -104,13 +170,14 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
         cache: init.cache,
         origin: init.origin,
         logger,
+        refusals,
         ...(init.swarm !== undefined ? { swarm: init.swarm } : {}),
         onBansChanged: () => {
           for (const peer of fetcher!.bannedPeers()) void network.hangUp(peer)
         }
       })
       discovery = new Discovery({ node, gate, logger, usePeerList: init.usePeerList ?? true })
-      const mesh = new Mesh(node, gate, network, fetcher, discovery, logger)
+      const mesh = new Mesh(node, gate, network, fetcher, discovery, logger, stopConnectionLimit)
       await network.start()
       fetcher.start()
       discovery.start()
@@ -123,9 +190,16 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
         mesh.emit('changed')
       })
       mesh.lastAddresses = mesh.addresses().join(' ')
-      logger.info({ peerId: node.peerId.toString(), addresses: mesh.addresses(), mdns: init.mdns ?? true, usePeerList: init.usePeerList ?? true }, 'mesh node listening')
+      logger.info({
+        peerId: node.peerId.toString(),
+        addresses: mesh.addresses(),
+        mdns: init.mdns ?? true,
+        usePeerList: init.usePeerList ?? true,
+        privateNetwork: init.swarmKey !== undefined ? swarmKeyIdOf(init.swarmKey) : false
+      }, 'mesh node listening')
       return mesh
     } catch (error) {
+      stopConnectionLimit()
       await node.stop()
       throw error
     }
@@ -155,6 +229,7 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
   async stop (): Promise<void> {
     this.discovery.stop()
     this.fetcher.stop()
+    this.stopConnectionLimit()
     await this.network.stop()
     await this.node.stop()
     this.logger.debug('mesh node stopped')

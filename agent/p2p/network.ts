@@ -6,7 +6,8 @@ import type { Logger } from '../../protocol/logger.js'
 import * as chunk from '../protocols/chunk/index.js'
 import * as have from '../protocols/have/index.js'
 import type { HaveMessage } from '../protocols/have/index.js'
-import { asError } from '../protocols/frames.js'
+import { FrameTooLargeError, TruncatedFrameError, asError } from '../protocols/frames.js'
+import { RefusalLog } from '../refusals.js'
 import type { TokenBucket } from '../download/token-bucket.js'
 
 export interface MeshNetworkEvents {
@@ -19,8 +20,8 @@ export interface MeshNetworkEvents {
 /** The peer is not connected (any more). */
 export class PeerNotConnectedError extends Error {
   readonly peer: string
-  constructor (peer: string) {
-    super(`peer ${peer} is not connected`)
+  constructor (peer: string, options?: ErrorOptions) {
+    super(`peer ${peer} is not connected`, options)
     this.name = 'PeerNotConnectedError'
     this.peer = peer
   }
@@ -54,6 +55,16 @@ export interface Libp2pMeshNetworkInit {
   maxConcurrentUploads?: number
   /** Whether a peer may be served (a peer that a download banned is not). */
   mayServe?: (peer: string) => boolean
+  /** Each peer's piece-request budget. @default the defaults of ChunkAdmission */
+  admission?: chunk.ChunkAdmissionInit
+  /** A peer that keeps asking while over its budget: the caller suspends it; the network hangs up. */
+  onAbuse?: (peer: string) => void
+  /** @default chunk.IDLE_TIMEOUT_MS */
+  pieceIdleTimeoutMs?: number
+  /** @default chunk.MIN_PROGRESS_BYTES */
+  minPieceProgressBytes?: number
+  /** Where refusals are logged. @default a refusal log on `logger` */
+  refusals?: RefusalLog
   /** Bytes uploaded to a peer. */
   onUploaded?: (peer: string, bytes: number) => void
 }
@@ -64,6 +75,9 @@ export class Libp2pMeshNetwork extends EventEmitter<MeshNetworkEvents> implement
   private readonly node: Libp2p
   private readonly logger: Logger
   private readonly server: chunk.ChunkServer
+  private readonly admission: chunk.ChunkAdmission
+  private readonly refusals: RefusalLog
+  private readonly pieceOptions: Pick<chunk.RequestPieceOptions, 'idleTimeoutMs' | 'minProgressBytes'>
   private readonly senders = new Map<string, have.HaveSender>()
   private readonly opening = new Set<string>()
   /** Messages for a connected peer whose channel is still opening: sent once it is open. */
@@ -77,12 +91,28 @@ export class Libp2pMeshNetwork extends EventEmitter<MeshNetworkEvents> implement
     this.node = init.node
     this.selfId = init.node.peerId.toString()
     this.logger = init.logger
+    this.refusals = init.refusals ?? new RefusalLog({ logger: init.logger })
+    this.admission = new chunk.ChunkAdmission(init.admission)
+    this.pieceOptions = {
+      ...(init.pieceIdleTimeoutMs !== undefined ? { idleTimeoutMs: init.pieceIdleTimeoutMs } : {}),
+      ...(init.minPieceProgressBytes !== undefined ? { minProgressBytes: init.minPieceProgressBytes } : {})
+    }
     this.server = new chunk.ChunkServer({
       source: init.pieces,
+      admission: this.admission,
       ...(init.uploadBucket !== undefined ? { uploadBucket: init.uploadBucket } : {}),
       ...(init.maxConcurrentUploads !== undefined ? { maxConcurrentUploads: init.maxConcurrentUploads } : {}),
       ...(init.mayServe !== undefined ? { mayServe: init.mayServe } : {}),
-      ...(init.onUploaded !== undefined ? { onUploaded: init.onUploaded } : {})
+      ...(init.onUploaded !== undefined ? { onUploaded: init.onUploaded } : {}),
+      onRefused: (peer, reason, message) => {
+        this.refusals.refuse({ subject: 'peer', reason, peer, message: `piece request refused: ${message}` })
+      },
+      onAbuse: peer => {
+        this.refusals.refuse({ subject: 'peer', reason: 'request-flood', peer, message: 'it kept asking for pieces while told to wait; disconnecting it' })
+        this.admission.forget(peer)
+        init.onAbuse?.(peer)
+        void this.hangUp(peer)
+      }
     })
   }
 
@@ -167,8 +197,8 @@ export class Libp2pMeshNetwork extends EventEmitter<MeshNetworkEvents> implement
       if (this.stopController.signal.aborted) return
       const reason = asError(error)
       stream.abort(reason)
-      if (reason instanceof have.MalformedHaveMessageError || reason.name === 'FrameTooLargeError') {
-        this.logger.warn({ peer, err: describeError(reason) }, 'a peer sent a malformed announcement; disconnecting it')
+      if (reason instanceof have.MalformedHaveMessageError || reason instanceof FrameTooLargeError || reason instanceof TruncatedFrameError) {
+        this.refusals.refuse({ subject: 'peer', reason: 'malformed-announcement', peer, message: `a malformed announcement (${describeError(reason)}); disconnecting it` })
         await this.hangUp(peer)
       }
     }
@@ -195,10 +225,12 @@ export class Libp2pMeshNetwork extends EventEmitter<MeshNetworkEvents> implement
       maxOutboundStreams: chunk.MAX_OUTBOUND_STREAMS
     })
     try {
-      return await chunk.requestPiece(stream, request, options)
+      return await chunk.requestPiece(stream, request, { ...this.pieceOptions, ...options })
     } catch (error) {
       const reason = asError(error)
       stream.abort(reason)
+      // A connection closed meanwhile (by this side too) cuts answers short: that is no statement of the peer's.
+      if (connection.status !== 'open') throw new PeerNotConnectedError(peer, { cause: reason })
       throw reason
     }
   }

@@ -10,6 +10,7 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import type { Ed25519KeyPair } from '../../protocol/index.js'
 import { MAX_PIECE_BYTES } from '../protocols/chunk/constants.js'
+import { privateNetwork, type PreSharedKeyMismatchError } from './private-network.js'
 
 export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/8651']
 export const DEFAULT_MAX_CONNECTIONS = 128
@@ -25,6 +26,8 @@ export const DEFAULT_MDNS_INTERVAL_MS = 5000
  */
 export const DEFAULT_STREAM_WINDOW_BYTES = MAX_PIECE_BYTES + 64 * 1024
 export const AGENT_USER_AGENT = 'meshdeploy-agent'
+/** Streams a peer may have open on one connection over every protocol (each protocol has its own, lower bound too). */
+export const DEFAULT_MAX_STREAMS_PER_CONNECTION = 256
 
 export interface MeshNodeInit {
   /** The device key: the peer id follows from it. */
@@ -52,6 +55,12 @@ export interface MeshNodeInit {
   upgradeTimeoutMs?: number
   /** Initial yamux receive window of a stream. @default 1 MiB + 64 KiB */
   streamWindowBytes?: number
+  /** Inbound and outbound streams per connection, over every protocol. @default 256 */
+  maxStreamsPerConnection?: number
+  /** The private network's swarm key file (a pre-shared key under noise); absent: none. */
+  swarmKey?: Uint8Array
+  /** An inbound connection refused for another pre-shared key. */
+  onPreSharedKeyMismatch?: (error: PreSharedKeyMismatchError) => void
 }
 
 /** The organisation's mDNS service tag, from the coordinator key the agent pinned. */
@@ -69,7 +78,7 @@ export function announceable (addresses: Multiaddr[]): Multiaddr[] {
   return routable.length > 0 ? routable : addresses
 }
 
-/** Creates and starts the agent's libp2p node: tcp, noise, yamux, identify, mDNS when enabled, explicit limits. */
+/** Creates and starts the agent's libp2p node: tcp, a private network when given its key, noise, yamux, identify, mDNS when enabled, explicit limits. */
 export async function createMeshNode (init: MeshNodeInit): Promise<Libp2p> {
   const privateKey = privateKeyFromRaw(new Uint8Array([...init.key.secretKey, ...init.key.publicKey]))
   const listen = init.listen ?? DEFAULT_LISTEN
@@ -84,7 +93,14 @@ export async function createMeshNode (init: MeshNodeInit): Promise<Libp2p> {
     },
     transports: [tcp()],
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux({ streamOptions: { initialStreamWindowSize: init.streamWindowBytes ?? DEFAULT_STREAM_WINDOW_BYTES } })],
+    streamMuxers: [yamux({
+      maxInboundStreams: init.maxStreamsPerConnection ?? DEFAULT_MAX_STREAMS_PER_CONNECTION,
+      maxOutboundStreams: init.maxStreamsPerConnection ?? DEFAULT_MAX_STREAMS_PER_CONNECTION,
+      streamOptions: { initialStreamWindowSize: init.streamWindowBytes ?? DEFAULT_STREAM_WINDOW_BYTES }
+    })],
+    ...(init.swarmKey !== undefined
+      ? { connectionProtector: privateNetwork({ swarmKey: init.swarmKey, ...(init.onPreSharedKeyMismatch !== undefined ? { onMismatch: init.onPreSharedKeyMismatch } : {}) }) }
+      : {}),
     connectionGater: init.gater,
     connectionManager: {
       maxConnections: init.maxConnections ?? DEFAULT_MAX_CONNECTIONS,

@@ -42,23 +42,39 @@ export function encodeFrame (payload: Uint8Array | Uint8ArrayList): Uint8ArrayLi
   return new Uint8ArrayList(encodeVarint(payload.byteLength), payload)
 }
 
-/**
- * Reads length-prefixed frames with a bound on their size. Unlike lpStream
- * it tells a clean end of stream (null, on a frame boundary) from a
- * truncated frame (TruncatedFrameError), and checks the length before it
- * buffers the frame.
- */
-export class FrameReader {
-  private readonly bytes: ByteStream<MessageStream>
-  private readonly buffer = new Uint8ArrayList()
-  private readonly maxFrameBytes: number
+/** The stream was reset (by the remote, or aborted here) rather than closed: whatever was cut off is not the peer's statement. */
+export class StreamResetError extends Error {
+  constructor (message: string) {
+    super(message)
+    this.name = 'StreamResetError'
+  }
+}
 
-  constructor (stream: MessageStream, init: { maxFrameBytes: number, maxBufferBytes?: number }) {
+/**
+ * Splits bytes into length-prefixed frames with a bound on their size. Pure:
+ * bytes go in with `push`, whole frames come out of `next`. The length is
+ * checked as soon as its prefix is complete, before any of the frame is
+ * awaited, so a prefix claiming gigabytes costs only its own few bytes.
+ */
+export class FrameDecoder {
+  private readonly buffer = new Uint8ArrayList()
+  readonly maxFrameBytes: number
+
+  constructor (init: { maxFrameBytes: number }) {
     this.maxFrameBytes = init.maxFrameBytes
-    this.bytes = byteStream(stream, { maxBufferSize: init.maxBufferBytes ?? 2 * init.maxFrameBytes + 64 })
   }
 
-  private decode (): Uint8ArrayList | undefined {
+  /** Bytes received and not yet returned as a frame. */
+  get bufferedBytes (): number {
+    return this.buffer.byteLength
+  }
+
+  push (bytes: Uint8Array | Uint8ArrayList): void {
+    this.buffer.append(bytes)
+  }
+
+  /** The next whole frame, or undefined until more bytes arrive; throws FrameTooLargeError. */
+  next (): Uint8ArrayList | undefined {
     let length = 0
     let index = 0
     for (;; index++) {
@@ -76,17 +92,42 @@ export class FrameReader {
     return frame
   }
 
+  /** The input ended: throws TruncatedFrameError if it ended inside a frame. */
+  end (): void {
+    if (this.buffer.byteLength > 0) throw new TruncatedFrameError(`the stream ended inside a frame (${this.buffer.byteLength} bytes buffered)`)
+  }
+}
+
+/**
+ * Reads length-prefixed frames from a stream with a bound on their size.
+ * Unlike lpStream it tells a clean end of stream (null, on a frame boundary)
+ * from a truncated frame (TruncatedFrameError) and from a reset stream
+ * (StreamResetError), and checks the length before it buffers the frame.
+ */
+export class FrameReader {
+  private readonly stream: MessageStream
+  private readonly bytes: ByteStream<MessageStream>
+  private readonly decoder: FrameDecoder
+
+  constructor (stream: MessageStream, init: { maxFrameBytes: number, maxBufferBytes?: number }) {
+    this.stream = stream
+    this.decoder = new FrameDecoder(init)
+    this.bytes = byteStream(stream, { maxBufferSize: init.maxBufferBytes ?? 2 * init.maxFrameBytes + 64 })
+  }
+
   /** The next frame, or null when the remote closed its side between frames. */
   async read (options?: AbortOptions): Promise<Uint8ArrayList | null> {
     for (;;) {
-      const frame = this.decode()
+      const frame = this.decoder.next()
       if (frame !== undefined) return frame
       const more = await this.bytes.read(options)
       if (more === null) {
-        if (this.buffer.byteLength === 0) return null
-        throw new TruncatedFrameError(`the stream ended inside a frame (${this.buffer.byteLength} bytes buffered)`)
+        // A reset stream reads as an end too: only its status tells them apart.
+        if (this.stream.status === 'reset' || this.stream.status === 'aborted') throw new StreamResetError(`the stream was ${this.stream.status} (${this.decoder.bufferedBytes} bytes of a frame buffered)`)
+        this.decoder.end()
+        return null
       }
-      this.buffer.append(more)
+      this.decoder.push(more)
     }
   }
 }

@@ -1,7 +1,7 @@
 import type { Next } from 'koa'
 import { RateLimitedError, UnauthorizedError } from '../errors.js'
 import type { CoordinatorContext } from './context.js'
-import { RateLimiter, type RateDecision, type RateLimitRule } from './rate-limiter.js'
+import { RateLimiter, type RateDecision, type RateLimitRule } from '../../protocol/rate-limiter.js'
 
 export interface HttpLimitsInit {
   /** Per operator token. @default 50/s, burst 200 */

@@ -1,7 +1,7 @@
 import '../../protocol/polyfill.js'
 import test from 'ava'
 import { randomBytes } from 'node:crypto'
-import { readFile, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { readFile, mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -10,7 +10,7 @@ import { createMeshNode, mdnsServiceTagOf } from '../../agent/p2p/node.js'
 import { PeerGate } from '../../agent/p2p/gater.js'
 import * as chunk from '../../agent/protocols/chunk/index.js'
 import { asError } from '../../agent/protocols/frames.js'
-import { startAgentProcess, startCoordinatorProcess, waitFor, type AgentProcess, type CoordinatorProcess } from '../helpers/processes.js'
+import { runCli, startAgentProcess, startCoordinatorProcess, waitFor, type AgentProcess, type CoordinatorProcess } from '../helpers/processes.js'
 
 const SETTLED = new Set(['succeeded', 'already-installed', 'not-applicable', 'cancelled', 'expired'])
 const CORRUPTING_AGENT = [process.execPath, '--import', 'tsx', resolve(import.meta.dirname, '../helpers/corrupting-agent.ts')]
@@ -207,6 +207,43 @@ test.serial('a peer id that is not an enrolled device cannot connect; an enrolle
     finished = true
   } finally {
     await Promise.all(nodes.map(async node => { await node.stop() }))
+    await stopAll(agents, coordinator, work, finished && t.passed)
+  }
+})
+
+test.serial('a private network: the operator makes a swarm key; agents holding it share chunks, an agent with another key is refused (psk-mismatch) and fetches from the origin', async t => {
+  const coordinator = await startCoordinatorProcess({ chunkSizeKiB: 64 })
+  const work = await mkdtemp(join(tmpdir(), 'md-e2e-mesh-'))
+  let finished = false
+  const agents: AgentProcess[] = []
+  try {
+    const keyFile = join(work, 'swarm.key')
+    const otherKeyFile = join(work, 'other.key')
+    for (const file of [keyFile, otherKeyFile]) t.is((await runCli(['agent', 'swarm-key', '--out', file], {})).code, 0)
+    t.is((await stat(keyFile)).mode & 0o777, 0o600, 'readable by its owner only')
+    const again = await runCli(['agent', 'swarm-key', '--out', keyFile], {})
+    t.is(again.code, 1, 'an existing key file is never overwritten')
+    const badKeyFile = join(work, 'bad.key')
+    await writeFile(badKeyFile, 'not a key\n')
+    const refused = await runCli(['agent', 'start', '--data', join(work, 'never'), '--coordinator', coordinator.url, '--insecure-http', '--swarm-key', badKeyFile], {})
+    t.is(refused.code, 2)
+    t.regex(refused.stderr, /a swarm key has three lines/)
+
+    const [seed, peer] = await site(coordinator, 2, 'private', { extraArgs: ['--swarm-key', keyFile] })
+    const [outsider] = await site(coordinator, 1, 'outsider', { extraArgs: ['--swarm-key', otherKeyFile] })
+    agents.push(seed, peer, outsider)
+    await meshFormed(coordinator, [seed, peer])
+    const pkg = await seeded(coordinator, work, seed, 2 * MIB)
+    const task = await coordinator.api.post('/v1/tasks', { packageId: pkg.id, action: 'distribute-files', destination: '/srv/p', targets: { deviceIds: [peer.deviceId, outsider.deviceId] }, maxAttempts: 1 })
+    const rows = await settled(coordinator, task.id, 2)
+    const byDevice = new Map(rows.map(row => [row.deviceId, row]))
+    t.like(byDevice.get(peer.deviceId), { state: 'succeeded', bytesFromPeers: pkg.sizeBytes }, 'from the seed, inside the private network')
+    t.like(byDevice.get(outsider.deviceId), { state: 'succeeded', bytesFromPeers: 0, bytesFromOrigin: pkg.sizeBytes }, 'nobody would talk to it')
+    const mismatches = (await Promise.all([seed, peer].map(async agent => await readFile(agent.logFile, 'utf8')))).join('\n').split('\n').filter(line => line.includes('"reason":"psk-mismatch"'))
+    t.true(mismatches.length > 0, 'the private agents logged the outsider\'s refused connections')
+    t.regex(mismatches[0], /not protected by this network's pre-shared key/)
+    finished = true
+  } finally {
     await stopAll(agents, coordinator, work, finished && t.passed)
   }
 })

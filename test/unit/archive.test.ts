@@ -1,28 +1,28 @@
-import test from 'ava'
-import { mkdtemp, readdir, readFile, writeFile, readlink } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import test, { type ExecutionContext } from 'ava'
+import { tempFolder } from '../helpers/temp.js'
+import { readdir, readFile, writeFile, readlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { extractArchive } from '../../agent/install/archive.js'
 import { makeTar, makeTarGz, makeZip, type TarEntry } from '../helpers/archives.js'
 
-async function folder (): Promise<string> {
-  return await mkdtemp(join(tmpdir(), 'md-archive-'))
+async function folder (t: ExecutionContext): Promise<string> {
+  return await tempFolder(t, 'md-archive-')
 }
 
-async function tarFile (entries: TarEntry[], gz = false): Promise<string> {
-  const dir = await folder()
+async function tarFile (t: ExecutionContext, entries: TarEntry[], gz = false): Promise<string> {
+  const dir = await folder(t)
   const file = join(dir, gz ? 'a.tar.gz' : 'a.tar')
   await writeFile(file, gz ? makeTarGz(entries) : makeTar(entries))
   return file
 }
 
 test('a tar.gz extracts files, folders and inside links', async t => {
-  const file = await tarFile([
+  const file = await tarFile(t, [
     { name: 'app/', type: '5', mode: 0o755 },
     { name: 'app/bin.sh', content: '#!/bin/sh\necho hi\n', mode: 0o755 },
     { name: 'app/current', type: '2', linkName: 'bin.sh' }
   ], true)
-  const destination = join(await folder(), 'dest')
+  const destination = join(await folder(t), 'dest')
   const { entries } = await extractArchive(file, 'tar.gz', destination)
   t.is(entries, 3)
   t.is(await readFile(join(destination, 'app/bin.sh'), 'utf8'), '#!/bin/sh\necho hi\n')
@@ -40,8 +40,8 @@ const escapes: Array<[string, TarEntry[]]> = [
 
 for (const [label, entries] of escapes) {
   test(`a tar with ${label} is refused whole and writes nothing`, async t => {
-    const file = await tarFile([{ name: 'good.txt', content: 'fine' }, ...entries])
-    const parent = await folder()
+    const file = await tarFile(t, [{ name: 'good.txt', content: 'fine' }, ...entries])
+    const parent = await folder(t)
     const destination = join(parent, 'dest')
     const error = await t.throwsAsync(extractArchive(file, 'tar', destination))
     t.is(error?.name, 'PathEscapeError')
@@ -51,14 +51,14 @@ for (const [label, entries] of escapes) {
 
 test('a device file or FIFO in a tar is refused', async t => {
   for (const type of ['3', '6'] as const) {
-    const file = await tarFile([{ name: 'dev', type }])
-    const error = await t.throwsAsync(extractArchive(file, 'tar', join(await folder(), 'dest')))
+    const file = await tarFile(t, [{ name: 'dev', type }])
+    const error = await t.throwsAsync(extractArchive(file, 'tar', join(await folder(t), 'dest')))
     t.is(error?.name, 'UnsupportedEntryError')
   }
 })
 
 test('a truncated tar.gz is refused as corrupt', async t => {
-  const dir = await folder()
+  const dir = await folder(t)
   const file = join(dir, 'a.tar.gz')
   const whole = makeTarGz([{ name: 'big.bin', content: Buffer.alloc(200_000, 1) }])
   await writeFile(file, whole.subarray(0, whole.byteLength >> 1))
@@ -67,7 +67,7 @@ test('a truncated tar.gz is refused as corrupt', async t => {
 })
 
 test('a zip extracts files into folders', async t => {
-  const dir = await folder()
+  const dir = await folder(t)
   const file = join(dir, 'a.zip')
   await writeFile(file, makeZip([{ name: 'docs/readme.txt', content: 'hello' }, { name: 'top.txt', content: 'top' }]))
   const destination = join(dir, 'dest')
@@ -78,7 +78,7 @@ test('a zip extracts files into folders', async t => {
 
 for (const [label, name, mode] of [['a ../ name', '../evil.txt', undefined], ['an absolute name', '/evil.txt', undefined], ['a symbolic link', 'link', 0o120777]] as const) {
   test(`a zip with ${label} is refused and writes nothing`, async t => {
-    const dir = await folder()
+    const dir = await folder(t)
     const file = join(dir, 'a.zip')
     await writeFile(file, makeZip([{ name: 'ok.txt', content: 'ok' }, { name, content: '/etc/passwd', ...(mode !== undefined ? { unixMode: mode } : {}) }]))
     const parent = join(dir, 'out')

@@ -1,19 +1,19 @@
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
+import { tempFolder } from '../helpers/temp.js'
 import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdtemp, readdir, writeFile, mkdir } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { readdir, writeFile, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ContentStore } from '../../protocol/index.js'
 
-async function store (): Promise<ContentStore> {
-  const content = new ContentStore(await mkdtemp(join(tmpdir(), 'md-content-')))
+async function store (t: ExecutionContext): Promise<ContentStore> {
+  const content = new ContentStore(await tempFolder(t, 'md-content-'))
   await content.open()
   return content
 }
 
 test('content is stored under its hash and read back verified', async t => {
-  const content = await store()
+  const content = await store(t)
   const bytes = randomBytes(1000)
   const { sha256, created } = await content.put(bytes)
   t.true(created)
@@ -23,7 +23,7 @@ test('content is stored under its hash and read back verified', async t => {
 })
 
 test('a declared hash that does not match stores nothing', async t => {
-  const content = await store()
+  const content = await store(t)
   const error = await t.throwsAsync(content.put(randomBytes(10), 'a'.repeat(64)))
   t.is(error?.name, 'HashMismatchError')
   t.false(await content.has('a'.repeat(64)))
@@ -31,7 +31,7 @@ test('a declared hash that does not match stores nothing', async t => {
 })
 
 test('a file damaged on disk is refused and removed on read', async t => {
-  const content = await store()
+  const content = await store(t)
   const { sha256 } = await content.put(randomBytes(100))
   await writeFile(content.pathOf(sha256), randomBytes(100))
   t.is((await t.throwsAsync(content.get(sha256)))?.name, 'HashMismatchError')
@@ -40,7 +40,7 @@ test('a file damaged on disk is refused and removed on read', async t => {
 })
 
 test('a write killed midway leaves nothing that looks complete', async t => {
-  const root = await mkdtemp(join(tmpdir(), 'md-content-kill-'))
+  const root = await tempFolder(t, 'md-content-kill-')
   const module = new URL('../../protocol/content-store.ts', import.meta.url).pathname
   const script = `
     import { ContentStore } from ${JSON.stringify(module)}
@@ -69,7 +69,7 @@ test('a write killed midway leaves nothing that looks complete', async t => {
 })
 
 test('listing skips names that are not content', async t => {
-  const content = await store()
+  const content = await store(t)
   const { sha256 } = await content.put(Buffer.from('x'))
   await mkdir(join(content.root, 'zz'), { recursive: true })
   await writeFile(join(content.root, 'zz', 'notes.txt'), 'x')

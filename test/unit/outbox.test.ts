@@ -1,6 +1,5 @@
-import test from 'ava'
-import { mkdtemp } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import test, { type ExecutionContext } from 'ava'
+import { tempFolder } from '../helpers/temp.js'
 import { join } from 'node:path'
 import { generateKeyPair, openStatusRecord, trustKeys, type SignedEnvelope } from '../../protocol/index.js'
 import { silentLogger } from '../../protocol/logger.js'
@@ -25,8 +24,8 @@ function keyOf (envelope: SignedEnvelope): string {
   return `${record.deviceId}/${record.taskId}/${record.attempt}/${record.seq}`
 }
 
-async function setUp (): Promise<{ store: AgentStore, outbox: Outbox, coordinator: ScriptedCoordinator, task: LocalTask }> {
-  const dir = await mkdtemp(join(tmpdir(), 'md-outbox-'))
+async function setUp (t: ExecutionContext): Promise<{ store: AgentStore, outbox: Outbox, coordinator: ScriptedCoordinator, task: LocalTask }> {
+  const dir = await tempFolder(t, 'md-outbox-')
   const store = await AgentStore.open(join(dir, 'db'), dir)
   const coordinator = new ScriptedCoordinator()
   const identity = { deviceId: 'dev-1', key: deviceKey } as unknown as Identity
@@ -38,7 +37,7 @@ async function setUp (): Promise<{ store: AgentStore, outbox: Outbox, coordinato
 const fields = { bytesTotal: 10, bytesDone: 0, bytesFromPeers: 0, bytesFromOrigin: 0 }
 
 test('records are signed, numbered and saved with the task in one write', async t => {
-  const { store, outbox, coordinator, task } = await setUp()
+  const { store, outbox, coordinator, task } = await setUp(t)
   coordinator.answer = () => { throw new Error('unreachable') }
   let current = await outbox.record(task, { ...fields, state: 'downloading' })
   current = await outbox.record(current, { ...fields, state: 'installing' })
@@ -52,7 +51,7 @@ test('records are signed, numbered and saved with the task in one write', async 
 })
 
 test('records stay in the outbox until acknowledged, across a restart', async t => {
-  const { store, outbox, coordinator, task } = await setUp()
+  const { store, outbox, coordinator, task } = await setUp(t)
   coordinator.answer = () => { throw new Error('the coordinator is down') }
   await outbox.record(task, { ...fields, state: 'downloading' })
   await outbox.flush()
@@ -71,7 +70,7 @@ test('records stay in the outbox until acknowledged, across a restart', async t 
 })
 
 test('only acknowledged or refused records leave the outbox', async t => {
-  const { store, outbox, coordinator, task } = await setUp()
+  const { store, outbox, coordinator, task } = await setUp(t)
   coordinator.answer = () => { throw new Error('down') }
   let current = task
   for (const state of ['downloading', 'verifying', 'installing'] as const) current = await outbox.record(current, { ...fields, state })
@@ -89,7 +88,7 @@ test('only acknowledged or refused records leave the outbox', async t => {
 })
 
 test('a second store on the same folder is refused with DataFolderLockedError', async t => {
-  const dir = await mkdtemp(join(tmpdir(), 'md-outbox-lock-'))
+  const dir = await tempFolder(t, 'md-outbox-lock-')
   const first = await AgentStore.open(join(dir, 'db'), dir)
   const error = await t.throwsAsync(AgentStore.open(join(dir, 'db'), dir))
   t.is(error?.name, 'DataFolderLockedError')

@@ -1,5 +1,5 @@
 import test from 'ava'
-import { RateLimiter } from '../../coordinator/http/rate-limiter.js'
+import { RateLimiter } from '../../protocol/rate-limiter.js'
 
 function clock (start = 0): { now: () => number, advance: (ms: number) => void } {
   let time = start

@@ -20,7 +20,28 @@ export const DEFAULT_MAX_CONCURRENT_UPLOADS = 48
 export const REQUEST_READ_TIMEOUT_MS = 10_000
 /** Opening a request stream (protocol negotiation included). */
 export const OPEN_TIMEOUT_MS = 10_000
-/** Longest silence between two frames of an answer before the request counts as stalled. */
+/** Longest an answer may go without making progress before the request counts as stalled. */
 export const IDLE_TIMEOUT_MS = 15_000
+/**
+ * Progress, for the stall timer: this many bytes (or the rest of the piece).
+ * A peer dribbling a byte now and then does not keep a request alive.
+ */
+export const MIN_PROGRESS_BYTES = 8 * KIB
 /** A sender that cannot write a frame within this long gives the request up. */
 export const WRITE_TIMEOUT_MS = 30_000
+/**
+ * Piece requests one peer may make per second, sustained, and at once after a
+ * quiet spell: an honest downloader of the smallest chunks (64 KiB) at about
+ * 1 Gbit/s from one peer stays under it.
+ */
+export const DEFAULT_REQUESTS_PER_SECOND = 2000
+export const DEFAULT_REQUEST_BURST = 2000
+/** Refusals for its rate after which a peer is disconnected, counted over ABUSE_WINDOW_MS. */
+export const DEFAULT_REFUSALS_BEFORE_DISCONNECT = 100
+export const ABUSE_WINDOW_MS = 10_000
+/** Shortest wait a `rate-limited` answer asks for: a requester that honours it stays well under the disconnect threshold. */
+export const MIN_RETRY_AFTER_MS = 1000
+/** Longest wait an answer may ask for; anything longer is malformed. */
+export const MAX_RETRY_AFTER_MS = 10 * 60_000
+/** How long a peer disconnected for abuse is refused by the gater. */
+export const DEFAULT_ABUSE_SUSPENSION_MS = 60_000

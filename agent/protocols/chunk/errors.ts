@@ -3,10 +3,13 @@ import type { PieceStatus } from './messages.js'
 /** The peer answered with a refusal instead of the bytes. */
 export class PieceRefusedError extends Error {
   readonly status: Exclude<PieceStatus, 'ok'>
-  constructor (status: Exclude<PieceStatus, 'ok'>, message?: string) {
-    super(message ?? `the peer refused the piece: ${status}`)
+  /** For `rate-limited`: how long the peer asks this agent to wait. */
+  readonly retryAfterMs?: number
+  constructor (status: Exclude<PieceStatus, 'ok'>, options: { message?: string, retryAfterMs?: number } = {}) {
+    super(options.message ?? `the peer refused the piece: ${status}${options.retryAfterMs !== undefined ? ` (ask again in ${options.retryAfterMs} ms)` : ''}`)
     this.name = 'PieceRefusedError'
     this.status = status
+    if (options.retryAfterMs !== undefined) this.retryAfterMs = options.retryAfterMs
   }
 }
 
@@ -18,11 +21,11 @@ export class MalformedPieceMessageError extends Error {
   }
 }
 
-/** The peer went quiet in the middle of an answer. */
+/** The peer went quiet, or nearly so, in the middle of an answer. */
 export class PieceStalledError extends Error {
   readonly idleMs: number
-  constructor (idleMs: number) {
-    super(`no bytes from the peer for ${idleMs} ms`)
+  constructor (idleMs: number, minProgressBytes?: number) {
+    super(minProgressBytes === undefined ? `no bytes from the peer for ${idleMs} ms` : `fewer than ${minProgressBytes} bytes from the peer in ${idleMs} ms`)
     this.name = 'PieceStalledError'
     this.idleMs = idleMs
   }

@@ -1,7 +1,9 @@
 import type { AbortOptions, Stream } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { take, type TokenBucket } from '../../download/token-bucket.js'
-import { FrameReader, asError, encodeFrame, sendBytes } from '../frames.js'
+import { describeError } from '../../../protocol/index.js'
+import { FrameReader, FrameTooLargeError, TruncatedFrameError, asError, encodeFrame, sendBytes } from '../frames.js'
+import type { ChunkAdmission } from './admission.js'
 import {
   DEFAULT_MAX_CONCURRENT_UPLOADS, MAX_DATA_FRAME_BYTES, REQUEST_BYTES, REQUEST_READ_TIMEOUT_MS, WRITE_TIMEOUT_MS
 } from './constants.js'
@@ -25,9 +27,18 @@ export interface ChunkServerInit {
   writeTimeoutMs?: number
   /** Whether the remote peer may be served at all (a peer banned by a download is refused). */
   mayServe?: (remotePeer: string) => boolean
+  /** Per-peer request budget; absent: none. */
+  admission?: ChunkAdmission
   /** Bytes written to a peer, for accounting. */
   onUploaded?: (remotePeer: string, bytes: number) => void
+  /** A request this agent refused, and why (the caller logs it). */
+  onRefused?: (remotePeer: string, reason: ChunkRefusalReason, message: string) => void
+  /** The peer kept asking while told to wait: the caller disconnects it. */
+  onAbuse?: (remotePeer: string) => void
 }
+
+/** Why a request was refused, as the refusal log names it. */
+export type ChunkRefusalReason = 'rate-limited' | 'malformed-request' | 'peer-not-allowed' | 'request-timeout'
 
 /**
  * Answers piece requests: one request per stream, the answer a header and
@@ -62,23 +73,43 @@ export class ChunkServer {
 
   private async serve (stream: Stream, remotePeer: string, options: AbortOptions): Promise<void> {
     const writeTimeoutMs = this.init.writeTimeoutMs ?? WRITE_TIMEOUT_MS
-    const answer = async (status: PieceStatus): Promise<void> => {
-      await sendBytes(stream, encodeFrame(encodePieceHeader(status, 0)), { signal: AbortSignal.timeout(writeTimeoutMs) })
+    const answer = async (status: PieceStatus, value = 0): Promise<void> => {
+      await sendBytes(stream, encodeFrame(encodePieceHeader(status, value)), { signal: AbortSignal.timeout(writeTimeoutMs) })
       await stream.close({ signal: AbortSignal.timeout(writeTimeoutMs) })
     }
     try {
       const reader = new FrameReader(stream, { maxFrameBytes: REQUEST_BYTES, maxBufferBytes: 4 * REQUEST_BYTES })
       const readSignal = anySignal(options.signal, AbortSignal.timeout(this.init.requestReadTimeoutMs ?? REQUEST_READ_TIMEOUT_MS))
-      const frame = await reader.read({ signal: readSignal })
+      let frame
+      try {
+        frame = await reader.read({ signal: readSignal })
+      } catch (error) {
+        if (options.signal?.aborted !== true && readSignal.aborted) this.init.onRefused?.(remotePeer, 'request-timeout', 'no request within the time allowed')
+        else if (error instanceof FrameTooLargeError || error instanceof TruncatedFrameError) this.init.onRefused?.(remotePeer, 'malformed-request', describeError(error))
+        throw error
+      }
       if (frame === null) throw new MalformedPieceMessageError('the stream ended before a request')
+      const admission = this.init.admission?.admit(remotePeer)
+      if (admission !== undefined && !admission.admitted) {
+        this.init.onRefused?.(remotePeer, 'rate-limited', `over its request budget; told to wait ${admission.retryAfterMs} ms${admission.disconnect ? ', and disconnected for asking regardless' : ''}`)
+        try {
+          await answer('rate-limited', admission.retryAfterMs)
+        } finally {
+          // Even when the flooder did not wait for the answer.
+          if (admission.disconnect) this.init.onAbuse?.(remotePeer)
+        }
+        return
+      }
       let request: PieceRequest
       try {
         request = decodePieceRequest(frame)
       } catch (error) {
+        this.init.onRefused?.(remotePeer, 'malformed-request', describeError(error))
         await answer('invalid')
         return
       }
       if (this.init.mayServe?.(remotePeer) === false) {
+        this.init.onRefused?.(remotePeer, 'peer-not-allowed', 'the peer is banned or no longer on the allow-list')
         await answer('refused')
         return
       }

@@ -1,6 +1,6 @@
 import type { Uint8ArrayList } from 'uint8arraylist'
 import { MAX_CHUNKS_PER_PACKAGE, MAX_CHUNK_SIZE_BYTES } from '../../../protocol/index.js'
-import { HEADER_BYTES, MAX_PIECE_BYTES, REQUEST_BYTES } from './constants.js'
+import { HEADER_BYTES, MAX_PIECE_BYTES, MAX_RETRY_AFTER_MS, REQUEST_BYTES } from './constants.js'
 import { MalformedPieceMessageError } from './errors.js'
 
 export interface PieceRequest {
@@ -10,9 +10,21 @@ export interface PieceRequest {
   lengthBytes: number
 }
 
-/** `not-cached`: the peer does not hold it; `busy`: too many uploads; `invalid`: out of range; `refused`: not for this peer. */
-export const PIECE_STATUSES = ['ok', 'not-cached', 'busy', 'invalid', 'refused'] as const
+/**
+ * `not-cached`: the peer does not hold it; `busy`: too many uploads;
+ * `invalid`: out of range; `refused`: not for this peer; `rate-limited`: the
+ * requester is over its request budget and may ask again after the time the
+ * header carries.
+ */
+export const PIECE_STATUSES = ['ok', 'not-cached', 'busy', 'invalid', 'refused', 'rate-limited'] as const
 export type PieceStatus = typeof PIECE_STATUSES[number]
+
+/** An answer's header: the length that follows (`ok`), or when to ask again (`rate-limited`). */
+export interface PieceHeader {
+  status: PieceStatus
+  lengthBytes: number
+  retryAfterMs?: number
+}
 
 export function encodePieceRequest (request: PieceRequest): Uint8Array {
   const out = new Uint8Array(REQUEST_BYTES)
@@ -40,19 +52,25 @@ export function decodePieceRequest (frame: Uint8Array | Uint8ArrayList): PieceRe
   return request
 }
 
-export function encodePieceHeader (status: PieceStatus, lengthBytes: number): Uint8Array {
+/** The header's 4-byte field is the length that follows for `ok`, the wait in ms for `rate-limited`, and 0 otherwise. */
+export function encodePieceHeader (status: PieceStatus, value: number): Uint8Array {
   const out = new Uint8Array(HEADER_BYTES)
   out[0] = PIECE_STATUSES.indexOf(status)
-  new DataView(out.buffer).setUint32(1, lengthBytes)
+  new DataView(out.buffer).setUint32(1, value)
   return out
 }
 
-export function decodePieceHeader (frame: Uint8Array | Uint8ArrayList): { status: PieceStatus, lengthBytes: number } {
+export function decodePieceHeader (frame: Uint8Array | Uint8ArrayList): PieceHeader {
   const bytes = frame instanceof Uint8Array ? frame : frame.subarray()
   if (bytes.byteLength !== HEADER_BYTES) throw new MalformedPieceMessageError(`an answer header is ${HEADER_BYTES} bytes, not ${bytes.byteLength}`)
   const status = PIECE_STATUSES[bytes[0]]
   if (status === undefined) throw new MalformedPieceMessageError(`unknown answer status ${bytes[0]}`)
-  const lengthBytes = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(1)
-  if (lengthBytes > MAX_PIECE_BYTES) throw new MalformedPieceMessageError(`an answer of ${lengthBytes} bytes is larger than a piece may be`)
-  return { status, lengthBytes }
+  const value = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(1)
+  if (status === 'rate-limited') {
+    if (value > MAX_RETRY_AFTER_MS) throw new MalformedPieceMessageError(`a wait of ${value} ms is longer than a peer may ask for`)
+    return { status, lengthBytes: 0, retryAfterMs: value }
+  }
+  if (status !== 'ok' && value !== 0) throw new MalformedPieceMessageError(`a ${status} answer carries no length, not ${value}`)
+  if (value > MAX_PIECE_BYTES) throw new MalformedPieceMessageError(`an answer of ${value} bytes is larger than a piece may be`)
+  return { status, lengthBytes: value }
 }

@@ -1,8 +1,9 @@
 /**
- * Request-rate limiting by key (an operator token, a device, a client
- * address): one token bucket per key that refills at `requestsPerSecond` up
- * to `burst` requests. It only computes — no timers — and takes its clock
- * from the caller, so its behaviour is tested with tables.
+ * Request-rate limiting by key (an operator token, a device or a client
+ * address at the coordinator; a peer on an agent's chunk protocol): one
+ * token bucket per key that refills at `requestsPerSecond` up to `burst`
+ * requests. It only computes — no timers — and takes its clock from the
+ * caller, so its behaviour is tested with tables.
  */
 
 export interface RateLimitRule {
@@ -66,6 +67,11 @@ export class RateLimiter {
   private decide (tokens: number, cost: number): RateDecision {
     if (tokens >= cost) return { allowed: true, remaining: Math.floor(tokens - cost) }
     return { allowed: false, retryAfterMs: Math.ceil((cost - tokens) * 1000 / this.requestsPerSecond) }
+  }
+
+  /** Forgets a key: it starts again with a full bucket. */
+  forget (key: string): void {
+    this.buckets.delete(key)
   }
 
   /** Keys currently tracked. */
