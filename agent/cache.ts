@@ -79,6 +79,8 @@ export class ChunkCache extends EventEmitter<{ evicted: [packageId: string], cha
   /** Package id → who needs it (task ids, prefetch ids). */
   private readonly pins = new Map<string, Set<string>>()
   private readonly serveBuffer = new Map<string, Buffer>()
+  /** Chunks whose bytes on disk this process has hashed (before writing them, or on a read). */
+  private readonly verified = new Set<string>()
   private serveBufferUsed = 0
   private saving: Promise<void> = Promise.resolve()
   private evicting?: Promise<void>
@@ -127,6 +129,9 @@ export class ChunkCache extends EventEmitter<{ evicted: [packageId: string], cha
     if (this.sizes.has(sha256)) return
     // The in-memory map says the chunk is absent: no lookup on disk first (a rename over an equal file is harmless).
     await this.content.put(bytes, sha256, { sync: false, hashedByCaller: options.hashedByCaller === true, checkExisting: false })
+    this.verified.add(sha256)
+    // Peers ask for a chunk soon after it is announced: keep it at hand.
+    this.keepForServing(sha256, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))
     if (!this.sizes.has(sha256)) {
       this.sizes.set(sha256, bytes.byteLength)
       this.usedBytes += bytes.byteLength
@@ -135,16 +140,53 @@ export class ChunkCache extends EventEmitter<{ evicted: [packageId: string], cha
     if (this.usedBytes > this.maxBytes) void this.enforceLimit()
   }
 
+  /** Reads a chunk and checks its hash. */
   async get (sha256: string): Promise<Buffer> {
     try {
-      return await this.content.get(sha256)
+      const bytes = await this.content.get(sha256)
+      this.verified.add(sha256)
+      return bytes
     } catch (error) {
       if (error instanceof ContentNotFoundError || error instanceof HashMismatchError) this.forget(sha256)
       throw error
     }
   }
 
+  /**
+   * Reads a chunk, checking its hash only if this process has not checked
+   * these bytes before (it wrote them after hashing them, or read and hashed
+   * them once): for callers that check what they build from it again (the
+   * whole file's hash, a peer's own check of every chunk it receives), as
+   * BitTorrent clients do.
+   */
+  async read (sha256: string): Promise<Buffer> {
+    if (!this.verified.has(sha256)) return await this.get(sha256)
+    try {
+      return await this.content.get(sha256, { verify: false })
+    } catch (error) {
+      if (error instanceof ContentNotFoundError) this.forget(sha256)
+      throw error
+    }
+  }
+
+  /** Checks the hash of each chunk again and drops those that fail: after a whole file built from them did not match. */
+  async recheck (chunks: Iterable<string>): Promise<string[]> {
+    const bad: string[] = []
+    for (const sha256 of new Set(chunks)) {
+      this.verified.delete(sha256)
+      this.dropServeBuffer(sha256)
+      try {
+        await this.get(sha256)
+      } catch (error) {
+        if (!(error instanceof HashMismatchError || error instanceof ContentNotFoundError)) throw error
+        bad.push(sha256)
+      }
+    }
+    return bad
+  }
+
   private forget (sha256: string): void {
+    this.verified.delete(sha256)
     const size = this.sizes.get(sha256)
     if (size === undefined) return
     this.sizes.delete(sha256)
@@ -210,9 +252,11 @@ export class ChunkCache extends EventEmitter<{ evicted: [packageId: string], cha
   }
 
   /**
-   * A piece of a chunk for a peer. The chunk is read and verified once and
-   * kept in a bounded buffer, because a capped peer asks for it in many
-   * small pieces.
+   * A piece of a chunk for a peer. The chunk is kept in a bounded buffer
+   * (from when it is written or first read), because several peers ask for
+   * a fresh chunk and a capped peer asks for it in many small pieces. It is
+   * hashed on disk only if this process has not hashed it before: the peer
+   * checks every chunk it receives anyway.
    */
   async readPiece (packageId: string, index: number, offset: number, length: number): Promise<Uint8Array> {
     const pkg = this.packages.get(packageId)
@@ -220,14 +264,8 @@ export class ChunkCache extends EventEmitter<{ evicted: [packageId: string], cha
     if (sha256 === undefined || !this.sizes.has(sha256)) throw new ChunkNotCachedError(`chunk ${index} of ${packageId} is not cached`)
     let bytes = this.serveBuffer.get(sha256)
     if (bytes === undefined) {
-      bytes = await this.get(sha256)
-      this.serveBuffer.set(sha256, bytes)
-      this.serveBufferUsed += bytes.byteLength
-      for (const [key, value] of this.serveBuffer) {
-        if (this.serveBufferUsed <= this.serveBufferBytes || key === sha256) break
-        this.serveBuffer.delete(key)
-        this.serveBufferUsed -= value.byteLength
-      }
+      bytes = await this.read(sha256)
+      this.keepForServing(sha256, bytes)
     } else {
       // Most recently used last.
       this.serveBuffer.delete(sha256)
@@ -235,6 +273,17 @@ export class ChunkCache extends EventEmitter<{ evicted: [packageId: string], cha
     }
     if (offset + length > bytes.byteLength) throw new ChunkNotCachedError(`chunk ${index} of ${packageId} has ${bytes.byteLength} bytes, not ${offset + length}`)
     return bytes.subarray(offset, offset + length)
+  }
+
+  private keepForServing (sha256: string, bytes: Buffer): void {
+    if (this.serveBuffer.has(sha256) || bytes.byteLength > this.serveBufferBytes) return
+    this.serveBuffer.set(sha256, bytes)
+    this.serveBufferUsed += bytes.byteLength
+    for (const [key, value] of this.serveBuffer) {
+      if (this.serveBufferUsed <= this.serveBufferBytes || key === sha256) break
+      this.serveBuffer.delete(key)
+      this.serveBufferUsed -= value.byteLength
+    }
   }
 
   private dropServeBuffer (sha256: string): void {

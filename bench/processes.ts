@@ -1,7 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createWriteStream } from 'node:fs'
-import { readFile } from 'node:fs/promises'
-import { dirname, resolve } from 'node:path'
+import { createWriteStream, rmSync } from 'node:fs'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { ApiClient } from '../coordinator/cli/api-client.js'
@@ -19,17 +20,46 @@ export interface BenchProcess {
 }
 
 const running = new Set<ChildProcess>()
+/** Temporary folders of the run: removed when it ends, however it ends. */
+const folders = new Set<string>()
 for (const signal of ['exit', 'SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {
     for (const child of running) child.kill('SIGKILL')
-    if (signal !== 'exit') process.exit(130)
+    if (signal !== 'exit') process.exit(signal === 'SIGINT' ? 130 : 143)
   })
+}
+// After the children above are killed.
+process.once('exit', () => {
+  for (const folder of folders) {
+    try { rmSync(folder, { recursive: true, force: true, maxRetries: 3 }) } catch {}
+  }
+})
+
+/**
+ * Creates a temporary folder that is removed at exit, also after a failure
+ * or Ctrl-C (call `removeNow` to remove it sooner). With
+ * MESHDEPLOY_BENCH_KEEP=1 it stays, for its logs to be read.
+ */
+export async function temporaryFolder (name: string): Promise<{ path: string, removeNow: () => Promise<void> }> {
+  const path = await mkdtemp(join(tmpdir(), `meshdeploy-bench-${name}-`))
+  if (process.env.MESHDEPLOY_BENCH_KEEP === '1') {
+    process.stdout.write(`keeping ${path} (MESHDEPLOY_BENCH_KEEP=1)\n`)
+    return { path, removeNow: async () => {} }
+  }
+  folders.add(path)
+  return {
+    path,
+    removeNow: async () => {
+      await rm(path, { recursive: true, force: true, maxRetries: 3 })
+      folders.delete(path)
+    }
+  }
 }
 
 /** Starts `meshdeploy …` (optionally behind a prefix such as `ip netns exec NS`) and waits for its start event. */
 export async function startMeshdeploy (args: string[], logFile: string, expectedEvent: string, prefix: string[] = [], timeoutMs = 60_000): Promise<BenchProcess> {
-  // MESHDEPLOY_BENCH_NODE_ARGS: node options for the started processes, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile them.
-  const nodeArgs = (process.env.MESHDEPLOY_BENCH_NODE_ARGS ?? '').split(' ').filter(arg => arg !== '')
+  // MESHDEPLOY_BENCH_NODE_ARGS, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`: profiles every meshdeploy process of a run.
+  const nodeArgs = process.env.MESHDEPLOY_BENCH_NODE_ARGS?.split(' ').filter(arg => arg !== '') ?? []
   const [command, ...rest] = [...prefix, process.execPath, ...nodeArgs, BIN, ...args]
   const child = spawn(command, rest, { stdio: ['ignore', 'pipe', 'pipe'] })
   running.add(child)

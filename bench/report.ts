@@ -3,6 +3,8 @@ import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { cpus, totalmem, release } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import type { TopLevelSpec } from 'vega-lite'
+import { renderSvg } from './charts.js'
 
 /** The repository's bench/ folder, whether running from source or from dist/. */
 export const BENCH_DIR = (() => {
@@ -30,13 +32,16 @@ export interface Figure {
   /** e.g. '≤ 1.02' or '≥ 0.8'; absent: reported only. */
   target?: string
   met?: boolean
+  /** What the figure can be at best (the physics of the setup), e.g. '1 copy' or 'S/W = 21.5 s'. */
+  bound?: string
   note?: string
 }
 
-export function figure (name: string, value: number, unit: string, target?: { atMost?: number, atLeast?: number }, note?: string): Figure {
+export function figure (name: string, value: number, unit: string, target?: { atMost?: number, atLeast?: number }, note?: string, bound?: string): Figure {
   const out: Figure = { name, value, unit }
   if (target?.atMost !== undefined) { out.target = `≤ ${target.atMost}`; out.met = value <= target.atMost }
   if (target?.atLeast !== undefined) { out.target = `≥ ${target.atLeast}`; out.met = value >= target.atLeast }
+  if (bound !== undefined) out.bound = bound
   if (note !== undefined) out.note = note
   return out
 }
@@ -47,8 +52,9 @@ function formatValue (value: number): string {
 }
 
 export function renderTable (figures: Figure[]): string {
-  const rows = figures.map(f => [f.name, `${formatValue(f.value)} ${f.unit}`.trim(), f.target ?? '', f.met === undefined ? '' : f.met ? 'met' : 'MISSED', f.note ?? ''])
-  const header = ['figure', 'value', 'target', '', 'note']
+  const withBounds = figures.some(f => f.bound !== undefined)
+  const rows = figures.map(f => [f.name, `${formatValue(f.value)} ${f.unit}`.trim(), f.target ?? '', ...(withBounds ? [f.bound ?? ''] : []), f.met === undefined ? '' : f.met ? 'met' : 'MISSED', f.note ?? ''])
+  const header = ['figure', 'value', 'target', ...(withBounds ? ['lower bound'] : []), '', 'note']
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map(r => r[i].length)))
   const line = (cells: string[]): string => '| ' + cells.map((c, i) => c.padEnd(widths[i])).join(' | ') + ' |'
   return [line(header), '|' + widths.map(w => '-'.repeat(w + 2)).join('|') + '|', ...rows.map(line)].join('\n')
@@ -61,7 +67,10 @@ export interface ScenarioResult {
   parameters: Record<string, unknown>
   figures: Figure[]
   raw: Record<string, unknown>
+  /** Paths of charts, relative to bench/. */
   charts?: string[]
+  /** A chart to render next to the JSON (Vega-Lite, rendered to SVG). */
+  chart?: TopLevelSpec
 }
 
 /** Prints the table, saves the JSON under bench/results/ and appends the table to bench/RESULTS.md. */
@@ -70,14 +79,21 @@ export async function publish (result: ScenarioResult): Promise<string> {
   await mkdir(resultsDir, { recursive: true })
   const stamp = result.startedAt.replace(/[:.]/g, '-')
   const file = join(resultsDir, `${result.scenario}-${stamp}.json`)
-  const document = { ...result, machine: machine(), commit: gitCommit() }
+  const charts = [...(result.charts ?? [])]
+  if (result.chart !== undefined) {
+    const chartFile = `${result.scenario}-${stamp}.svg`
+    await writeFile(join(resultsDir, chartFile), await renderSvg(result.chart))
+    charts.push(`results/${chartFile}`)
+  }
+  const { chart: _spec, ...rest } = result
+  const document = { ...rest, charts, machine: machine(), commit: gitCommit() }
   await writeFile(file, JSON.stringify(document, null, 2) + '\n')
   const table = renderTable(result.figures)
-  process.stdout.write(`\n${result.scenario} (${(result.durationMs / 1000).toFixed(0)} s)\n${table}\n\nsaved ${file}\n`)
+  process.stdout.write(`\n${result.scenario} (${(result.durationMs / 1000).toFixed(0)} s)\n${table}\n\nsaved ${file}${charts.map(chart => `\nchart ${join(BENCH_DIR, chart)}`).join('')}\n`)
   const markdown = join(BENCH_DIR, 'RESULTS.md')
   const existing = await readFile(markdown, 'utf8').catch(() => '# Benchmark results\n\nEach run appends its table here; the raw figures are in `bench/results/`.\n')
   const m = document.machine
-  const section = `\n## ${result.scenario} — ${result.startedAt}\n\n${m.cores} cores (${m.cpuModel}), ${(m.memoryBytes / 2 ** 30).toFixed(0)} GiB, kernel ${m.kernel}, node ${m.node}, commit ${document.commit}. Parameters: ${JSON.stringify(result.parameters)}\n\n${table}\n${(result.charts ?? []).map(chart => `\n![${result.scenario}](${chart})\n`).join('')}`
+  const section = `\n## ${result.scenario} — ${result.startedAt}\n\n${m.cores} cores (${m.cpuModel}), ${(m.memoryBytes / 2 ** 30).toFixed(0)} GiB, kernel ${m.kernel}, node ${m.node}, commit ${document.commit}. Parameters: ${JSON.stringify(result.parameters)}\n\n${table}\n${charts.map(chart => `\n![${result.scenario}](${chart})\n`).join('')}`
   await writeFile(markdown, existing.endsWith('\n') ? existing : existing + '\n')
   await appendFile(markdown, section)
   return file
@@ -100,8 +116,13 @@ export async function peakRssBytes (pid: number): Promise<number> {
 
 /** CPU seconds a process has used (user + system). */
 export async function cpuSeconds (pid: number): Promise<number> {
+  const { userSeconds, systemSeconds } = await cpuTimes(pid)
+  return userSeconds + systemSeconds
+}
+
+/** CPU seconds a process has used, in user space and in the kernel (which includes its share of TCP work). */
+export async function cpuTimes (pid: number): Promise<{ userSeconds: number, systemSeconds: number }> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  const ticks = Number(fields[11]) + Number(fields[12])
-  return ticks / 100
+  return { userSeconds: Number(fields[11]) / 100, systemSeconds: Number(fields[12]) / 100 }
 }

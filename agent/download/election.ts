@@ -44,7 +44,7 @@ export interface OriginElectionInit {
 }
 
 export type OriginDecision =
-  | { action: 'fetch', reason: 'elected' | 'fallback' }
+  | { action: 'fetch', reason: 'elected' | 'fallback' | 'spare' }
   | { action: 'wait', until?: number }
 
 /**
@@ -56,9 +56,9 @@ export type OriginDecision =
  */
 export class OriginElection {
   private readonly packageId: string
-  private readonly self: string
+  readonly self: string
   private readonly now: () => number
-  private readonly gatherUntil: number
+  private gatherUntil: number
   private readonly electionTimeoutMs: number
   private readonly fetchTimeoutMs: number
   private readonly candidates = new Set<string>()
@@ -66,6 +66,9 @@ export class OriginElection {
   private readonly announced = new Map<number, { peer: string, at: number }>()
   private readonly waitingSince = new Map<number, number>()
   private readonly winners = new Map<number, string>()
+  private readonly runnersUp = new Map<number, string>()
+  /** When each peer last showed it works (a `have` or a `fetching`). */
+  private readonly lastProgress = new Map<string, number>()
 
   constructor (init: OriginElectionInit) {
     this.packageId = init.packageId
@@ -76,18 +79,34 @@ export class OriginElection {
     this.fetchTimeoutMs = init.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS
   }
 
+  private clearWinners (): void {
+    this.winners.clear()
+    this.runnersUp.clear()
+  }
+
+  /** Whether origin fetches still wait for the site's downloaders to make themselves known. */
+  get gathering (): boolean {
+    return this.now() < this.gatherUntil
+  }
+
+  /** Every connected peer has said whether it downloads: nobody is left to wait for. */
+  endGather (): void {
+    this.gatherUntil = Math.min(this.gatherUntil, this.now())
+  }
+
   /** A peer that downloads the package (and so takes part in elections). */
   addCandidate (peer: string): void {
     if (peer === this.self || this.candidates.has(peer)) return
     this.candidates.add(peer)
-    this.winners.clear()
+    this.clearWinners()
   }
 
   /** The peer stopped downloading or left: its chunks are elected among the others, its announcements forgotten. */
   removeCandidate (peer: string): void {
+    this.lastProgress.delete(peer)
     for (const [index, announcement] of this.announced) if (announcement.peer === peer) this.announced.delete(index)
     this.stalled.delete(peer)
-    if (this.candidates.delete(peer)) this.winners.clear()
+    if (this.candidates.delete(peer)) this.clearWinners()
   }
 
   /** The peer said it fetches this chunk from the origin. */
@@ -98,7 +117,8 @@ export class OriginElection {
 
   /** The peer showed it is alive and working (a `have` or a `fetching`). */
   progress (peer: string): void {
-    if (this.stalled.delete(peer)) this.winners.clear()
+    this.lastProgress.set(peer, this.now())
+    if (this.stalled.delete(peer)) this.clearWinners()
   }
 
   /** The chunk is held by someone now: nothing to decide for it. */
@@ -110,7 +130,7 @@ export class OriginElection {
   private markStalled (peer: string): void {
     if (peer === this.self || this.stalled.has(peer)) return
     this.stalled.add(peer)
-    this.winners.clear()
+    this.clearWinners()
   }
 
   /** The elected downloader of a chunk among this device and the candidates that are not stalled. */
@@ -123,6 +143,46 @@ export class OriginElection {
       this.winners.set(index, winner)
     }
     return winner
+  }
+
+  /**
+   * Whether this device, which has fetched or started every chunk elected to
+   * it and still has origin capacity, may take over a chunk elected to
+   * another peer that has not started it: the peers' shares of the election
+   * are uneven, and without this the WAN would idle while the most loaded
+   * peer works through its share alone. The taker announces the fetch, so
+   * the elected peer skips the chunk; the caller takes chunks from the end
+   * of the list while elected peers work from its start, so both rarely
+   * start the same chunk at once.
+   */
+  mayTakeOver (index: number): boolean {
+    return this.now() >= this.gatherUntil && !this.isAnnounced(index) && this.winner(index) !== this.self
+  }
+
+  /** Whether a peer said it fetches the chunk, recently enough to be waited for. */
+  isAnnounced (index: number): boolean {
+    const announcement = this.announced.get(index)
+    return announcement !== undefined && this.now() < announcement.at + this.fetchTimeoutMs
+  }
+
+  isElected (index: number): boolean {
+    return this.winner(index) === this.self
+  }
+
+  /**
+   * Whether this device would win the chunk if its elected peer were out:
+   * devices with origin capacity to spare prefer such chunks, so that two of
+   * them rarely take over the same one.
+   */
+  isRunnerUp (index: number): boolean {
+    let runnerUp = this.runnersUp.get(index)
+    if (runnerUp === undefined) {
+      const winner = this.winner(index)
+      const others = [this.self, ...this.candidates].filter(candidate => candidate !== winner && !this.stalled.has(candidate))
+      runnerUp = rendezvousWinner(this.packageId, index, others) ?? this.self
+      this.runnersUp.set(index, runnerUp)
+    }
+    return runnerUp === this.self
   }
 
   /**
@@ -148,7 +208,11 @@ export class OriginElection {
     const until = since + this.electionTimeoutMs
     if (now < until) return { action: 'wait', until }
     this.waitingSince.delete(index)
-    this.markStalled(winner)
+    // A winner that showed progress lately is busy, not gone: this chunk is
+    // taken over (and announced), but its other chunks stay with it. Moving
+    // them all would have two devices fetch them whenever a loaded machine
+    // makes a live peer slow.
+    if (now - (this.lastProgress.get(winner) ?? Number.NEGATIVE_INFINITY) >= this.electionTimeoutMs) this.markStalled(winner)
     return { action: 'fetch', reason: 'fallback' }
   }
 }

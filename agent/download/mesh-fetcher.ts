@@ -4,7 +4,7 @@ import { RefusalLog } from '../refusals.js'
 import { ChunkNotCachedError, type ChunkCache } from '../cache.js'
 import type { MeshNetwork } from '../p2p/network.js'
 import { PieceNotHeldError, type PieceRequest, type PieceSource } from '../protocols/chunk/index.js'
-import type { HaveMessage } from '../protocols/have/index.js'
+import { bitfieldBytes, type HaveMessage } from '../protocols/have/index.js'
 import type { DownloadProgress, FetchPackageOptions } from './downloader.js'
 import type { ChunkOrigin } from './origin-source.js'
 import { Swarm, type RemoteView, type SwarmInit } from './swarm.js'
@@ -107,21 +107,24 @@ export class MeshFetcher {
   }
 
   private peerConnected (peer: string): void {
-    for (const { swarm } of this.swarms.values()) {
-      this.network.send(peer, { type: 'interested', packageId: swarm.pkg.id, chunkCount: swarm.pkg.chunks.length, bits: swarm.bitfield })
-    }
+    for (const { swarm } of this.swarms.values()) swarm.tellState(peer, 'interested')
     // Interest that arrived before the channel opened is answered now.
     for (const [packageId, view] of this.remote.get(peer) ?? []) {
       if (view.interested && !this.swarms.has(packageId)) this.answerInterest(peer, packageId, view.chunkCount ?? -1)
     }
   }
 
-  /** A seeder tells a downloader what it holds, from the cache. */
+  /**
+   * A peer that is not downloading tells a downloader what it holds, from
+   * the cache: nothing at all is an answer too (an empty bitfield), so the
+   * downloader knows it need not wait for this peer before its origin
+   * election.
+   */
   private answerInterest (peer: string, packageId: string, chunkCount: number): void {
+    if (chunkCount < 0) return
     const held = this.cache.bitfield(packageId)
-    if (held !== undefined && held.held > 0 && held.chunkCount === chunkCount) {
-      this.network.send(peer, { type: 'bitfield', packageId, chunkCount: held.chunkCount, bits: held.bits })
-    }
+    const bits = held !== undefined && held.chunkCount === chunkCount ? held.bits : new Uint8Array(bitfieldBytes(chunkCount))
+    this.network.send(peer, { type: 'bitfield', packageId, chunkCount, bits })
   }
 
   private peerDisconnected (peer: string): void {
@@ -152,7 +155,10 @@ export class MeshFetcher {
     }
     const active = this.swarms.get(message.packageId)
     if (active !== undefined) {
-      if (!active.bans.has(peer)) active.swarm.onMessage(peer, message)
+      if (active.bans.has(peer)) return
+      active.swarm.onMessage(peer, message)
+      // A downloader that joins later has missed the `have`s and `fetching`s sent so far.
+      if (message.type === 'interested') active.swarm.tellState(peer, 'bitfield')
       return
     }
     // A downloader asks what we hold: a seeder answers from the cache.

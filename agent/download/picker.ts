@@ -5,9 +5,10 @@ export const DEFAULT_MAX_REQUESTS = 16
 export const DEFAULT_MAX_ORIGIN_REQUESTS = 4
 export const DEFAULT_PEER_FAILURES_BEFORE_REST = 3
 export const DEFAULT_PEER_REST_MS = 5000
+export const DEFAULT_SPARE_AFTER_MS = 500
 export const DEFAULT_PEER_BUSY_PAUSE_MS = 1000
 
-export type RequestSource = { kind: 'peer', peer: string } | { kind: 'origin', reason: 'elected' | 'fallback' }
+export type RequestSource = { kind: 'peer', peer: string } | { kind: 'origin', reason: 'elected' | 'fallback' | 'spare' }
 
 /** A chunk to fetch now, from where. */
 export interface PickedRequest {
@@ -48,6 +49,11 @@ export interface PiecePickerInit extends Omit<OriginElectionInit, 'now'> {
   peerFailuresBeforeRest?: number
   /** @default 5000 */
   peerRestMs?: number
+  /**
+   * How long origin capacity must go unused, with this device's own share
+   * all started, before it takes chunks elected to others. @default 500
+   */
+  spareAfterMs?: number
   /** Pause after a `busy` answer that names no wait. @default 1000 */
   peerBusyPauseMs?: number
 }
@@ -97,6 +103,9 @@ export class PiecePicker {
   /** Chunks the origin may not be asked for again before this time (after a failure). */
   private readonly originNotBefore = new Map<number, number>()
   private originInFlight = 0
+  /** Since when this device's own share of origin chunks has been all started while it had origin capacity left. */
+  private spareSince?: number
+  private readonly spareAfterMs: number
   private nextId = 1
   private wake?: number
 
@@ -109,6 +118,7 @@ export class PiecePicker {
     this.maxOrigin = init.maxOriginRequests ?? DEFAULT_MAX_ORIGIN_REQUESTS
     this.failuresBeforeRest = init.peerFailuresBeforeRest ?? DEFAULT_PEER_FAILURES_BEFORE_REST
     this.restMs = init.peerRestMs ?? DEFAULT_PEER_REST_MS
+    this.spareAfterMs = init.spareAfterMs ?? DEFAULT_SPARE_AFTER_MS
     this.busyPauseMs = init.peerBusyPauseMs ?? DEFAULT_PEER_BUSY_PAUSE_MS
     this.election = new OriginElection({ ...init, now: init.now })
     this.held = new Uint8Array(Math.ceil(init.chunkCount / 8))
@@ -139,6 +149,15 @@ export class PiecePicker {
   /** Whether a usable peer says it holds the chunk. */
   heldByPeers (index: number): boolean {
     return this.availability[index] > 0
+  }
+
+  get gathering (): boolean {
+    return this.election.gathering
+  }
+
+  /** Ends the election's gather early: every connected peer has answered. */
+  endGather (): void {
+    this.election.endGather()
   }
 
   private markHeld (index: number): void {
@@ -258,26 +277,22 @@ export class PiecePicker {
       if (this.availability[index] > 0 && (resting.length === 0 || !this.onlyRestingHolders(index, resting))) peerCandidates.push(index)
       else originCandidates.push(index)
     }
-    // Rarest first; the shuffle before the stable sort is the random tie-break.
-    this.shuffle(peerCandidates)
-    peerCandidates.sort((a, b) => this.availability[a] - this.availability[b])
-    for (const index of peerCandidates) {
-      if (!free()) break
-      const holder = this.holderFor(index, now)
-      if (holder === undefined) continue
-      pick(index, { kind: 'peer', peer: holder }, false)
-      unassigned--
-    }
     const noteWake = (until: number | undefined): void => {
       if (until !== undefined && (this.wake === undefined || until < this.wake)) this.wake = until
     }
+    let ownLeft = 0
     const decideOrigin = (starving: boolean): void => {
+      ownLeft = 0
       for (const index of originCandidates) {
-        if (!free() || this.originInFlight >= this.maxOrigin) return
         if (this.byChunk.has(index)) continue
         const notBefore = this.originNotBefore.get(index) ?? 0
         if (notBefore > now) {
           noteWake(notBefore)
+          continue
+        }
+        if (!free() || this.originInFlight >= this.maxOrigin) {
+          // Only counts what is left: whether there is origin capacity to spare.
+          if (!this.election.gathering && this.election.isElected(index)) ownLeft++
           continue
         }
         const decision = this.election.decide(index, starving)
@@ -289,7 +304,55 @@ export class PiecePicker {
         }
       }
     }
+    // Origin capacity that this device's own share leaves unused goes to the
+    // shares of others, from the end of the list. The first few chunks of
+    // each other peer's share are left to it: it starts them next.
+    const spareOrigin = (): void => {
+      if (ownLeft > 0 || this.election.gathering) {
+        this.spareSince = undefined
+        return
+      }
+      if (!free() || this.originInFlight >= this.maxOrigin) return
+      const reserved = new Map<string, number>()
+      const takeable: number[] = []
+      for (const index of originCandidates) {
+        if (this.byChunk.has(index) || this.election.isAnnounced(index) || (this.originNotBefore.get(index) ?? 0) > now) continue
+        const winner = this.election.winner(index)
+        if (winner === this.election.self) continue
+        const count = (reserved.get(winner) ?? 0) + 1
+        reserved.set(winner, count)
+        if (count > this.maxOrigin) takeable.push(index)
+      }
+      if (takeable.length === 0) return
+      // Only an imbalance that lasts: a share that is about to be started by its peer is not worth a race.
+      this.spareSince ??= now
+      if (now < this.spareSince + this.spareAfterMs) {
+        noteWake(this.spareSince + this.spareAfterMs)
+        return
+      }
+      // Only chunks this device would win after their elected peer: two devices with spare capacity never take the same.
+      for (let i = takeable.length - 1; i >= 0; i--) {
+        if (!free() || this.originInFlight >= this.maxOrigin) return
+        const index = takeable[i]
+        if (!this.election.isRunnerUp(index) || !this.election.mayTakeOver(index)) continue
+        pick(index, { kind: 'origin', reason: 'spare' }, false)
+        unassigned--
+      }
+    }
+    // The origin first: the WAN is what the site waits for, and peers' LAN
+    // requests, quick as they are, would otherwise take every free slot.
     decideOrigin(false)
+    spareOrigin()
+    // Rarest first; the shuffle before the stable sort is the random tie-break.
+    this.shuffle(peerCandidates)
+    peerCandidates.sort((a, b) => this.availability[a] - this.availability[b])
+    for (const index of peerCandidates) {
+      if (!free()) break
+      const holder = this.holderFor(index, now)
+      if (holder === undefined) continue
+      pick(index, { kind: 'peer', peer: holder }, false)
+      unassigned--
+    }
     if (this.requests.size === 0) decideOrigin(true)
     for (const state of this.peers.values()) {
       if (state.restUntil > now) noteWake(state.restUntil)

@@ -79,6 +79,8 @@ export class Swarm {
   private readonly running = new Map<number, Running>()
   private readonly originFailures = new Map<number, { count: number, last: unknown }>()
   private readonly badChunks = new Map<string, number>()
+  /** Peers that, since this download began, said whether they download the package (`interested`) or what they hold (`bitfield`). */
+  private readonly answered = new Set<string>()
   private readonly now: () => number
   private readonly refusals: RefusalLog
   private wakeUp?: () => void
@@ -125,6 +127,20 @@ export class Swarm {
     return bits
   }
 
+  /**
+   * Tells a peer where this download stands: what it holds (as `interested`
+   * when it introduces itself, as `bitfield` when it answers the peer's
+   * interest) and the chunks it is fetching from the origin, so that a peer
+   * that joins late neither fetches those again nor waits for chunks whose
+   * `have` it missed.
+   */
+  tellState (peer: string, type: 'interested' | 'bitfield'): void {
+    this.network.send(peer, { type, packageId: this.pkg.id, chunkCount: this.pkg.chunks.length, bits: this.bitfield })
+    for (const { request } of this.running.values()) {
+      if (request.source.kind === 'origin') this.network.send(peer, { type: 'fetching', packageId: this.pkg.id, index: request.index })
+    }
+  }
+
   get complete (): boolean {
     return this.picker.complete
   }
@@ -135,6 +151,7 @@ export class Swarm {
 
   /** What a peer had said before the download began. */
   seed (peer: string, view: RemoteView): void {
+    // Not an answer yet: `have`s sent before this device was interested never reached it, so the bits may be stale.
     if (view.bits !== undefined && view.chunkCount === this.pkg.chunks.length) this.picker.peerBitfield(peer, view.bits)
     if (view.interested) this.picker.peerInterested(peer, true)
     for (const [index] of view.fetching) this.picker.peerFetching(peer, index)
@@ -146,6 +163,8 @@ export class Swarm {
       case 'bitfield':
         if (message.chunkCount !== this.pkg.chunks.length) return
         this.picker.peerBitfield(peer, message.bits, message.type === 'interested' ? true : undefined)
+        this.answered.add(peer)
+        this.checkGather()
         break
       case 'have':
         this.picker.peerHave(peer, message.index)
@@ -162,7 +181,23 @@ export class Swarm {
 
   onPeerLeft (peer: string): void {
     this.picker.peerLeft(peer)
+    this.answered.delete(peer)
+    this.checkGather()
     this.kick()
+  }
+
+  /**
+   * The gather before origin fetches lets every downloader of the site make
+   * itself known, so that all elect alike. It ends early once every
+   * connected peer has answered this device's interest (downloaders say
+   * `interested`, the others answer with their `bitfield`): waiting longer
+   * would only leave the WAN idle.
+   */
+  private checkGather (): void {
+    if (!this.picker.gathering) return
+    const peers = this.network.connectedPeers()
+    if (peers.length === 0) return
+    if (peers.every(peer => this.answered.has(peer) || this.picker.isBanned(peer))) this.picker.endGather()
   }
 
   private kick (): void {
@@ -177,6 +212,7 @@ export class Swarm {
     const onAbort = (): void => { this.kick() }
     signal.addEventListener('abort', onAbort)
     this.init.onProgress?.({ ...this.progress })
+    this.checkGather()
     try {
       while (!this.picker.complete) {
         signal.throwIfAborted()

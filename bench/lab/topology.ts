@@ -1,5 +1,7 @@
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
+import { existsSync, readFileSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
 import { createConnection, createServer, type Server } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -19,8 +21,13 @@ const run = promisify(execFile)
  * Every veth is created inside its namespaces (nothing appears in the host
  * namespace), so interface names only need to be unique per namespace.
  * Site routers do not forward multicast: mDNS stays inside a site. WAN
- * links can be shaped with htb on both ends (this kernel has no netem, so
- * delay needs a userspace delay line, which this builder does not add).
+ * links are shaped with htb on both ends (egress of each end: the hq end
+ * paces downloads into the site, the router end uploads). Delay and loss
+ * come from netem where a kernel has it; this one has none, so a user-space
+ * delay line (delayline.py, a TUN device the router policy-routes its
+ * forwarded packets through) adds them, once per direction. LAN ports can
+ * be shaped the same way (the bridge port towards the host, the host's own
+ * interface away from it).
  */
 export interface LabInit {
   /** Prefix of every namespace; a run id follows it so that runs do not collide. */
@@ -31,6 +38,12 @@ export interface LabInit {
   wanMbit?: number
   /** Shaper queue in milliseconds of the WAN rate. @default 100 */
   wanQueueMs?: number
+  /** One-way WAN delay, added in each direction (host-to-hq RTT is twice this). @default 0 */
+  wanDelayMs?: number
+  /** Packets lost per direction on the WAN, percent. @default 0 */
+  wanLossPercent?: number
+  /** LAN rate of every host port per direction, Mbit/s; absent: unshaped. */
+  lanMbit?: number
 }
 
 export interface LabHost {
@@ -55,15 +68,27 @@ export interface WanCounters {
   rxBytes: number
   /** Bytes out of the site (uploads). */
   txBytes: number
+  /** Packets as the interface counts them (a GSO super-packet counts once, with one set of headers). */
+  rxPackets?: number
+  txPackets?: number
 }
 
 /** The compiled forwarder, whether this module runs from dist/ or from source (tests). */
 const FORWARDER = fileURLToPath(import.meta.url.endsWith('.ts') ? new URL('../../dist/bench/lab/forwarder.js', import.meta.url) : new URL('./forwarder.js', import.meta.url))
+/** The delay line is not compiled: it lives beside this file's source. */
+const DELAY_LINE = fileURLToPath(import.meta.url.endsWith('.ts') ? new URL('./delayline.py', import.meta.url) : new URL('../../../bench/lab/delayline.py', import.meta.url))
+/** Debian's interpreter: a python3 earlier on PATH (pyenv) may resolve differently per folder. */
+const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3'
 
 const HQ_ADDRESS = '10.77.0.1'
 const WAN_DEVICE = 'mdmwan'
 const LAN_BRIDGE = 'mdmbr'
 const HOST_DEVICE = 'mdm0'
+const DELAY_DEVICE = 'mdmdly'
+/** The routing table that sends a router's forwarded packets through its delay line. */
+const DELAY_TABLE = '100'
+/** How long the delay line may take to create its device. */
+const DELAY_LINE_START_MS = 15_000
 
 /** Whether this process may build a lab: root, with iproute2's netns support. */
 export async function labAvailable (): Promise<{ ok: true } | { ok: false, reason: string }> {
@@ -73,6 +98,17 @@ export async function labAvailable (): Promise<{ ok: true } | { ok: false, reaso
     await run('tc', ['-V'])
   } catch (error) {
     return { ok: false, reason: `ip netns or tc is unavailable: ${(error as Error).message}` }
+  }
+  return { ok: true }
+}
+
+/** Whether WAN delay and loss can be added: the delay line needs python3 and /dev/net/tun. */
+export async function delayLineAvailable (): Promise<{ ok: true } | { ok: false, reason: string }> {
+  if (!existsSync('/dev/net/tun')) return { ok: false, reason: '/dev/net/tun is missing' }
+  try {
+    await run(PYTHON, ['--version'])
+  } catch (error) {
+    return { ok: false, reason: `python3 is unavailable: ${(error as Error).message}` }
   }
   return { ok: true }
 }
@@ -151,6 +187,7 @@ export class Lab {
   private readonly namespaces: string[] = []
   private readonly children = new Set<ChildProcess>()
   private readonly servers: Server[] = []
+  private readonly anchors = new Map<string, number>()
   private destroyed?: Promise<void>
 
   private constructor (name: string) {
@@ -180,6 +217,7 @@ export class Lab {
     // Before any interface exists, so that every interface inherits it.
     await sysctl(ns, 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0', `net.ipv4.ip_forward=${forwarding ? 1 : 0}`,
       'net.ipv4.conf.all.send_redirects=0', 'net.ipv4.conf.default.send_redirects=0')
+    await this.addAnchor(ns)
   }
 
   private async build (init: LabInit): Promise<void> {
@@ -209,6 +247,7 @@ export class Lab {
         await this.shape(this.hq, hqEnd, init.wanMbit, init.wanQueueMs ?? 100)
         await this.shape(router, WAN_DEVICE, init.wanMbit, init.wanQueueMs ?? 100)
       }
+      if ((init.wanDelayMs ?? 0) > 0 || (init.wanLossPercent ?? 0) > 0) await this.addDelayLine(router, init.wanDelayMs ?? 0, init.wanLossPercent ?? 0)
       const site: LabSite = { index: k, router, cidr: `10.77.${k}.0/24`, hosts: [] }
       for (let h = 1; h <= init.hostsPerSite; h++) {
         const ns = `${this.name}-s${k}-h${h}`
@@ -221,6 +260,10 @@ export class Lab {
         await ip('-n', ns, 'route', 'add', 'default', 'via', `10.77.${k}.254`, 'dev', HOST_DEVICE)
         // Multicast (mDNS) goes out on the LAN.
         await ip('-n', ns, 'route', 'add', '224.0.0.0/4', 'dev', HOST_DEVICE)
+        if (init.lanMbit !== undefined) {
+          await this.shape(router, port, init.lanMbit, 20)
+          await this.shape(ns, HOST_DEVICE, init.lanMbit, 20)
+        }
         site.hosts.push({ site: k, index: h, ns, address: `10.77.${k}.${h}`, device: HOST_DEVICE })
       }
       this.sites.push(site)
@@ -236,6 +279,29 @@ export class Lab {
     await inNs(ns, 'tc', 'qdisc', 'replace', 'dev', device, 'root', 'handle', '1:', 'htb', 'default', '10')
     await inNs(ns, 'tc', 'class', 'add', 'dev', device, 'parent', '1:', 'classid', '1:10', 'htb', 'rate', `${mbit}mbit`, 'ceil', `${mbit}mbit`, 'burst', String(burst), 'cburst', String(burst), 'quantum', '60000')
     await inNs(ns, 'tc', 'qdisc', 'add', 'dev', device, 'parent', '1:10', 'handle', '10:', 'bfifo', 'limit', String(queue))
+  }
+
+  /**
+   * Starts the site's delay line and routes every packet the router forwards
+   * between its WAN and its LAN through it (traffic inside the LAN is
+   * bridged, never routed, so it is not delayed).
+   */
+  private async addDelayLine (router: string, delayMs: number, lossPercent: number): Promise<void> {
+    const line = this.spawn(router, PYTHON, [DELAY_LINE, '--dev', DELAY_DEVICE, '--delay-ms', String(delayMs), '--loss', String(lossPercent)])
+    line.stderr!.resume()
+    await new Promise<void>((resolve, reject) => {
+      const exited = (code: number | null): void => { clearTimeout(timer); reject(new Error(`the delay line in ${router} exited with ${code}`)) }
+      const timer = setTimeout(() => { line.off('exit', exited); reject(new Error(`the delay line in ${router} did not start`)) }, DELAY_LINE_START_MS)
+      line.once('exit', exited)
+      createInterface({ input: line.stdout! }).once('line', () => { clearTimeout(timer); line.off('exit', exited); resolve() })
+    })
+    await ip('-n', router, 'link', 'set', DELAY_DEVICE, 'up')
+    await sysctl(router, `net.ipv6.conf.${DELAY_DEVICE}.disable_ipv6=1`)
+    await ip('-n', router, 'route', 'add', 'default', 'dev', DELAY_DEVICE, 'table', DELAY_TABLE)
+    // Re-injected packets are routed normally; what arrives from the WAN or the LAN goes through the line first.
+    await ip('-n', router, 'rule', 'add', 'pref', '1000', 'iif', DELAY_DEVICE, 'lookup', 'main')
+    await ip('-n', router, 'rule', 'add', 'pref', '1100', 'iif', WAN_DEVICE, 'lookup', DELAY_TABLE)
+    await ip('-n', router, 'rule', 'add', 'pref', '1200', 'iif', LAN_BRIDGE, 'lookup', DELAY_TABLE)
   }
 
   /** Bytes that crossed a site's WAN link, read on the router's end. */
@@ -257,6 +323,67 @@ export class Lab {
     const { stdout } = await run('ip', ['-j', '-s', '-n', host.ns, 'link', 'show', 'dev', host.device])
     const [link] = JSON.parse(stdout) as Array<{ stats64: { rx: { bytes: number }, tx: { bytes: number } } }>
     return { rxBytes: link.stats64.rx.bytes, txBytes: link.stats64.tx.bytes }
+  }
+
+  /**
+   * Interface counters of a namespace read from /proc, without starting a
+   * process per read: cheap enough to sample every few hundred milliseconds.
+   * `device` absent: every interface of the namespace but loopback, summed.
+   */
+  counters (ns: string, device?: string): Required<WanCounters> {
+    const text = readFileSync(`/proc/${this.anchor(ns)}/net/dev`, 'utf8')
+    const out: Required<WanCounters> = { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 }
+    for (const line of text.split('\n').slice(2)) {
+      const colon = line.indexOf(':')
+      if (colon < 0) continue
+      const name = line.slice(0, colon).trim()
+      if (device !== undefined ? name !== device : name === 'lo') continue
+      const fields = line.slice(colon + 1).trim().split(/\s+/)
+      out.rxBytes += Number(fields[0])
+      out.rxPackets += Number(fields[1])
+      out.txBytes += Number(fields[8])
+      out.txPackets += Number(fields[9])
+    }
+    return out
+  }
+
+  /** The counters of a site's WAN link (router end) from /proc. */
+  wanCountersNow (site: number): Required<WanCounters> {
+    return this.counters(`${this.name}-s${site}-r`, WAN_DEVICE)
+  }
+
+  /** The counters of a host's LAN interface from /proc. */
+  hostCountersNow (host: LabHost): Required<WanCounters> {
+    return this.counters(host.ns, host.device)
+  }
+
+  private anchor (ns: string): number {
+    const pid = this.anchors.get(ns)
+    if (pid === undefined) throw new Error(`${ns} is not a namespace of this lab`)
+    return pid
+  }
+
+  /**
+   * A process that lives in the namespace for as long as the lab: its /proc
+   * entry shows the namespace's network. It counts once `ip netns exec` has
+   * entered the namespace and exec'd (before that /proc shows the host's).
+   */
+  private async addAnchor (ns: string): Promise<void> {
+    const child = this.spawn(ns, 'sleep', ['infinity'], { stdio: ['ignore', 'ignore', 'ignore'] })
+    const pid = child.pid
+    if (pid === undefined) throw new Error(`cannot start a process in ${ns}`)
+    for (let attempt = 0; ; attempt++) {
+      const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')
+      if (cmdline.startsWith('sleep')) break
+      if (attempt > 1000 || child.exitCode !== null) throw new Error(`the anchor process of ${ns} did not start`)
+      await new Promise(resolve => setTimeout(resolve, 5))
+    }
+    this.anchors.set(ns, pid)
+  }
+
+  /** Runs a command inside a namespace to its end; its output. */
+  async exec (ns: string, command: string, args: string[], options: { timeoutMs?: number } = {}): Promise<{ stdout: string, stderr: string }> {
+    return await run('ip', ['netns', 'exec', ns, command, ...args], { timeout: options.timeoutMs ?? 120_000, maxBuffer: 16 * 1024 * 1024 })
   }
 
   /** The command prefix that runs a program inside a namespace. */

@@ -1,11 +1,10 @@
 import { execFile } from 'node:child_process'
-import { createWriteStream } from 'node:fs'
 import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { randomBytes } from 'node:crypto'
 import { promisify } from 'node:util'
 import { adminClient, startMeshdeploy, type BenchProcess } from '../processes.js'
+import { writeRandomFile } from '../random-file.js'
 import { figure, peakRssBytes, type ScenarioResult } from '../report.js'
 
 const run = promisify(execFile)
@@ -13,17 +12,6 @@ const run = promisify(execFile)
 export interface IngestOriginOptions {
   /** @default 1024 */
   sizeMiB?: number
-}
-
-async function writeRandomFile (path: string, sizeMiB: number): Promise<void> {
-  const out = createWriteStream(path)
-  const block = randomBytes(8 * 1024 * 1024)
-  for (let written = 0; written < sizeMiB; written += 8) {
-    // Vary each block so that no two chunks are the same.
-    block.writeUInt32LE(written, 0)
-    if (!out.write(Buffer.from(block))) await new Promise<void>(resolve => out.once('drain', () => { resolve() }))
-  }
-  await new Promise<void>((resolve, reject) => { out.end((error?: Error | null) => { if (error != null) reject(error); else resolve() }) })
 }
 
 /**
@@ -40,7 +28,7 @@ export async function ingestOrigin (options: IngestOriginOptions = {}): Promise<
   const processes: BenchProcess[] = []
   try {
     const file = join(root, 'package.bin')
-    await writeRandomFile(file, sizeMiB)
+    await writeRandomFile(file, sizeMiB * 1024 * 1024)
     const hashStarted = process.hrtime.bigint()
     await run('sha256sum', [file])
     const sha256sumMs = Number(process.hrtime.bigint() - hashStarted) / 1e6

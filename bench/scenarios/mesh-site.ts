@@ -1,10 +1,9 @@
-import { createWriteStream } from 'node:fs'
 import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { randomBytes } from 'node:crypto'
 import type { ApiClient } from '../../coordinator/cli/api-client.js'
 import { adminClient, startMeshdeploy, type BenchProcess } from '../processes.js'
+import { writeRandomFile } from '../random-file.js'
 
 export interface BenchAgent extends BenchProcess {
   deviceId: string
@@ -70,14 +69,7 @@ export class BenchSite {
   /** Uploads a package of incompressible bytes. */
   async package (sizeMiB: number): Promise<any> {
     const file = join(this.root, `package-${sizeMiB}.bin`)
-    const out = createWriteStream(file)
-    const block = randomBytes(8 * 1024 * 1024)
-    for (let written = 0; written < sizeMiB * 1024 * 1024; written += block.byteLength) {
-      block.writeUInt32LE(written, 0)
-      const part = Buffer.from(block.subarray(0, Math.min(block.byteLength, sizeMiB * 1024 * 1024 - written)))
-      if (!out.write(part)) await new Promise<void>(resolve => out.once('drain', () => { resolve() }))
-    }
-    await new Promise<void>((resolve, reject) => { out.end((error?: Error | null) => { if (error != null) reject(error); else resolve() }) })
+    await writeRandomFile(file, sizeMiB * 1024 * 1024)
     const pkg = await this.api.uploadPackage(file, { name: `bench-${sizeMiB}`, version: '1' })
     await rm(file)
     return pkg

@@ -1,9 +1,11 @@
 import test from 'ava'
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ChunkCache, ChunkNotCachedError } from '../../agent/cache.js'
+import { assemblePackage } from '../../agent/tasks/assemble.js'
+import { sha256OfFile } from '../../protocol/index.js'
 
 const KIB = 1024
 
@@ -90,5 +92,50 @@ test('pieces are served from verified chunks of known packages only', async t =>
     await t.throwsAsync(cache.readPiece('f'.repeat(64), 0, 0, 1), { instanceOf: ChunkNotCachedError })
     await t.throwsAsync(cache.readPiece(a.id, 1, 10 * KIB, 1), { instanceOf: ChunkNotCachedError })
     t.deepEqual(cache.bitfield(a.id)?.held, 2)
+  })
+})
+
+test('chunks this agent hashed are served without hashing them again; after a restart the first read hashes them', async t => {
+  const root = await mkdtemp(join(tmpdir(), 'md-cache-'))
+  try {
+    const a = pkg('a', 2)
+    const first = new ChunkCache({ root: join(root, 'cache'), serveBufferBytes: 0 })
+    await first.open()
+    await store(first, a)
+    // A bit flips on disk after the write: this process checked these bytes when it wrote them and serves them as read (the peer checks every chunk).
+    const onDisk = first.content.pathOf(a.chunks[0])
+    const flipped = Buffer.from(a.bytes[0])
+    flipped[0] ^= 0xff
+    await writeFile(onDisk, flipped)
+    t.deepEqual(Buffer.from(await first.readPiece(a.id, 0, 0, 4)), flipped.subarray(0, 4))
+    await first.flush()
+    // A new process has checked nothing yet: its first read finds the damage and drops the chunk.
+    const second = new ChunkCache({ root: join(root, 'cache'), serveBufferBytes: 0 })
+    await second.open()
+    await t.throwsAsync(second.readPiece(a.id, 0, 0, 4), { name: 'HashMismatchError' })
+    t.false(second.has(a.chunks[0]))
+    t.deepEqual(Buffer.from(await second.readPiece(a.id, 1, 0, 4)), a.bytes[1].subarray(0, 4))
+  } finally {
+    await rm(root, { recursive: true, force: true })
+  }
+})
+
+test('a package file that fails its hash has every chunk checked again; those that fail are dropped to be fetched again', async t => {
+  await withCache(1024 * KIB, async (cache, root) => {
+    const a = pkg('a', 3)
+    await store(cache, a)
+    const flipped = Buffer.from(a.bytes[1])
+    flipped[7] ^= 0x01
+    await writeFile(cache.content.pathOf(a.chunks[1]), flipped)
+    const manifestPackage = { id: a.id, sizeBytes: a.sizeBytes, chunkSizeBytes: a.chunkSizeBytes, chunks: a.chunks, fileName: 'a.bin', sha256: createHash('sha256').update(Buffer.concat(a.bytes)).digest('hex') }
+    const work = join(root, 'work')
+    await mkdir(work)
+    const error = await t.throwsAsync(assemblePackage(manifestPackage as any, cache, work))
+    t.is(error?.name, 'HashMismatchError')
+    t.regex(error!.message, /1 stored chunk\(s\) failed their hash and were dropped/)
+    t.deepEqual(a.chunks.map(sha => cache.has(sha)), [true, false, true], 'only the damaged chunk goes')
+    t.deepEqual(await readdir(work), [], 'nothing partial is left')
+    await cache.put(a.bytes[1], a.chunks[1])
+    t.is(await sha256OfFile(await assemblePackage(manifestPackage as any, cache, work)), manifestPackage.sha256)
   })
 })

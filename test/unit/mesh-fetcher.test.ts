@@ -149,3 +149,44 @@ test('an origin out of reach fails nothing while a site peer holds the chunks; w
     await site.close()
   }
 })
+
+test('the gather before origin fetches ends as soon as every connected peer has answered', async t => {
+  const { pkg, chunks } = makePackage(40, 16 * 1024)
+  // A gather far longer than the fetch's own deadline: only its early end lets these downloads finish.
+  const site = await stubSite(4, chunks, { picker: { gatherMs: 10 * 60_000, electionTimeoutMs: 10 * 60_000 } })
+  try {
+    const [bystander, ...downloaders] = site.nodes
+    site.hub.connectAll()
+    const results = await Promise.all(downloaders.map(async node => await fetch(node, pkg, AbortSignal.timeout(60_000))))
+    for (const result of results) t.is(result.chunksDone, 40)
+    t.true(site.origin.bytesServed <= pkg.sizeBytes * 1.02, `origin served ${site.origin.bytesServed / pkg.sizeBytes} copies`)
+    t.false(bystander.cache.has(pkg.chunks[0]), 'the peer that does not download answered with an empty bitfield and fetched nothing')
+  } finally {
+    await site.close()
+  }
+})
+
+test('a downloader that joins late learns what the others already hold and fetch: the origin still serves one copy', async t => {
+  const { pkg, chunks } = makePackage(80, 16 * 1024)
+  const site = await stubSite(3, chunks)
+  try {
+    const [early, other, late] = site.nodes
+    site.hub.connectAll()
+    let lateRun: Promise<unknown> | undefined
+    const slow = new TokenBucket({ bytesPerSecond: 1024 * 1024 })
+    const earlyRuns = [early, other].map(async node => await node.fetcher.fetchPackage({
+      taskId: 'task', pkg, bucket: slow, signal: AbortSignal.timeout(30_000),
+      onProgress: progress => {
+        // The late one starts once half the package is in the site, while the others still download.
+        if (lateRun === undefined && progress.chunksDone >= 20) lateRun = fetch(late, pkg)
+      }
+    }))
+    await Promise.all(earlyRuns)
+    const result = await lateRun as Awaited<ReturnType<typeof fetch>>
+    t.is(result.chunksDone, 80)
+    t.true(result.bytesFromPeers >= pkg.sizeBytes / 2, `the late one took ${result.bytesFromPeers} bytes from its peers`)
+    t.true(site.origin.bytesServed <= pkg.sizeBytes * 1.02, `origin served ${site.origin.bytesServed / pkg.sizeBytes} copies`)
+  } finally {
+    await site.close()
+  }
+})

@@ -70,6 +70,24 @@ test('election table: gather, elected, waiting, fallback after starving, announc
   t.deepEqual(election.decide(theirs, false), { action: 'fetch', reason: 'elected' }, 'an announced fetch that never ends stalls its peer')
 })
 
+test('a fallback takes over one chunk of a winner that shows progress, without moving its other chunks', t => {
+  const time = clock()
+  const election = new OriginElection({ packageId: PACKAGE, self: 'self', now: time.now, gatherMs: 0, electionTimeoutMs: 10_000, fetchTimeoutMs: 60_000 })
+  election.addCandidate('busy')
+  const theirs = Array.from({ length: 80 }, (_, i) => i).filter(i => election.winner(i) === 'busy')
+  t.deepEqual(election.decide(theirs[0], true), { action: 'wait', until: time.now() + 10_000 })
+  time.advance(5_000)
+  election.progress('busy')
+  time.advance(5_000)
+  t.deepEqual(election.decide(theirs[0], true), { action: 'fetch', reason: 'fallback' }, 'the chunk waited for is taken over')
+  t.true(theirs.every(index => election.winner(index) === 'busy'), 'the busy peer keeps the rest of its share')
+  // Silent for a whole timeout: then it is out of the elections.
+  t.deepEqual(election.decide(theirs[1], true), { action: 'wait', until: time.now() + 10_000 })
+  time.advance(10_000)
+  t.deepEqual(election.decide(theirs[1], true), { action: 'fetch', reason: 'fallback' })
+  t.true(theirs.every(index => election.winner(index) === 'self'), 'a silent winner loses its share')
+})
+
 test('rarest first with a random tie-break, bounded per peer and in all', t => {
   const p = picker({ chunkCount: 8, maxRequestsPerPeer: 2, maxRequests: 3 })
   p.peerBitfield('a', bits(8, [0, 1, 2, 3, 4, 5, 6, 7]))
@@ -105,6 +123,82 @@ test('chunks no peer holds go to the origin only when this device is elected', t
     t.is(p.election.winner(pick.index), 'self')
   }
   t.is(p.next().length, 0, 'the rest waits for the other downloader')
+})
+
+test('the origin keeps its slots while peers could fill every one: the WAN stays busy', t => {
+  const p = picker({ chunkCount: 64, maxRequests: 16, maxRequestsPerPeer: 8, maxOriginRequests: 4 })
+  p.peerInterested('a', true)
+  p.peerInterested('b', true)
+  // a and b already hold half the package (fetched by them), which would fill all 16 slots.
+  const half = Array.from({ length: 32 }, (_, i) => i)
+  p.peerBitfield('a', bits(64, half))
+  p.peerBitfield('b', bits(64, half))
+  const picks = p.next()
+  t.is(picks.length, 16)
+  const origin = picks.filter(pick => pick.source.kind === 'origin')
+  t.is(origin.length, 4, `four origin requests among ${describe(picks).join(' ')}`)
+  for (const pick of origin) t.true(pick.index >= 32 && p.election.winner(pick.index) === 'self', 'elected chunks nobody holds')
+  const peerPick = picks.find(pick => pick.source.kind === 'peer')!
+  p.completed(peerPick.id)
+  t.deepEqual(p.next().map(pick => pick.source.kind), ['peer'], 'a freed peer slot goes to a peer while the origin is at its bound')
+  p.completed(origin[0].id)
+  const next = p.next()
+  t.is(next.length, 1)
+  t.is(next[0].source.kind, 'origin', 'a freed origin slot goes to the origin first')
+})
+
+test('spare origin capacity takes over the end of a slower peer\'s share, after a while, leaving it what it starts next', t => {
+  const time = clock()
+  const p = picker({ chunkCount: 60, maxRequests: 16, maxOriginRequests: 2, spareAfterMs: 500 }, time)
+  p.peerInterested('a', true)
+  // This device works through its own share.
+  for (let round = 0; round < 60; round++) {
+    const picks = p.next()
+    if (picks.length === 0) break
+    t.true(picks.every(pick => pick.source.kind === 'origin' && pick.source.reason === 'elected'), 'its own share first')
+    for (const pick of picks) p.completed(pick.id)
+  }
+  const theirs = Array.from({ length: 60 }, (_, i) => i).filter(index => p.election.winner(index) === 'a')
+  t.true(theirs.length > 10, `a's share: ${theirs.length} chunks`)
+  // a has started its first two chunks and announced them.
+  p.peerFetching('a', theirs[0])
+  p.peerFetching('a', theirs[1])
+  t.deepEqual(p.next(), [], 'nothing taken at once')
+  t.is(p.wakeAt(), time.now() + 500)
+  time.advance(500)
+  const taken = p.next()
+  t.deepEqual(taken.map(pick => pick.index), [theirs.at(-1), theirs.at(-2)], 'the end of a\'s share')
+  t.true(taken.every(pick => pick.source.kind === 'origin' && pick.source.reason === 'spare'))
+  for (const pick of taken) p.completed(pick.id)
+  // Later, only what a would not start next is taken: never its next two.
+  for (let round = 0; round < 60; round++) {
+    const picks = p.next()
+    if (picks.length === 0) break
+    for (const pick of picks) p.completed(pick.id)
+  }
+  const left = theirs.filter(index => !p.isHeld(index))
+  t.deepEqual(left, theirs.slice(0, 4), 'a\'s two announced chunks and the two it starts next stay with it')
+})
+
+test('two devices with spare capacity take disjoint chunks of a third one\'s share', t => {
+  const takenBy = (self: string, other: string): number[] => {
+    const time = clock()
+    const p = new PiecePicker({ packageId: PACKAGE, self, now: time.now, random: seeded(), gatherMs: 0, chunkCount: 120, maxRequests: 16, maxOriginRequests: 4, spareAfterMs: 0 })
+    p.peerInterested('slow', true)
+    p.peerInterested(other, true)
+    const spare: number[] = []
+    for (let round = 0; round < 200; round++) {
+      for (const pick of p.next()) {
+        if (pick.source.kind === 'origin' && pick.source.reason === 'spare') spare.push(pick.index)
+        p.completed(pick.id)
+      }
+    }
+    return spare
+  }
+  const byA = takenBy('a', 'b')
+  const byB = takenBy('b', 'a')
+  t.true(byA.length > 5 && byB.length > 5, `a takes ${byA.length}, b takes ${byB.length}`)
+  t.deepEqual(byA.filter(index => byB.includes(index)), [], 'no chunk taken twice')
 })
 
 test('a peer have turns a chunk waited for into a peer request', t => {

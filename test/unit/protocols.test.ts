@@ -110,6 +110,8 @@ test('a served piece arrives whole; what is not held is refused by status', asyn
   t.is((await t.throwsAsync(ask(banned, { packageId: PACKAGE, index: 0, offsetBytes: 0, lengthBytes: 10 }), { instanceOf: PieceRefusedError }))?.status, 'refused')
   const full = new ChunkServer({ source: sourceOf(chunk), maxConcurrentUploads: 0 })
   t.is((await t.throwsAsync(ask(full, { packageId: PACKAGE, index: 0, offsetBytes: 0, lengthBytes: 10 }), { instanceOf: PieceRefusedError }))?.status, 'busy')
+  // The server finishes its side (the stream's close) shortly after the requester has every byte.
+  for (let wait = 0; wait < 100 && server.activeUploads > 0; wait++) await new Promise(resolve => setTimeout(resolve, 20))
   t.is(server.activeUploads, 0)
 })
 

@@ -137,6 +137,16 @@ export class ChunkServer {
 
   private async send (stream: Stream, bytes: Uint8Array, remotePeer: string, writeTimeoutMs: number, options: AbortOptions): Promise<void> {
     const bucket = this.init.uploadBucket
+    if (bucket === undefined) {
+      // Uncapped, the whole answer goes down in one write: one muxer frame,
+      // one window update from the requester, rather than one per data frame.
+      const answer = encodeFrame(encodePieceHeader('ok', bytes.byteLength))
+      for (let offset = 0; offset < bytes.byteLength; offset += MAX_DATA_FRAME_BYTES) answer.append(encodeFrame(bytes.subarray(offset, Math.min(bytes.byteLength, offset + MAX_DATA_FRAME_BYTES))))
+      await sendBytes(stream, answer, { signal: anySignal(options.signal, AbortSignal.timeout(writeTimeoutMs)) })
+      this.init.onUploaded?.(remotePeer, bytes.byteLength)
+      await stream.close({ signal: AbortSignal.timeout(writeTimeoutMs) })
+      return
+    }
     const frameBytes = Math.min(MAX_DATA_FRAME_BYTES, bucket?.pieceBytes ?? MAX_DATA_FRAME_BYTES)
     const header = encodeFrame(encodePieceHeader('ok', bytes.byteLength))
     let pending: Uint8ArrayList | undefined = header
