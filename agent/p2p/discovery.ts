@@ -75,6 +75,12 @@ export class Discovery {
     this.node.removeEventListener('peer:disconnect', this.onDisconnect)
   }
 
+  /** This agent hung up on the peer for what it did: it is not dialed again before the hold ends. */
+  hungUp (peer: string): void {
+    this.book.hungUp(peer)
+    this.schedule()
+  }
+
   /** The site peers of the latest assignments answer. */
   setPeerList (peers: Array<{ peerId: string, addresses: string[] }>): void {
     if (this.init.usePeerList === false) return

@@ -210,6 +210,7 @@ export class Mesh extends EventEmitter<{ changed: [] }> {
       mesh.statusGossip?.start()
       fetcher.start()
       discovery.start()
+      network.on('hung-up', peer => { discovery!.hungUp(peer) })
       network.on('connected', () => { mesh.emit('changed') })
       network.on('disconnected', () => { mesh.emit('changed') })
       node.addEventListener('self:peer:update', () => {

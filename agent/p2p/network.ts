@@ -15,6 +15,8 @@ export interface MeshNetworkEvents {
   connected: [peer: string]
   disconnected: [peer: string]
   message: [peer: string, message: HaveMessage]
+  /** This side closed every connection to the peer for what it did. */
+  'hung-up': [peer: string]
 }
 
 /** The peer is not connected (any more). */
@@ -237,6 +239,7 @@ export class Libp2pMeshNetwork extends EventEmitter<MeshNetworkEvents> implement
 
   async hangUp (peer: string): Promise<void> {
     this.closeChannel(peer)
+    this.emit('hung-up', peer)
     await this.node.hangUp(peerIdFromString(peer), { signal: AbortSignal.timeout(2000) }).catch(() => {})
   }
 }

@@ -4,6 +4,8 @@ export const DEFAULT_MAX_RETRY_MS = 60_000
 export const DEFAULT_MIN_CONNECTION_MS = 5000
 /** An mDNS sighting is forgotten after this many failed dials in a row. */
 export const DEFAULT_MDNS_DIAL_ATTEMPTS = 5
+/** A peer this agent hung up on (bad chunks, a request flood, malformed announcements) is not dialed again for this long. */
+export const DEFAULT_HUNG_UP_HOLD_MS = 30_000
 
 export type PeerOrigin = 'coordinator' | 'mdns'
 
@@ -19,6 +21,8 @@ export interface PeerBookInit {
   mdnsDialAttempts?: number
   /** @default 5000 */
   minConnectionMs?: number
+  /** @default DEFAULT_HUNG_UP_HOLD_MS */
+  hungUpHoldMs?: number
 }
 
 interface Entry {
@@ -29,6 +33,8 @@ interface Entry {
   dialing: boolean
   failures: number
   retryAt: number
+  /** This agent hung up on the peer: no dial before then, whatever else happens. */
+  heldUntil: number
 }
 
 /**
@@ -47,7 +53,7 @@ export class PeerBook {
   private entry (peer: string): Entry {
     let entry = this.entries.get(peer)
     if (entry === undefined) {
-      entry = { addresses: [], origins: new Set(), connected: false, connectedAt: 0, dialing: false, failures: 0, retryAt: 0 }
+      entry = { addresses: [], origins: new Set(), connected: false, connectedAt: 0, dialing: false, failures: 0, retryAt: 0, heldUntil: 0 }
       this.entries.set(peer, entry)
     }
     return entry
@@ -104,6 +110,18 @@ export class PeerBook {
     entry.retryAt = this.init.now() + this.backoff(entry.failures)
   }
 
+  /**
+   * This agent hung up on the peer for what it did: it may dial in again
+   * (and meet the gate), but this side does not dial it before the hold
+   * ends. New addresses or sightings do not shorten the hold.
+   */
+  hungUp (peer: string): void {
+    const entry = this.entries.get(peer)
+    if (entry === undefined) return
+    entry.failures++
+    entry.heldUntil = this.init.now() + (this.init.hungUpHoldMs ?? DEFAULT_HUNG_UP_HOLD_MS)
+  }
+
   dialing (peer: string): void {
     this.entry(peer).dialing = true
   }
@@ -135,7 +153,7 @@ export class PeerBook {
     const now = this.init.now()
     const out: Array<{ peer: string, addresses: string[] }> = []
     for (const [peer, entry] of this.entries) {
-      if (entry.connected || entry.dialing || entry.retryAt > now || !allows(peer)) continue
+      if (entry.connected || entry.dialing || Math.max(entry.retryAt, entry.heldUntil) > now || !allows(peer)) continue
       out.push({ peer, addresses: entry.addresses })
     }
     return out
@@ -146,7 +164,8 @@ export class PeerBook {
     let next: number | undefined
     for (const entry of this.entries.values()) {
       if (entry.connected || entry.dialing) continue
-      if (next === undefined || entry.retryAt < next) next = entry.retryAt
+      const at = Math.max(entry.retryAt, entry.heldUntil)
+      if (next === undefined || at < next) next = at
     }
     return next
   }

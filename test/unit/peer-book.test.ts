@@ -82,3 +82,21 @@ test('the gate admits allow-listed peers that no download bans, and reports who 
   t.false(gater.denyDialPeer!(id('b')) as boolean)
   t.true(gater.denyInboundEncryptedConnection!(id('z'), {} as any) as boolean)
 })
+
+test('a peer this agent hung up on is not dialed again before the hold ends, whatever its sightings or drops say', t => {
+  let time = 0
+  const peers = new PeerBook({ now: () => time, random: () => 0, firstRetryMs: 1000, maxRetryMs: 8000, hungUpHoldMs: 30_000 })
+  peers.setListed([{ peerId: 'a', addresses: ['/ip4/10.0.0.1/tcp/1'] }])
+  peers.connected('a')
+  time = 10_000
+  peers.hungUp('a')
+  peers.disconnected('a')
+  peers.discovered('a', ['/ip4/10.0.0.1/tcp/1'])
+  t.is(peers.nextRetryAt(), 40_000)
+  time = 39_999
+  t.deepEqual(peers.due(all), [])
+  time = 40_000
+  t.deepEqual(peers.due(all).map(entry => entry.peer), ['a'])
+  peers.hungUp('unknown')
+  t.false(peers.has('unknown'), 'a peer the book does not know is not added by a hang-up')
+})
