@@ -1,6 +1,6 @@
 import { join } from 'node:path'
 import { mkdir } from 'node:fs/promises'
-import { ContentStore, DEFAULT_MAX_PACKAGE_BYTES } from '../protocol/index.js'
+import { ContentStore, DEFAULT_MAX_PACKAGE_BYTES, VerifierPool } from '../protocol/index.js'
 import { TokenService } from './auth/tokens.js'
 import { DeviceService } from './devices/service.js'
 import { SiteService } from './sites/service.js'
@@ -114,6 +114,8 @@ export async function openServices (init: ServicesInit): Promise<Services> {
   const requests = new RequestService({ store, packages, devices, tasks, settings, now })
   const scheduler = new Scheduler({ tasks, devices, directory, logger: init.logger, autoTick: init.autoTick ?? true })
   const assignments = new AssignmentService({ store, tasks, devices, manifests, keyring, ...(init.pollIntervalSeconds !== undefined ? { pollIntervalSeconds: init.pollIntervalSeconds } : {}) })
+  // Status records' signatures are checked on worker threads, one per core.
+  const verifiers = new VerifierPool()
   const statuses = new StatusService({
     store,
     now,
@@ -126,7 +128,8 @@ export async function openServices (init: ServicesInit): Promise<Services> {
         devices.touch(device, undefined).catch(error => { init.logger.error({ err: error, deviceId: device.id }, 'cannot note a relayed device\'s contact') })
       }
     },
-    receiptKey: () => keyring.current
+    receiptKey: () => keyring.current,
+    check: verifiers.check
   })
   const events = new EventJournal({
     store,
@@ -165,6 +168,7 @@ export async function openServices (init: ServicesInit): Promise<Services> {
       disconnectEvents()
       await scheduler.stop()
       await events.flushed()
+      await verifiers.close()
       await store.close()
     }
   }

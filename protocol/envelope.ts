@@ -2,6 +2,7 @@ import { z } from 'zod'
 import { BadSignatureError, MalformedError, TooLargeError, UnknownKeyError, WrongDomainError } from './errors.js'
 import { fromBase64, lengthPrefixed, toBase64, utf8 } from './encoding.js'
 import { keyIdOf, sign, verifySignature, verifySignatureAsync } from './keys.js'
+import type { SignatureCheck } from './verifier-pool.js'
 
 /**
  * A signed envelope carries the exact payload bytes that were signed. The
@@ -116,14 +117,14 @@ export function verifyDecodedEnvelope (decoded: DecodedEnvelope, keys: KeyResolv
 }
 
 /**
- * The same, off the main thread (libuv's pool): a verifier of many envelopes
- * at once, the coordinator's status ingest, keeps its event loop free and
- * uses every core.
+ * The same, off the main thread (libuv's pool, or the `check` given, such
+ * as a VerifierPool's): a verifier of many envelopes at once, the
+ * coordinator's status ingest, keeps its event loop free and uses every core.
  */
-export async function verifyDecodedEnvelopeAsync (decoded: DecodedEnvelope, keys: KeyResolver): Promise<OpenedEnvelope> {
+export async function verifyDecodedEnvelopeAsync (decoded: DecodedEnvelope, keys: KeyResolver, check: SignatureCheck = verifySignatureAsync): Promise<OpenedEnvelope> {
   const publicKey = keys(decoded.keyId)
   if (publicKey === undefined) throw new UnknownKeyError(decoded.keyId)
-  if (!await verifySignatureAsync(decoded.signature, signedBytes(decoded.domain, decoded.payload), publicKey)) throw new BadSignatureError()
+  if (!await check(decoded.signature, signedBytes(decoded.domain, decoded.payload), publicKey)) throw new BadSignatureError()
   return { payload: decoded.payload, keyId: decoded.keyId, publicKey }
 }
 

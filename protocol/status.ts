@@ -5,6 +5,7 @@ import { parseJsonPayload } from './json-payload.js'
 import { keyIdOf } from './keys.js'
 import { fromUtf8, utf8 } from './encoding.js'
 import { MAX_MESSAGE_CHARS, MAX_STATUS_RECORD_BYTES } from './limits.js'
+import type { SignatureCheck } from './verifier-pool.js'
 
 export const STATUS_DOMAIN = 'meshdeploy/status/v1'
 
@@ -94,8 +95,8 @@ export interface UnverifiedStatusRecord {
   /** The envelope's payload and signature as received (base64), to compare with a stored copy. */
   readonly payload: string
   readonly signature: string
-  /** Checks the signature against the key of the device the record names, off the main thread; throws UnknownKeyError or BadSignatureError. */
-  verify: (publicKey: Uint8Array) => Promise<StatusRecord>
+  /** Checks the signature against the key of the device the record names, off the main thread (libuv's pool, or `check`); throws UnknownKeyError or BadSignatureError. */
+  verify: (publicKey: Uint8Array, check?: SignatureCheck) => Promise<StatusRecord>
 }
 
 /**
@@ -112,8 +113,8 @@ export function decodeStatusRecord (envelope: unknown): UnverifiedStatusRecord {
     claimed,
     payload: received.payload,
     signature: received.signature,
-    verify: async publicKey => {
-      await verifyDecodedEnvelopeAsync(decoded, keyId => keyId === keyIdOf(publicKey) ? publicKey : undefined)
+    verify: async (publicKey, check) => {
+      await verifyDecodedEnvelopeAsync(decoded, keyId => keyId === keyIdOf(publicKey) ? publicKey : undefined, check)
       return claimed
     }
   }

@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os'
 import pLimit, { type LimitFunction } from 'p-limit'
 import {
   decodeStatusRecord, describeError, fromBase64, fromUtf8, isNewerRecord, publicKeyFromHex, signStatusReceipt,
-  statusRecordKey, type SignedEnvelope, type SigningKey, type StatusReceipt, type StatusRecord, type UnverifiedStatusRecord
+  statusRecordKey, type SignatureCheck, type SignedEnvelope, type SigningKey, type StatusReceipt, type StatusRecord, type UnverifiedStatusRecord
 } from '../../protocol/index.js'
 import type { DeviceRecord, DeviceTaskRow, StatusLogEntry, Store, WriteOperation } from '../store/types.js'
 import { deviceTaskKey } from '../store/types.js'
@@ -37,11 +37,13 @@ export function statusLogKey (record: Pick<StatusRecord, 'taskId' | 'deviceId' |
 /** Records a batch decodes and looks up at once. */
 export const DEFAULT_BATCH_CONCURRENCY = 64
 /**
- * Signatures checked at once over every batch: one per core keeps the cores
- * busy without more threads than cores fighting over them, and leaves libuv's
- * pool free for the store's reads and writes.
+ * Signatures waiting for their check at once, over every batch. With a
+ * verifier pool, many at once let its workers take them in large batches;
+ * with libuv's pool (no `check` given), one per core keeps the cores busy
+ * without more threads than cores fighting over them, and leaves the pool
+ * free for the store's reads and writes.
  */
-export const DEFAULT_VERIFY_CONCURRENCY = Math.max(1, availableParallelism())
+export const DEFAULT_VERIFY_CONCURRENCY = 4096
 /** Records stored in one durable write at most; more wait for the next. */
 export const DEFAULT_MAX_RECORDS_PER_WRITE = 20_000
 
@@ -56,7 +58,9 @@ export interface StatusServiceInit {
   onRelayed?: (devices: DeviceRecord[]) => void
   /** The key that signs receipts (the coordinator's current key). */
   receiptKey?: () => SigningKey
-  /** Signatures checked at once, over every batch. @default DEFAULT_VERIFY_CONCURRENCY */
+  /** How signatures are checked, such as a VerifierPool's `check`. @default one at a time in libuv's pool */
+  check?: SignatureCheck
+  /** Signatures checked at once, over every batch. @default DEFAULT_VERIFY_CONCURRENCY with `check`, one per core without */
   verifyConcurrency?: number
   /** @default DEFAULT_MAX_RECORDS_PER_WRITE */
   maxRecordsPerWrite?: number
@@ -114,6 +118,7 @@ export class StatusService extends EventEmitter<{
   private readonly onRelayed: NonNullable<StatusServiceInit['onRelayed']>
   private readonly receiptKey?: () => SigningKey
   private readonly verifyLimit: LimitFunction
+  private readonly check?: SignatureCheck
   private readonly maxRecordsPerWrite: number
   private readonly queue: CommitJob[] = []
   private writing?: Promise<void>
@@ -127,7 +132,8 @@ export class StatusService extends EventEmitter<{
     this.onRejected = init.onRejected ?? (() => {})
     this.onRelayed = init.onRelayed ?? (() => {})
     if (init.receiptKey !== undefined) this.receiptKey = init.receiptKey
-    this.verifyLimit = pLimit(Math.max(1, init.verifyConcurrency ?? DEFAULT_VERIFY_CONCURRENCY))
+    if (init.check !== undefined) this.check = init.check
+    this.verifyLimit = pLimit(Math.max(1, init.verifyConcurrency ?? (init.check !== undefined ? DEFAULT_VERIFY_CONCURRENCY : availableParallelism())))
     this.maxRecordsPerWrite = Math.max(1, init.maxRecordsPerWrite ?? DEFAULT_MAX_RECORDS_PER_WRITE)
   }
 
@@ -190,7 +196,7 @@ export class StatusService extends EventEmitter<{
         const device = await deviceOf(unverified.claimed.deviceId)
         if (device.id !== via.id) heard.set(device.id, device)
         const known = storedCopy !== undefined && storedCopy.envelope.signature === unverified.signature && storedCopy.envelope.payload === unverified.payload
-        record = known ? unverified.claimed : await this.verifyLimit(async () => await unverified.verify(publicKeyOf(device)))
+        record = known ? unverified.claimed : await this.verifyLimit(async () => await unverified.verify(publicKeyOf(device), this.check))
       } catch (error) {
         reject(index, error, envelope)
         return

@@ -7,19 +7,24 @@ import { DEFAULT_BODY_IDLE_TIMEOUT_MS, DEFAULT_JSON_BODY_TIMEOUT_MS } from './re
 /** Deepest nesting accepted in a JSON body; deeper documents are refused before parsing. */
 export const MAX_JSON_DEPTH = 32
 
-function exceedsDepth (text: string, maxDepth: number): boolean {
+/** Whether JSON text nests objects and arrays deeper than `maxDepth`; brackets inside strings do not count. */
+export function exceedsDepth (text: string, maxDepth: number): boolean {
   let depth = 0
-  let inString = false
   for (let index = 0; index < text.length; index++) {
-    const char = text[index]
-    if (inString) {
-      if (char === '\\') index++
-      else if (char === '"') inString = false
-    } else if (char === '"') {
-      inString = true
-    } else if (char === '{' || char === '[') {
+    const code = text.charCodeAt(index)
+    if (code === 0x22) {
+      // A string: jump to its closing quote, one not escaped by an odd run of backslashes.
+      for (;;) {
+        const quote = text.indexOf('"', index + 1)
+        if (quote === -1) return false
+        index = quote
+        let backslashes = 0
+        while (text.charCodeAt(quote - 1 - backslashes) === 0x5c) backslashes++
+        if (backslashes % 2 === 0) break
+      }
+    } else if (code === 0x7b || code === 0x5b) {
       if (++depth > maxDepth) return true
-    } else if (char === '}' || char === ']') {
+    } else if (code === 0x7d || code === 0x5d) {
       depth--
     }
   }
