@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events'
 import { TopicValidatorResult, type GossipSub, type GossipsubOpts, type Message } from '@libp2p/gossipsub'
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import {
-  describeError, keyIdOf, openStatusReceipt, openStatusRecord, trustKeys, type KeyResolver, type SignedEnvelope, type StatusReceipt
+  describeError, keyIdOf, toBase64, openStatusReceipt, openStatusRecord, trustKeys, type KeyResolver, type SignedEnvelope, type StatusReceipt
 } from '../../protocol/index.js'
 import type { Logger } from '../../protocol/logger.js'
 import * as status from '../protocols/status/index.js'
@@ -54,10 +54,15 @@ export interface StatusGossipOptionsInit {
 export function statusGossipOptions (init: StatusGossipOptionsInit): Partial<GossipsubOpts> {
   return {
     globalSignaturePolicy: 'StrictSign',
+    // Copies of a message already verified are known by their signature and dropped before a second
+    // check: with flood publishing a site's agents receive each message several times, and checking
+    // every copy's signature cost more than all the rest of the status path together. The cache only
+    // learns a signature once its message verified, so a forged copy cannot shadow the real one.
+    fastMsgIdFn: message => message.signature !== undefined ? toBase64(message.signature) : '',
     emitSelf: false,
     allowPublishToZeroTopicPeers: true,
     ignoreDuplicatePublishError: true,
-    floodPublish: true,
+    floodPublish: false,
     heartbeatInterval: status.GOSSIP_HEARTBEAT_INTERVAL_MS,
     maxInboundDataLength: status.MAX_RPC_BYTES,
     maxOutboundBufferSize: status.MAX_OUTBOUND_BUFFER_BYTES,
