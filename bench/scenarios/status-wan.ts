@@ -3,8 +3,6 @@ import { randomBytes } from 'node:crypto'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Agent } from '../../agent/agent.js'
-import { silentLogger } from '../../protocol/logger.js'
 import { adminClient, startMeshdeploy, type BenchProcess } from '../processes.js'
 import { figure, type Figure, type ScenarioResult } from '../report.js'
 
@@ -44,8 +42,8 @@ interface ModeResult {
 }
 
 /**
- * One site of `count` agents (in this process, each with its own libp2p node
- * on loopback, mDNS off) against a coordinator process; a task sends them a
+ * One site of `count` agents (each its own process, as on its own device,
+ * its libp2p node on loopback, mDNS off) against a coordinator process; a task sends them a
  * package at a capped rate so that they report progress for most of the
  * window, and the coordinator's own counters say how many status requests
  * reached it and how many records they carried.
@@ -53,7 +51,7 @@ interface ModeResult {
 async function measureMode (count: number, windowMs: number, gossip: boolean): Promise<ModeResult> {
   const root = await mkdtemp(join(tmpdir(), `meshdeploy-bench-status-wan-${gossip ? 'relay' : 'direct'}-`))
   let coordinator: BenchProcess | undefined
-  const agents: Agent[] = []
+  const agents: BenchProcess[] = []
   try {
     coordinator = await startMeshdeploy(['coordinator', 'start', '--data', join(root, 'coordinator'), '--port', '0', '--log-level', 'warn', '--chunk-size-kib', '64'], join(root, 'coordinator.log'), 'coordinator-started')
     const url = coordinator.event.url as string
@@ -63,17 +61,11 @@ async function measureMode (count: number, windowMs: number, gossip: boolean): P
     for (let index = 1; index <= count; index++) {
       const dataDir = join(root, `pc-${index}`)
       await mkdir(join(dataDir, 'root'), { recursive: true })
-      agents.push(await Agent.start({
-        dataDir,
-        coordinatorUrl: url,
-        allowInsecureHttp: true,
-        enrollToken: token as string,
-        hostname: `pc-${index}`,
-        site: 'wan',
-        installRoot: join(dataDir, 'root'),
-        logger: silentLogger(),
-        mesh: { listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, statusGossip: gossip }
-      }))
+      agents.push(await startMeshdeploy([
+        'agent', 'start', '--data', dataDir, '--coordinator', url, '--insecure-http', '--enroll-token', token as string,
+        '--hostname', `pc-${index}`, '--site', 'wan', '--install-root', join(dataDir, 'root'), '--log-level', 'warn',
+        '--listen', '/ip4/127.0.0.1/tcp/0', '--mdns', 'off', '--status-gossip', gossip ? 'on' : 'off'
+      ], join(root, `pc-${index}.log`), 'agent-started'))
     }
     const deadline = Date.now() + 120_000
     for (;;) {
