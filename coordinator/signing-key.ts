@@ -75,6 +75,8 @@ export class CoordinatorKeyring extends EventEmitter<{ rotated: [rotation: Rotat
 
   private constructor (private readonly path: string, file: KeyFile) {
     super()
+    // Every held assignments request listens here while it waits: as many listeners as devices waiting, not a leak.
+    this.setMaxListeners(0)
     this.file = file
     this.key = keyOf(fromHex(file.secretKey))
     const keyring = this

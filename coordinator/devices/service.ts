@@ -108,6 +108,8 @@ export class DeviceService extends EventEmitter<{ changed: [deviceId: string] }>
 
   constructor (init: DeviceServiceInit) {
     super()
+    // Every held assignments request listens here while it waits: as many listeners as devices waiting, not a leak.
+    this.setMaxListeners(0)
     this.store = init.store
     this.now = init.now ?? Date.now
     this.siteForAddress = init.siteForAddress ?? (() => undefined)

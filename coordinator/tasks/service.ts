@@ -84,6 +84,8 @@ export class TaskService extends EventEmitter<{ changed: [taskId: string], relea
 
   constructor (init: TaskServiceInit) {
     super()
+    // Every held assignments request listens here while it waits: as many listeners as devices waiting, not a leak.
+    this.setMaxListeners(0)
     this.store = init.store
     this.packages = init.packages
     this.devices = init.devices
