@@ -82,6 +82,12 @@ test('figures are set beside their targets and lower bounds, met or missed', asy
   const capped = labFigures({ packageBytes: S, devicesPerSite: 2, wanMbit: 100, wanDelayMs: 20, capKBps: 1000, meshdeploy: phase('meshdeploy', [{ ...device('a', 100_000, 0, S), receive: { totalBytes: S, averageBytesPerSecond: 1000 * 1024 * 0.95, worstWindowBytesPerSecond: 1000 * 1024 * 1.1 } }], 1) })
   t.is(capped.find(f => f.name.startsWith('cap: worst'))?.met, false)
   t.is(capped.find(f => f.name.startsWith('cap: average'))?.met, true)
+  // Capped at 1000 KiB/s: S/C = 97.7 s binds every device, the baseline's as well (N·S/W = 16 s): no speed-up is possible.
+  const cappedBoth = labFigures({ packageBytes: S, devicesPerSite: 2, wanMbit: 100, wanDelayMs: 20, capKBps: 1000, meshdeploy: phase('meshdeploy', [device('a', 100_000, 0, S)], 1), baseline: phase('baseline', [device('a', 100_000, 0, S), device('b', 110_000, 0, S)], 2) })
+  const cappedSpeedUp = cappedBoth.find(f => f.name === 'speed-up over the baseline (last device)')!
+  t.is(cappedSpeedUp.target, '≥ 0.8')
+  t.is(cappedSpeedUp.met, true)
+  t.is(cappedBoth.find(f => f.name === 'baseline: last device ÷ its lower bound')?.bound, 'S/C = 97.7 s')
   // The chart is drawn by Vega-Lite from the same phases.
   const svg = await renderSvg(labChartSpec(labChartInput('test', { packageBytes: S, devicesPerSite: 2, wanMbit: 100, wanDelayMs: 20, meshdeploy, baseline })))
   t.true(svg.startsWith('<svg'))
