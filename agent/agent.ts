@@ -12,7 +12,7 @@ import { Mesh, type MeshSettings } from './p2p/mesh.js'
 import { Prefetcher } from './site-cache.js'
 import { SelfReporter } from './self-report.js'
 import { CoordinatorClient, type AssignmentAnswer } from './coordinator-client.js'
-import { AssignmentMismatchError, CoordinatorError, RetiredKeyError, RevisionConflictError } from './errors.js'
+import { AssignmentMismatchError, CoordinatorError, CoordinatorUnreachableError, RetiredKeyError, RevisionConflictError } from './errors.js'
 import { loadIdentity, loadOrEnroll, pinCoordinatorKey, saveTlsTrust, type Identity } from './identity.js'
 import { Outbox } from './outbox.js'
 import { SiteStatus } from './status/site-status.js'
@@ -28,10 +28,15 @@ import { systemBootId, type BootIdentity } from './boot.js'
 
 export const AGENT_VERSION = '0.1.0'
 
+/** A first enrollment keeps trying this long while the coordinator is out of reach. */
+export const DEFAULT_ENROLL_RETRY_MS = 5 * 60_000
+
 export interface AgentInit {
   dataDir: string
   coordinatorUrl: string
   enrollToken?: string
+  /** How long a first enrollment keeps trying while the coordinator is out of reach. @default DEFAULT_ENROLL_RETRY_MS */
+  enrollRetryMs?: number
   site?: string
   groups?: string[]
   hostname?: string
@@ -197,16 +202,32 @@ export class Agent extends EventEmitter<AgentEvents> {
       const stored = await loadIdentity(init.dataDir)
       const tls = init.tls ?? stored?.tls ?? {}
       const client = new CoordinatorClient({ url: init.coordinatorUrl, tls, ...(init.allowInsecureHttp !== undefined ? { allowInsecureHttp: init.allowInsecureHttp } : {}) })
-      const { identity, enrolled } = await loadOrEnroll({
-        dataDir: init.dataDir,
-        client,
-        agentVersion: AGENT_VERSION,
-        tls,
-        ...(init.enrollToken !== undefined ? { enrollToken: init.enrollToken } : {}),
-        ...(init.site !== undefined ? { site: init.site } : {}),
-        ...(init.groups !== undefined ? { groups: init.groups } : {}),
-        ...(init.hostname !== undefined ? { hostname: init.hostname } : {})
-      })
+      // A device installed while the coordinator is out of reach keeps trying to enroll for a while
+      // (each try with a new key: one whose answer was lost may be enrolled already).
+      const enrollGiveUpAt = Date.now() + (init.enrollRetryMs ?? DEFAULT_ENROLL_RETRY_MS)
+      let enrollWaitMs = 1000
+      let loaded: Awaited<ReturnType<typeof loadOrEnroll>>
+      for (;;) {
+        try {
+          loaded = await loadOrEnroll({
+            dataDir: init.dataDir,
+            client,
+            agentVersion: AGENT_VERSION,
+            tls,
+            ...(init.enrollToken !== undefined ? { enrollToken: init.enrollToken } : {}),
+            ...(init.site !== undefined ? { site: init.site } : {}),
+            ...(init.groups !== undefined ? { groups: init.groups } : {}),
+            ...(init.hostname !== undefined ? { hostname: init.hostname } : {})
+          })
+          break
+        } catch (error) {
+          if (!(error instanceof CoordinatorUnreachableError) || Date.now() + enrollWaitMs > enrollGiveUpAt) throw error
+          init.logger.warn({ err: describeError(error), retryInMs: enrollWaitMs }, 'cannot reach the coordinator to enroll; trying again')
+          await new Promise(resolve => setTimeout(resolve, enrollWaitMs))
+          enrollWaitMs = Math.min(30_000, enrollWaitMs * 2)
+        }
+      }
+      const { identity, enrolled } = loaded
       if (!enrolled && init.tls !== undefined) await saveTlsTrust(init.dataDir, identity, init.tls)
       client.setCredential(identity.credential)
       const cache = new ChunkCache({ root: join(init.dataDir, 'cache'), ...(init.cacheMaxBytes !== undefined ? { maxBytes: init.cacheMaxBytes } : {}) })

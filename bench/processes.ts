@@ -67,14 +67,21 @@ export async function startMeshdeploy (args: string[], logFile: string, expected
   const log = createWriteStream(logFile, { flags: 'a' })
   child.stderr!.pipe(log)
   const lines = createInterface({ input: child.stdout! })
+  // The run's folder goes when it fails: the error carries the log's last lines.
+  const failure = async (what: string): Promise<Error> => {
+    await new Promise(resolve => { log.end(resolve) })
+    const tail = (await readFile(logFile, 'utf8').catch(() => '')).trim().split('\n').slice(-15).join('\n')
+    return new Error(`${args.slice(0, 2).join(' ')} ${what} (exit code ${child.exitCode ?? child.signalCode ?? 'none'}); the end of ${logFile}:\n${tail}`)
+  }
   const event = await new Promise<Record<string, any>>((resolve, reject) => {
-    const timer = setTimeout(() => { reject(new Error(`${args.slice(0, 2).join(' ')} did not start; see ${logFile}`)) }, timeoutMs)
-    void exited.then(() => { clearTimeout(timer); reject(new Error(`${args.slice(0, 2).join(' ')} exited; see ${logFile}`)) })
+    let started = false
+    const timer = setTimeout(() => { void failure('did not start').then(reject) }, timeoutMs)
+    void exited.then(() => { clearTimeout(timer); if (!started) void failure('exited').then(reject) })
     lines.on('line', line => {
-      log.write(line + '\n')
+      if (!log.writableEnded) log.write(line + '\n')
       try {
         const parsed = JSON.parse(line)
-        if (parsed.event === expectedEvent) { clearTimeout(timer); resolve(parsed) }
+        if (parsed.event === expectedEvent) { started = true; clearTimeout(timer); resolve(parsed) }
       } catch {}
     })
   })
