@@ -221,7 +221,8 @@ export class Agent extends EventEmitter<AgentEvents> {
           })
           break
         } catch (error) {
-          if (!(error instanceof CoordinatorUnreachableError) || Date.now() + enrollWaitMs > enrollGiveUpAt) throw error
+          const unreachable = error instanceof CoordinatorUnreachableError || (error as Error).name === 'TimeoutError'
+          if (!unreachable || Date.now() + enrollWaitMs > enrollGiveUpAt) throw error
           init.logger.warn({ err: describeError(error), retryInMs: enrollWaitMs }, 'cannot reach the coordinator to enroll; trying again')
           await new Promise(resolve => setTimeout(resolve, enrollWaitMs))
           enrollWaitMs = Math.min(30_000, enrollWaitMs * 2)
