@@ -107,7 +107,8 @@ test.serial('an agent serving corrupt chunks is banned, and every honest device 
     const honest = await site(coordinator, 3, 'honest')
     agents.push(...honest)
     await meshFormed(coordinator, agents)
-    const task = await coordinator.api.post('/v1/tasks', { packageId: pkg.id, action: 'distribute-files', destination: '/srv/b', targets: { deviceIds: honest.map(agent => agent.deviceId) }, maxAttempts: 1 })
+    // Capped, so that the download outlasts the corrupt agent's redial after its first disconnect: a repeat is what bans it.
+    const task = await coordinator.api.post('/v1/tasks', { packageId: pkg.id, action: 'distribute-files', destination: '/srv/b', targets: { deviceIds: honest.map(agent => agent.deviceId) }, bandwidthKBps: 512, maxAttempts: 1 })
     const rows = await settled(coordinator, task.id, 3)
     t.deepEqual(rows.map(row => row.state), ['succeeded', 'succeeded', 'succeeded'])
     for (const agent of honest) t.is(await sha256OfFile(join(agent.installRoot, 'srv/b/payload.bin')), pkg.sha256)
