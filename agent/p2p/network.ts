@@ -165,7 +165,8 @@ export class Libp2pMeshNetwork extends EventEmitter<MeshNetworkEvents> implement
       const sender = new have.HaveSender(stream, {
         onError: error => {
           this.logger.debug({ peer, err: describeError(error) }, 'announcement channel failed')
-          if (this.senders.get(peer) === sender) void this.hangUp(peer)
+          // A channel that failed says nothing against the peer: hung up on, but not held back from a redial.
+          if (this.senders.get(peer) === sender) void this.disconnect(peer)
         }
       })
       this.senders.set(peer, sender)
@@ -237,9 +238,14 @@ export class Libp2pMeshNetwork extends EventEmitter<MeshNetworkEvents> implement
     }
   }
 
+  /** Hangs up on a peer for what it did (bad chunks, a request flood, malformed announcements). */
   async hangUp (peer: string): Promise<void> {
-    this.closeChannel(peer)
     this.emit('hung-up', peer)
+    await this.disconnect(peer)
+  }
+
+  private async disconnect (peer: string): Promise<void> {
+    this.closeChannel(peer)
     await this.node.hangUp(peerIdFromString(peer), { signal: AbortSignal.timeout(2000) }).catch(() => {})
   }
 }

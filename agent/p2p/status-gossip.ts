@@ -62,7 +62,7 @@ export function statusGossipOptions (init: StatusGossipOptionsInit): Partial<Gos
     emitSelf: false,
     allowPublishToZeroTopicPeers: true,
     ignoreDuplicatePublishError: true,
-    floodPublish: false,
+    floodPublish: true,
     heartbeatInterval: status.GOSSIP_HEARTBEAT_INTERVAL_MS,
     maxInboundDataLength: status.MAX_RPC_BYTES,
     maxOutboundBufferSize: status.MAX_OUTBOUND_BUFFER_BYTES,
