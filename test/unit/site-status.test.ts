@@ -53,11 +53,13 @@ test('the relay dies: another takes over, and records issued meanwhile arrive, n
     await allDelivered(coordinator, survivors, 2)
     hub.leave(relay.id)
     await relay.site.stop()
+    const sentBefore = coordinator.requests.length
     for (const agent of survivors) await agent.record()
     const next = await agreedRelay(survivors)
     t.not(next.id, relay.id)
     await allDelivered(coordinator, survivors, 4)
-    t.pass()
+    t.is(coordinator.stored.size, 4, 'every record stored once')
+    t.true(coordinator.requests.slice(sentBefore).some(request => request.via === next.id), 'the new relay carried records up')
   } finally {
     await stopAll(agents)
   }
