@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises'
+import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { ContentNotFoundError, HashMismatchError } from './errors.js'
 import { SHA256_HEX } from './encoding.js'
@@ -26,6 +27,9 @@ export interface PutOptions {
  * renamed), and a read checks the hash, so a crash or a bit flip can never
  * pass for good content.
  */
+/** A shared folder's temporary files older than this belong to a writer that is gone: 1 day. */
+const STALE_TEMPORARY_MS = 24 * 3600_000
+
 export class ContentStore {
   readonly root: string
   private readonly temporary: string
@@ -33,15 +37,43 @@ export class ContentStore {
   /** Prefix folders known to exist. */
   private readonly folders = new Set<string>()
 
-  constructor (root: string) {
+  private readonly shared: boolean
+
+  /**
+   * `shared`: other processes (coordinators) write into the same folder at
+   * the same time: this one writes its temporary files in a folder of its own
+   * and removes only those others left long ago.
+   */
+  constructor (root: string, init: { shared?: boolean } = {}) {
     this.root = root
-    this.temporary = join(root, 'tmp')
+    this.shared = init.shared ?? false
+    this.temporary = this.shared ? join(root, 'tmp', `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`) : join(root, 'tmp')
   }
 
   /** Creates the folders and removes what an interrupted write left behind. */
   async open (): Promise<void> {
-    await rm(this.temporary, { recursive: true, force: true })
+    if (this.shared) {
+      // Another coordinator's temporary files are its own business until they are old enough to be lost.
+      const parent = join(this.root, 'tmp')
+      const before = Date.now() - STALE_TEMPORARY_MS
+      for (const name of await readdir(parent).catch(() => [] as string[])) {
+        const info = await stat(join(parent, name)).catch(() => undefined)
+        if (info?.isDirectory() === true && info.mtimeMs < before) await rm(join(parent, name), { recursive: true, force: true })
+      }
+    } else {
+      await rm(this.temporary, { recursive: true, force: true })
+    }
     await mkdir(this.temporary, { recursive: true })
+  }
+
+  /** When the content was written, ms; undefined when it is not here. */
+  async modifiedAt (sha256: string): Promise<number | undefined> {
+    try {
+      return (await stat(this.pathOf(sha256))).mtimeMs
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      throw error
+    }
   }
 
   pathOf (sha256: string): string {

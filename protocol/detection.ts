@@ -2,6 +2,7 @@ import { z } from 'zod'
 import { MAX_NAME_CHARS } from './limits.js'
 import { SHA256_HEX } from './encoding.js'
 import type { Platform } from './manifest.js'
+import { label as labelText } from './text.js'
 
 /**
  * Detection rules say whether the software is installed. The agent checks
@@ -11,7 +12,7 @@ import type { Platform } from './manifest.js'
  * be determined and the result says so.
  */
 const absolutePath = z.string().min(1).max(1024).regex(/^\//, 'must be an absolute path')
-const label = z.string().trim().min(1).max(MAX_NAME_CHARS)
+const label = labelText(z.string().trim().min(1).max(MAX_NAME_CHARS))
 const version = z.string().trim().min(1).max(100)
 
 /** A file exists, optionally with a given SHA-256. */
@@ -84,4 +85,4 @@ export function platformOfRule (rule: { type: string }): Platform {
   }
 }
 
-export const nameSchema = z.string().trim().min(1).max(MAX_NAME_CHARS)
+export const nameSchema = labelText(z.string().trim().min(1).max(MAX_NAME_CHARS))

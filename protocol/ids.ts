@@ -9,3 +9,10 @@ export function randomId (prefix: string, bytes = 8): string {
 export function randomSecret (prefix: string): string {
   return `${prefix}_${randomBytes(24).toString('base64url')}`
 }
+
+/**
+ * The header an agent names its session with on every request to the
+ * coordinator (one random id per running agent), so that two agents running
+ * with one credential (a copied agent.json) can be told apart.
+ */
+export const AGENT_SESSION_HEADER = 'meshdeploy-session'

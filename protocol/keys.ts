@@ -1,7 +1,5 @@
 import { createHash, createPrivateKey, createPublicKey, sign as nodeSign, verify as nodeVerify, type KeyObject } from 'node:crypto'
 import * as ed from '@noble/ed25519'
-import { publicKeyFromRaw } from '@libp2p/crypto/keys'
-import { peerIdFromPublicKey } from '@libp2p/peer-id'
 import { fromHex, toHex } from './encoding.js'
 
 // @noble/ed25519's synchronous API needs a SHA-512; node's is the fast one.
@@ -101,9 +99,43 @@ export async function verifySignatureAsync (signature: Uint8Array, message: Uint
   })
 }
 
-/** The libp2p peer id of a device, derived from its ed25519 public key. */
+// An ed25519 peer id is the identity multihash of the protobuf-encoded public key:
+// identity code 0x00, length 36, then field 1 (KeyType) = 1 (Ed25519), field 2 (Data) of 32 bytes.
+const ED25519_PEER_ID_PREFIX = Uint8Array.of(0x00, 0x24, 0x08, 0x01, 0x12, 0x20)
+const BASE58_ALPHABET = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz'
+
+/** Bitcoin's base58 (multibase base58btc without its `z` prefix), as libp2p writes peer ids. */
+function base58btc (bytes: Uint8Array): string {
+  let zeros = 0
+  while (zeros < bytes.length && bytes[zeros] === 0) zeros++
+  const digits: number[] = []
+  for (let index = zeros; index < bytes.length; index++) {
+    let carry = bytes[index]
+    for (let digit = 0; digit < digits.length; digit++) {
+      carry += digits[digit] << 8
+      digits[digit] = carry % 58
+      carry = (carry / 58) | 0
+    }
+    while (carry > 0) {
+      digits.push(carry % 58)
+      carry = (carry / 58) | 0
+    }
+  }
+  let text = '1'.repeat(zeros)
+  for (let digit = digits.length - 1; digit >= 0; digit--) text += BASE58_ALPHABET[digits[digit]]
+  return text
+}
+
+/**
+ * The libp2p peer id of a device, derived from its ed25519 public key
+ * (computed here so that an agent need not load libp2p's crypto to know its own id).
+ */
 export function peerIdOf (publicKey: Uint8Array): string {
-  return peerIdFromPublicKey(publicKeyFromRaw(publicKey)).toString()
+  if (publicKey.byteLength !== 32) throw new TypeError('an ed25519 public key is 32 bytes')
+  const multihash = new Uint8Array(ED25519_PEER_ID_PREFIX.byteLength + 32)
+  multihash.set(ED25519_PEER_ID_PREFIX)
+  multihash.set(publicKey, ED25519_PEER_ID_PREFIX.byteLength)
+  return base58btc(multihash)
 }
 
 export function publicKeyFromHex (hex: string): Uint8Array {

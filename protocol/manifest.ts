@@ -11,6 +11,7 @@ import {
   MAX_MANIFEST_BYTES, MAX_RUN_ARGS, MIN_CHUNK_SIZE_BYTES
 } from './limits.js'
 import { packageIdOf } from './package-id.js'
+import { WINDOW_POLICIES } from './maintenance-window.js'
 
 export const MANIFEST_DOMAIN = 'meshdeploy/manifest/v1'
 /** The document format inside the envelope; an agent refuses a version it does not know. */
@@ -18,10 +19,15 @@ export const MANIFEST_VERSION = 2
 
 export const PLATFORMS = ['linux', 'windows', 'macos', 'any'] as const
 export const ARCHITECTURES = ['x64', 'arm64', 'any'] as const
-export const PACKAGE_KINDS = ['msi', 'exe', 'bat', 'ps1', 'pkg', 'deb', 'rpm', 'shell', 'tar', 'tar.gz', 'zip', 'file'] as const
+export const PACKAGE_KINDS = ['msi', 'exe', 'bat', 'ps1', 'pkg', 'deb', 'rpm', 'shell', 'tar', 'tar.gz', 'zip', 'file', 'capture'] as const
 export const ACTIONS = ['install', 'uninstall', 'distribute-files'] as const
 export const REBOOT_POLICIES = ['never', 'always', 'prompt'] as const
 export const OVERWRITE_POLICIES = ['replace', 'keep', 'fail'] as const
+/** How a new package takes the place of one it supersedes: installed over it, or after the old one is removed. */
+export const SUPERSEDE_MODES = ['upgrade', 'replace'] as const
+/** Dependencies (the whole chain) and superseded packages one manifest may carry. */
+export const MAX_MANIFEST_DEPENDENCIES = 32
+export const MAX_MANIFEST_SUPERSEDED = 32
 
 export type Platform = typeof PLATFORMS[number]
 export type Architecture = typeof ARCHITECTURES[number]
@@ -29,6 +35,7 @@ export type PackageKind = typeof PACKAGE_KINDS[number]
 export type Action = typeof ACTIONS[number]
 export type RebootPolicy = typeof REBOOT_POLICIES[number]
 export type OverwritePolicy = typeof OVERWRITE_POLICIES[number]
+export type SupersedeMode = typeof SUPERSEDE_MODES[number]
 
 /** File modes as operators write them: `644`, `0640`, `0755`. */
 export const fileModeSchema = z.string().regex(/^0?[0-7]{3}$/, 'must be an octal file mode such as 0644')
@@ -84,8 +91,43 @@ export const rebootSchema = z.object({
 
 export const conditionsSchema = z.object({
   /** Wait while a VPN interface is up (the device shows deferred-vpn). */
-  deferWhileVpn: z.boolean()
+  deferWhileVpn: z.boolean(),
+  /**
+   * respect: the install (and a reboot) starts only inside one of the
+   * device's maintenance windows that stays open for the install's timeout;
+   * content downloads at any time. ignore, or absent: at any time.
+   */
+  maintenanceWindows: z.enum(WINDOW_POLICIES).optional()
 }).strict()
+
+/** A package installed before the task's own, when its detection rule says it is missing. */
+export const manifestDependencySchema = z.object({
+  package: manifestPackageSchema,
+  /** How to install it; its detection rule is required (it decides whether the dependency is missing). */
+  install: installSpecSchema
+}).strict().refine(dependency => dependency.install.detection !== undefined, { message: 'a dependency needs a detection rule', path: ['install', 'detection'] })
+
+/** An older package the task's package takes the place of. */
+export const manifestSupersededSchema = z.object({
+  mode: z.enum(SUPERSEDE_MODES),
+  package: z.object({ id: sha256Hex, name: z.string().min(1).max(200), version: z.string().min(1).max(100) }).strict(),
+  /** Whether the older package is installed. */
+  detection: detectionRuleSchema,
+  /** replace: how to remove it before the new one is installed. */
+  uninstall: uninstallSpecSchema.optional(),
+  /** replace, when removing it needs its content (what distributing it put in a folder). */
+  content: manifestPackageSchema.optional(),
+  /** Bound on the uninstaller's run time. */
+  timeoutSeconds: z.number().int().min(1).max(MAX_INSTALL_TIMEOUT_SECONDS).optional(),
+  exitCodes: exitCodeMapSchema.optional()
+}).strict().superRefine((superseded, context) => {
+  if (superseded.mode === 'replace' && superseded.uninstall === undefined) {
+    context.addIssue({ code: 'custom', path: ['uninstall'], message: 'replacing a package needs its uninstall spec' })
+  }
+  if (superseded.uninstall !== undefined && uninstallNeedsContent(superseded.uninstall) && superseded.content === undefined) {
+    context.addIssue({ code: 'custom', path: ['content'], message: 'this uninstall spec needs the package\'s content' })
+  }
+})
 
 export const manifestLimitsSchema = z.object({
   /** Cap on the device's total download rate across every source, KB/s (1 KB = 1024 bytes); absent: none. */
@@ -109,7 +151,11 @@ export const manifestSchema = z.object({
   install: installSpecSchema,
   reboot: rebootSchema,
   conditions: conditionsSchema,
-  limits: manifestLimitsSchema
+  limits: manifestLimitsSchema,
+  /** Installed first, in this order, where missing (the whole chain: a dependency's dependencies come before it). */
+  dependencies: z.array(manifestDependencySchema).max(MAX_MANIFEST_DEPENDENCIES).optional(),
+  /** Older packages this one supersedes: an install upgrades or replaces them where they are detected. */
+  supersedes: z.array(manifestSupersededSchema).max(MAX_MANIFEST_SUPERSEDED).optional()
 }).strict().superRefine((manifest, context) => {
   if (manifest.action === 'uninstall' && manifest.install.uninstall === undefined) {
     context.addIssue({ code: 'custom', path: ['install', 'uninstall'], message: 'an uninstall needs an uninstall spec' })
@@ -117,9 +163,15 @@ export const manifestSchema = z.object({
   if (manifest.action === 'distribute-files' && manifest.install.destination === undefined) {
     context.addIssue({ code: 'custom', path: ['install', 'destination'], message: 'distributing files needs a destination' })
   }
-  const expected = Math.ceil(manifest.package.sizeBytes / manifest.package.chunkSizeBytes)
-  if (manifest.package.chunks.length !== expected) {
-    context.addIssue({ code: 'custom', path: ['package', 'chunks'], message: `expected ${expected} chunks for ${manifest.package.sizeBytes} bytes` })
+  const checkChunks = (pkg: ManifestPackage, path: Array<string | number>): void => {
+    const expected = Math.ceil(pkg.sizeBytes / pkg.chunkSizeBytes)
+    if (pkg.chunks.length !== expected) context.addIssue({ code: 'custom', path: [...path, 'chunks'], message: `expected ${expected} chunks for ${pkg.sizeBytes} bytes` })
+  }
+  checkChunks(manifest.package, ['package'])
+  manifest.dependencies?.forEach((dependency, index) => { checkChunks(dependency.package, ['dependencies', index, 'package']) })
+  manifest.supersedes?.forEach((superseded, index) => { if (superseded.content !== undefined) checkChunks(superseded.content, ['supersedes', index, 'content']) })
+  if ((manifest.dependencies?.length ?? 0) > 0 && manifest.action !== 'install') {
+    context.addIssue({ code: 'custom', path: ['dependencies'], message: 'only an install brings dependencies' })
   }
   if (Date.parse(manifest.expiresAt) <= Date.parse(manifest.issuedAt)) {
     context.addIssue({ code: 'custom', path: ['expiresAt'], message: 'must be later than issuedAt' })
@@ -130,6 +182,8 @@ export type Manifest = z.infer<typeof manifestSchema>
 export type ManifestPackage = z.infer<typeof manifestPackageSchema>
 export type InstallSpec = z.infer<typeof installSpecSchema>
 export type RebootSpec = z.infer<typeof rebootSchema>
+export type ManifestDependency = z.infer<typeof manifestDependencySchema>
+export type ManifestSuperseded = z.infer<typeof manifestSupersededSchema>
 
 /** Whether the device needs the package's content for this manifest. */
 export function needsContent (manifest: Pick<Manifest, 'action' | 'install'>): boolean {
@@ -147,6 +201,11 @@ export function signManifest (manifest: Manifest, key: SigningKey): SignedEnvelo
   return sealEnvelope(MANIFEST_DOMAIN, encodeManifest(checked), key)
 }
 
+/** Every package whose content a manifest has its device download: its own, its dependencies', and superseded packages removed from their content. */
+export function contentPackagesOf (manifest: Pick<Manifest, 'package' | 'dependencies' | 'supersedes'>): ManifestPackage[] {
+  return [manifest.package, ...(manifest.dependencies ?? []).map(dependency => dependency.package), ...(manifest.supersedes ?? []).flatMap(superseded => superseded.content ?? [])]
+}
+
 /** Validates a decoded manifest object; throws MalformedError with the schema's reasons. */
 export function validateManifest (candidate: unknown): Manifest {
   const version = (candidate as { version?: unknown } | null)?.version
@@ -154,8 +213,10 @@ export function validateManifest (candidate: unknown): Manifest {
   const parsed = manifestSchema.safeParse(candidate)
   if (!parsed.success) throw new MalformedError(`manifest: ${z.prettifyError(parsed.error)}`)
   const manifest = parsed.data
-  const id = packageIdOf(manifest.package)
-  if (id !== manifest.package.id) throw new MalformedError(`manifest: the chunk list hashes to ${id}, not to the package id ${manifest.package.id}`)
+  for (const pkg of contentPackagesOf(manifest)) {
+    const id = packageIdOf(pkg)
+    if (id !== pkg.id) throw new MalformedError(`manifest: the chunk list hashes to ${id}, not to the package id ${pkg.id}`)
+  }
   return manifest
 }
 

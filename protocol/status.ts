@@ -18,6 +18,7 @@ export const DEVICE_TASK_STATES = [
   'pending',
   'queued',
   'deferred-vpn',
+  'waiting-for-window',
   'downloading',
   'verifying',
   'installing',
@@ -62,6 +63,8 @@ export const statusRecordSchema = z.object({
   message: z.string().max(MAX_MESSAGE_CHARS).optional(),
   /** Failed with attempts left: when the device will try again, ms since the epoch. */
   retryAt: z.number().int().min(0).optional(),
+  /** waiting-for-window (or a reboot waiting for one): when the next maintenance window that fits opens, ms since the epoch. */
+  windowAt: z.number().int().min(0).optional(),
   /** Failed with no attempts left. */
   final: z.boolean().optional()
 }).strict()

@@ -51,6 +51,11 @@ export const distributedFilesUninstallSchema = z.object({
   destination: absolutePath
 }).strict()
 
+/** A capture package: the agent applies the undo journal it wrote when it installed the package. */
+export const captureUninstallSchema = z.object({
+  type: z.literal('capture')
+}).strict()
+
 export const uninstallSpecSchema = z.discriminatedUnion('type', [
   msiUninstallSchema,
   registryUninstallSchema,
@@ -58,7 +63,8 @@ export const uninstallSpecSchema = z.discriminatedUnion('type', [
   linuxPackageUninstallSchema,
   commandUninstallSchema,
   filesUninstallSchema,
-  distributedFilesUninstallSchema
+  distributedFilesUninstallSchema,
+  captureUninstallSchema
 ])
 
 export type UninstallSpec = z.infer<typeof uninstallSpecSchema>
