@@ -1,5 +1,6 @@
 import { gunzipSync } from 'node:zlib'
-import type { Architecture, PackageKind, Platform } from '../../protocol/index.js'
+import { Header } from 'tar'
+import { CAPTURE_HEADER_ENTRY, captureHeaderSchema, type Architecture, type PackageKind, type Platform } from '../../protocol/index.js'
 
 export interface SniffedType {
   kind: PackageKind
@@ -19,7 +20,9 @@ const PLATFORM_OF_KIND: Record<PackageKind, Platform> = {
   tar: 'any',
   'tar.gz': 'any',
   zip: 'any',
-  file: 'any'
+  file: 'any',
+  // A capture package names the OS it was taken on in its header; without one it is taken for Linux, where captures are made.
+  capture: 'linux'
 }
 
 export function platformOfKind (kind: PackageKind): Platform {
@@ -59,6 +62,29 @@ function peArch (bytes: Uint8Array): Architecture {
 }
 
 /**
+ * A capture package starts with its header entry: the kind, and the
+ * platform and architecture it was captured on, come from there. Undefined
+ * when the archive does not start with a readable capture header.
+ */
+function sniffCapture (tarHead: Uint8Array): SniffedType | undefined {
+  if (tarHead.byteLength < 512) return undefined
+  let header: Header
+  try {
+    header = new Header(Buffer.from(tarHead.buffer, tarHead.byteOffset, 512))
+  } catch {
+    return undefined
+  }
+  if (header.path !== CAPTURE_HEADER_ENTRY || header.size === undefined || 512 + header.size > tarHead.byteLength) return undefined
+  try {
+    const parsed = captureHeaderSchema.safeParse(JSON.parse(Buffer.from(tarHead.subarray(512, 512 + header.size)).toString('utf8')))
+    if (!parsed.success) return undefined
+    return { kind: 'capture', platform: parsed.data.source.os, arch: parsed.data.source.arch }
+  } catch {
+    return undefined
+  }
+}
+
+/**
  * Works out the kind and platform of a package from its first bytes (magic
  * numbers), with the file name only to tell apart text formats that have
  * none (batch files and PowerShell scripts).
@@ -76,7 +102,7 @@ export function sniffPackageType (head: Uint8Array, fileName: string): SniffedTy
   if (startsWith(head, [0x1f, 0x8b])) {
     try {
       const inflated = gunzipSync(head, { finishFlush: 2 /* Z_SYNC_FLUSH: tolerate a truncated stream */ })
-      if (isTar(inflated)) return of('tar.gz')
+      if (isTar(inflated)) return sniffCapture(inflated) ?? of('tar.gz')
     } catch {
       // not a complete gzip member in the sample: plain compressed file
     }
