@@ -22,8 +22,9 @@ export class ApiError extends Error {
 }
 
 export class ValidationError extends ApiError {
-  constructor (message: string, errors?: Array<{ path: string, message: string }>) {
-    super(400, 'invalid-request', message, errors === undefined ? {} : { errors })
+  /** `reason`: `invalid-request`, or a narrower one a field's check names (`control-characters`). */
+  constructor (message: string, errors?: Array<{ path: string, message: string }>, reason = 'invalid-request') {
+    super(400, reason, message, errors === undefined ? {} : { errors })
     this.name = 'ValidationError'
   }
 }

@@ -8,10 +8,16 @@ import { createApp } from './http/app.js'
 import { createCoordinatorServer } from './http/server.js'
 import type { HttpLimitsInit } from './http/request-limits.js'
 import { openServices, type Services } from './services.js'
+import { describeStore } from './store/open.js'
 import { createLogger, type Logger, type LogLevel } from '../protocol/logger.js'
+import { certificateFingerprint } from '../protocol/index.js'
 
 export interface CoordinatorInit {
   dataDir: string
+  /** `level` or a PostgreSQL address (postgres://USER@HOST:PORT/DB) shared with other coordinators. @default 'level' */
+  store?: string
+  /** Where chunks are kept (may be a folder shared by several coordinators). @default DATA/content */
+  contentDir?: string
   /** @default '127.0.0.1' */
   host?: string
   /** 0 picks a free port. @default 8650 */
@@ -32,6 +38,8 @@ export interface CoordinatorInit {
   limits?: HttpLimitsInit
   /** The clock; tests move it to reach a task's start or expiry. @default Date.now */
   now?: () => number
+  /** Where push installs find the agent packages. @default dist-packages/ of this checkout */
+  agentPackagesDir?: string
 }
 
 export const DEFAULT_PORT = 8650
@@ -55,9 +63,12 @@ export async function startCoordinator (init: CoordinatorInit): Promise<RunningC
   const services = await openServices({
     dataDir: init.dataDir,
     logger,
+    ...(init.store !== undefined ? { store: init.store } : {}),
+    ...(init.contentDir !== undefined ? { contentDir: init.contentDir } : {}),
     ...(init.maxPackageBytes !== undefined ? { maxPackageBytes: init.maxPackageBytes } : {}),
     ...(init.chunkSizeBytes !== undefined ? { chunkSizeBytes: init.chunkSizeBytes } : {}),
-    ...(init.now !== undefined ? { now: init.now } : {})
+    ...(init.now !== undefined ? { now: init.now } : {}),
+    ...(init.agentPackagesDir !== undefined ? { agentPackagesDir: init.agentPackagesDir } : {})
   })
   const adminTokenPath = join(init.dataDir, 'admin-token')
   if (services.bootstrapAdminToken !== undefined) {
@@ -67,7 +78,8 @@ export async function startCoordinator (init: CoordinatorInit): Promise<RunningC
   }
   const app = createApp(services, init.limits !== undefined ? { limits: init.limits } : {})
   const tls = init.tlsCertPath !== undefined && init.tlsKeyPath !== undefined
-  const server = createCoordinatorServer(app, tls ? { cert: await readFile(init.tlsCertPath!), key: await readFile(init.tlsKeyPath!) } : undefined)
+  const certificate = tls ? await readFile(init.tlsCertPath!) : undefined
+  const server = createCoordinatorServer(app, tls ? { cert: certificate!, key: await readFile(init.tlsKeyPath!) } : undefined)
   const host = init.host ?? '127.0.0.1'
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
@@ -75,10 +87,12 @@ export async function startCoordinator (init: CoordinatorInit): Promise<RunningC
   })
   const port = (server.address() as AddressInfo).port
   const url = init.publicUrl ?? `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`
+  // Agents a push installs reach the coordinator here, and pin its certificate.
+  services.pushInstalls.setEndpoint({ url, ...(certificate !== undefined ? { pinSha256: certificateFingerprint(certificate.toString('utf8')) } : {}) })
   if (!tls && !isLoopback(host)) logger.warn({ host }, 'serving plain HTTP beyond loopback: tokens and credentials cross the network unprotected; pass --tls-cert and --tls-key')
   const endpointPath = join(init.dataDir, 'endpoint.json')
   await writeFile(endpointPath, JSON.stringify({ url, pid: process.pid, adminTokenPath }) + '\n', { mode: 0o600 })
-  logger.info({ url, dataDir: init.dataDir, adminTokenPath }, 'coordinator listening')
+  logger.info({ url, dataDir: init.dataDir, store: describeStore(init.store ?? 'level'), adminTokenPath }, 'coordinator listening')
   let closing: Promise<void> | undefined
   return {
     url,

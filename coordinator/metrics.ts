@@ -2,11 +2,14 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
 import type { DeviceService } from './devices/service.js'
 import type { TaskService } from './tasks/service.js'
 import type { StatusService } from './agents/statuses.js'
+import type { AssignmentService } from './agents/assignments.js'
 
 export interface CoordinatorMetricsInit {
   devices: DeviceService
   tasks: TaskService
   statuses: StatusService
+  /** For the held assignments requests and their wake-ups. @default not measured */
+  assignments?: AssignmentService
 }
 
 /**
@@ -35,7 +38,21 @@ export class CoordinatorMetrics {
       if (duplicates > 0) this.statusRecords.inc({ outcome: 'duplicate' }, duplicates)
       if (rejected > 0) this.statusRecords.inc({ outcome: 'rejected' }, rejected)
     })
-    const { devices, tasks } = init
+    const { devices, tasks, assignments } = init
+    if (assignments !== undefined) {
+      new Gauge({ // eslint-disable-line no-new
+        name: 'meshdeploy_assignment_requests_held',
+        help: 'Agents\' assignments requests held open, waiting for a change that concerns them',
+        registers: [this.registry],
+        collect () { this.set(assignments.heldRequests) }
+      })
+      new Counter({ // eslint-disable-line no-new
+        name: 'meshdeploy_assignment_requests_woken_total',
+        help: 'Held assignments requests woken by a change that concerns them (a release, a task change, a site\'s peers)',
+        registers: [this.registry],
+        collect () { this.reset(); this.inc(assignments.wokenRequests()) }
+      })
+    }
     new Gauge({ // eslint-disable-line no-new
       name: 'meshdeploy_devices',
       help: 'Enrolled devices by status and whether they were heard from recently',
@@ -43,8 +60,10 @@ export class CoordinatorMetrics {
       registers: [this.registry],
       async collect () {
         this.reset()
-        for (const device of await devices.list()) {
-          this.inc({ status: device.status, online: String(devices.view(device).online) })
+        // Index counts and what is in memory: a scrape does not read every device.
+        for (const { status, count, online } of await devices.statusCounts()) {
+          if (online > 0) this.inc({ status, online: 'true' }, online)
+          if (count - online > 0) this.inc({ status, online: 'false' }, count - online)
         }
       }
     })
@@ -55,8 +74,10 @@ export class CoordinatorMetrics {
       registers: [this.registry],
       async collect () {
         this.reset()
+        // From each task's progress counters: a scrape costs a few counters per task, not a read of its rows.
         for (const task of tasks.pending()) {
-          for (const row of await tasks.deviceRows(task)) this.inc({ state: row.state })
+          const { progress } = await tasks.progress(task)
+          for (const [state, count] of Object.entries(progress.counts)) if (count !== undefined && count > 0) this.inc({ state }, count)
         }
       }
     })

@@ -1,10 +1,9 @@
-import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
-import { chmod, mkdir, open, readFile, rename } from 'node:fs/promises'
+import { chmod, mkdir, readFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { z } from 'zod'
 import {
-  generateKeyPair, keyIdOf, keyPairFromSecret, fromHex, signKeyRotation, signedEnvelopeSchema, toHex,
+  generateKeyPair, keyIdOf, writeFileAtomic, keyPairFromSecret, fromHex, signKeyRotation, signedEnvelopeSchema, toHex,
   type KeyRotation, type SignedEnvelope, type SigningKey
 } from '../protocol/index.js'
 
@@ -28,25 +27,6 @@ type KeyFile = z.infer<typeof keyFileSchema>
 function keyOf (secretKey: Uint8Array): CoordinatorKey {
   const pair = keyPairFromSecret(secretKey)
   return { ...pair, keyId: keyIdOf(pair.publicKey), publicKeyHex: toHex(pair.publicKey) }
-}
-
-/** Writes a file so that a crash leaves either the old or the new content: temporary file, flush, rename, flush the folder. */
-async function writeFileAtomic (path: string, text: string): Promise<void> {
-  const temporary = `${path}.${randomBytes(6).toString('hex')}.tmp`
-  const file = await open(temporary, 'wx', 0o600)
-  try {
-    await file.writeFile(text)
-    await file.sync()
-  } finally {
-    await file.close()
-  }
-  await rename(temporary, path)
-  const folder = await open(dirname(path), 'r')
-  try {
-    await folder.sync()
-  } finally {
-    await folder.close()
-  }
 }
 
 export interface Rotation {

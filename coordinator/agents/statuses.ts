@@ -5,8 +5,11 @@ import {
   decodeStatusRecord, describeError, fromBase64, fromUtf8, isNewerRecord, publicKeyFromHex, signStatusReceipt,
   statusRecordKey, type SignatureCheck, type SignedEnvelope, type SigningKey, type StatusReceipt, type StatusRecord, type UnverifiedStatusRecord
 } from '../../protocol/index.js'
-import type { DeviceRecord, DeviceTaskRow, StatusLogEntry, Store, WriteOperation } from '../store/types.js'
+import type { DeviceRecord, DeviceTaskRow, StatusLogEntry, Store, TaskRecord, WriteOperation } from '../store/types.js'
 import { deviceTaskKey } from '../store/types.js'
+import { GroupCommit } from '../store/group-commit.js'
+import { checkRecordBounds } from './status-bounds.js'
+import { progressOperations } from '../tasks/progress.js'
 
 export interface StatusRejection {
   index: number
@@ -50,8 +53,18 @@ export const DEFAULT_MAX_RECORDS_PER_WRITE = 20_000
 export interface StatusServiceInit {
   store: Store
   lookupDevice: (deviceId: string) => Promise<DeviceRecord | undefined>
-  taskExists: (taskId: string) => Promise<boolean>
+  lookupTask: (taskId: string) => Promise<TaskRecord | undefined>
+  /**
+   * Whether the scheduler released the task to the device and the device is
+   * among its targets now. A device that has a row in the task (it started)
+   * may report on it whatever this says.
+   */
+  isReleasedTo: (task: TaskRecord, device: DeviceRecord) => boolean
+  /** A record whose key was stored before with other bytes: two agents sign with one device's key (a cloned identity). */
+  onConflict?: (device: DeviceRecord, key: string, viaDeviceId: string) => void
   now?: () => number
+  /** How far a record's time may lie from the coordinator's clock. @default MAX_CLOCK_SKEW_MS */
+  maxClockSkewMs?: number
   /** A refused record, with the device that sent it and what it claims (unverified: for the log). */
   onRejected?: (rejection: StatusRejection & { viaDeviceId: string, claimedDeviceId?: string, claimedKey?: string }) => void
   /** Devices whose records arrived through another device (a site relay): they were heard from. */
@@ -64,6 +77,12 @@ export interface StatusServiceInit {
   verifyConcurrency?: number
   /** @default DEFAULT_MAX_RECORDS_PER_WRITE */
   maxRecordsPerWrite?: number
+  /**
+   * The counter changes that keep a task's progress in step with a row
+   * change, written with the row (the row may gain the ring it is counted
+   * under). @default the progress counters without rings
+   */
+  progressChange?: (previous: DeviceTaskRow | undefined, next: DeviceTaskRow) => { row: DeviceTaskRow, operations: WriteOperation[] }
 }
 
 /** A record refused for a reason of its own, named by `reason`. */
@@ -77,7 +96,16 @@ class RecordRefusedError extends Error {
 }
 
 /** Reasons that concern the record as its device signed it: a receipt names them, and the device drops the record. */
-const SIGNED_RECORD_REASONS = new Set(['unknown-task', 'unknown-device', 'device-inactive'])
+const SIGNED_RECORD_REASONS = new Set([
+  'unknown-task', 'unknown-device', 'device-inactive', 'not-assigned', 'state-not-reportable', 'time-out-of-range', 'revision-ahead',
+  'seq-out-of-range', 'bytes-out-of-range', 'exit-code-out-of-range', 'inconsistent-record'
+])
+
+/** What the checks of a batch need to know about one task, looked up once per batch. */
+interface TaskFacts {
+  task: TaskRecord
+  packageBytes: number
+}
 
 interface Verified {
   record: StatusRecord
@@ -91,8 +119,6 @@ interface CommitJob {
   via: DeviceRecord
   stored: number
   duplicates: number
-  resolve: () => void
-  reject: (error: unknown) => void
 }
 
 /**
@@ -109,32 +135,50 @@ export class StatusService extends EventEmitter<{
   /** Devices' new states: for each device and task a write moved forward, its newest record (a late, older record moves nothing). */
   records: [records: StatusRecord[]]
   ingested: [stored: number, duplicates: number, rejected: number]
+  /**
+   * A device signed two different records under one (task, attempt, seq): one
+   * agent never does (a record is written before it is sent, and resent as
+   * it was), two agents running with one key and credential do.
+   */
+  conflicting: [deviceId: string, taskId: string]
 }> {
   private readonly store: Store
   private readonly lookupDevice: StatusServiceInit['lookupDevice']
-  private readonly taskExists: StatusServiceInit['taskExists']
+  private readonly lookupTask: StatusServiceInit['lookupTask']
+  private readonly isReleasedTo: StatusServiceInit['isReleasedTo']
+  private readonly onConflict: NonNullable<StatusServiceInit['onConflict']>
   private readonly now: () => number
+  private readonly maxClockSkewMs?: number
   private readonly onRejected: NonNullable<StatusServiceInit['onRejected']>
   private readonly onRelayed: NonNullable<StatusServiceInit['onRelayed']>
+  private readonly progressChange: NonNullable<StatusServiceInit['progressChange']>
   private readonly receiptKey?: () => SigningKey
   private readonly verifyLimit: LimitFunction
   private readonly check?: SignatureCheck
-  private readonly maxRecordsPerWrite: number
-  private readonly queue: CommitJob[] = []
-  private writing?: Promise<void>
+  private readonly commits: GroupCommit<CommitJob>
 
   constructor (init: StatusServiceInit) {
     super()
     this.store = init.store
     this.lookupDevice = init.lookupDevice
-    this.taskExists = init.taskExists
+    this.lookupTask = init.lookupTask
+    this.isReleasedTo = init.isReleasedTo
+    this.onConflict = init.onConflict ?? (() => {})
     this.now = init.now ?? Date.now
+    if (init.maxClockSkewMs !== undefined) this.maxClockSkewMs = init.maxClockSkewMs
     this.onRejected = init.onRejected ?? (() => {})
     this.onRelayed = init.onRelayed ?? (() => {})
+    this.progressChange = init.progressChange ?? ((previous, next) => ({ row: next, operations: progressOperations(previous, next) }))
     if (init.receiptKey !== undefined) this.receiptKey = init.receiptKey
     if (init.check !== undefined) this.check = init.check
     this.verifyLimit = pLimit(Math.max(1, init.verifyConcurrency ?? (init.check !== undefined ? DEFAULT_VERIFY_CONCURRENCY : availableParallelism())))
-    this.maxRecordsPerWrite = Math.max(1, init.maxRecordsPerWrite ?? DEFAULT_MAX_RECORDS_PER_WRITE)
+    this.commits = new GroupCommit<CommitJob>({
+      flush: async jobs => { await this.write(jobs) },
+      weightOf: job => job.records.length,
+      maxWeightPerFlush: Math.max(1, init.maxRecordsPerWrite ?? DEFAULT_MAX_RECORDS_PER_WRITE),
+      // A flush counts what it stored into its jobs: a failed one is not tried again job by job.
+      isolateFailures: false
+    })
   }
 
   async ingest (envelopes: unknown[], via: DeviceRecord, options: { receipt?: boolean } = {}): Promise<IngestResult> {
@@ -149,7 +193,7 @@ export class StatusService extends EventEmitter<{
       }
       return key
     }
-    const tasks = new Map<string, Promise<boolean>>()
+    const tasks = new Map<string, Promise<TaskFacts | undefined>>()
     const heard = new Map<string, DeviceRecord>()
     const deviceOf = async (deviceId: string): Promise<DeviceRecord> => {
       let lookup = devices.get(deviceId)
@@ -162,13 +206,13 @@ export class StatusService extends EventEmitter<{
       if (device.status !== 'active') throw new RecordRefusedError('device-inactive', `device ${deviceId} is ${device.status}`)
       return device
     }
-    const taskExists = async (taskId: string): Promise<boolean> => {
-      let exists = tasks.get(taskId)
-      if (exists === undefined) {
-        exists = this.taskExists(taskId)
-        tasks.set(taskId, exists)
+    const taskOf = async (taskId: string): Promise<TaskFacts | undefined> => {
+      let facts = tasks.get(taskId)
+      if (facts === undefined) {
+        facts = this.lookupTask(taskId).then(task => task === undefined ? undefined : { task, packageBytes: packageBytesOf(task) })
+        tasks.set(taskId, facts)
       }
-      return await exists
+      return await facts
     }
     type Slot = Verified | StatusRejection & { key?: string, claimed?: { key: string, deviceId: string } }
     const slots: Slot[] = new Array(envelopes.length)
@@ -189,6 +233,10 @@ export class StatusService extends EventEmitter<{
     }
     // A record whose exact bytes are stored was verified when it was stored: a sender's repeat costs no second verification.
     const stored = await this.store.collections.statusLog.getMany(decoded.map(({ logKey }) => logKey))
+    // Whether each device already has a row in the task (it started): such a device may go on reporting on it.
+    const rowKeys = [...new Set(decoded.map(({ unverified }) => deviceTaskKey(unverified.claimed.taskId, unverified.claimed.deviceId)))]
+    const started = new Set<string>()
+    for (const [index, row] of (await this.store.collections.deviceTasks.getMany(rowKeys)).entries()) if (row !== undefined) started.add(rowKeys[index])
     const openOne = async ({ index, unverified, logKey }: typeof decoded[number], storedCopy: StatusLogEntry | undefined): Promise<void> => {
       const envelope = envelopes[index]
       let record: StatusRecord
@@ -197,12 +245,25 @@ export class StatusService extends EventEmitter<{
         if (device.id !== via.id) heard.set(device.id, device)
         const known = storedCopy !== undefined && storedCopy.envelope.signature === unverified.signature && storedCopy.envelope.payload === unverified.payload
         record = known ? unverified.claimed : await this.verifyLimit(async () => await unverified.verify(publicKeyOf(device), this.check))
+        if (storedCopy !== undefined && !known) {
+          // The device's key signed two different records under one key: two agents run with one identity.
+          this.onConflict(device, statusRecordKey(record), via.id)
+        }
+        const facts = await taskOf(record.taskId)
+        if (facts === undefined) throw new RecordRefusedError('unknown-task', `task ${record.taskId} does not exist`)
+        // A device reports only on what it was given: a record never makes a device part of a task.
+        if (!started.has(deviceTaskKey(record.taskId, device.id)) && !this.isReleasedTo(facts.task, device)) {
+          throw new RecordRefusedError('not-assigned', `device ${device.id} is not assigned task ${record.taskId}`)
+        }
+        checkRecordBounds(record, {
+          nowMs: this.now(),
+          taskRevision: facts.task.revision,
+          taskCreatedMs: Date.parse(facts.task.createdAt),
+          packageBytes: facts.packageBytes,
+          ...(this.maxClockSkewMs !== undefined ? { maxClockSkewMs: this.maxClockSkewMs } : {})
+        })
       } catch (error) {
         reject(index, error, envelope)
-        return
-      }
-      if (!await taskExists(record.taskId)) {
-        slots[index] = { index, reason: 'unknown-task', message: `task ${record.taskId} does not exist`, key: statusRecordKey(record), claimed: { key: statusRecordKey(record), deviceId: record.deviceId } }
         return
       }
       slots[index] = { record, envelope: envelope as SignedEnvelope, logKey }
@@ -242,38 +303,11 @@ export class StatusService extends EventEmitter<{
     return result
   }
 
-  /** Queues verified records for the next durable write and resolves once they are stored. */
+  /** Queues verified records for the next durable write (shared with the batches that arrive meanwhile) and resolves once they are stored. */
   private async commit (records: Verified[], via: DeviceRecord): Promise<CommitJob> {
-    let job!: CommitJob
-    const written = new Promise<void>((resolve, reject) => {
-      job = { records, via, stored: 0, duplicates: 0, resolve, reject }
-    })
-    this.queue.push(job)
-    this.writing ??= this.writeAll()
-    await written
+    const job: CommitJob = { records, via, stored: 0, duplicates: 0 }
+    await this.commits.commit(job)
     return job
-  }
-
-  private async writeAll (): Promise<void> {
-    try {
-      while (this.queue.length > 0) {
-        const jobs: CommitJob[] = []
-        let count = 0
-        while (this.queue.length > 0 && (jobs.length === 0 || count + this.queue[0].records.length <= this.maxRecordsPerWrite)) {
-          const job = this.queue.shift()!
-          jobs.push(job)
-          count += job.records.length
-        }
-        try {
-          await this.write(jobs)
-          for (const job of jobs) job.resolve()
-        } catch (error) {
-          for (const job of jobs) job.reject(error)
-        }
-      }
-    } finally {
-      this.writing = undefined
-    }
   }
 
   /** One durable write for several batches: new log entries and the rows they move forward. */
@@ -288,19 +322,25 @@ export class StatusService extends EventEmitter<{
       }
     }
     const existing = await this.store.collections.statusLog.getMany(logKeys)
-    const stored = new Set<string>()
-    for (const [index, logKey] of logKeys.entries()) if (existing[index] !== undefined) stored.add(logKey)
+    const stored = new Map<string, string>()
+    for (const [index, logKey] of logKeys.entries()) {
+      const entry = existing[index]
+      if (entry !== undefined) stored.set(logKey, entry.envelope.payload)
+    }
+    const conflicting: StatusRecord[] = []
     const receivedAt = new Date(this.now()).toISOString()
     const operations: WriteOperation[] = []
     const fresh: StatusRecord[] = []
     for (const job of jobs) {
       for (const verified of job.records) {
         // Stored before, or earlier in this write (by this batch or another).
-        if (stored.has(verified.logKey)) {
+        const storedPayload = stored.get(verified.logKey)
+        if (storedPayload !== undefined) {
           job.duplicates++
+          if (storedPayload !== verified.envelope.payload) conflicting.push(verified.record)
           continue
         }
-        stored.add(verified.logKey)
+        stored.set(verified.logKey, verified.envelope.payload)
         job.stored++
         const entry: StatusLogEntry = { key: statusRecordKey(verified.record), receivedAt, viaDeviceId: job.via.id, envelope: verified.envelope }
         operations.push({ type: 'put', collection: 'statusLog', key: verified.logKey, value: entry })
@@ -320,11 +360,14 @@ export class StatusService extends EventEmitter<{
       const record = newest.get(rowKey)!
       const current = rows[index]
       if (current !== undefined && !isNewerRecord(record, current)) continue
-      operations.push({ type: 'put', collection: 'deviceTasks', key: rowKey, value: rowOf(record, receivedAt) })
+      // The task's progress counters move with the row, in the same atomic write.
+      const { row, operations: counted } = this.progressChange(current, rowOf(record, receivedAt))
+      operations.push({ type: 'put', collection: 'deviceTasks', key: rowKey, value: row }, ...counted)
       advanced.push(record)
     }
     await this.store.write(operations)
     if (advanced.length > 0) this.emit('records', advanced)
+    for (const record of conflicting) this.emit('conflicting', record.deviceId, record.taskId)
   }
 
   /** A device's records for a task, oldest first. */
@@ -334,6 +377,21 @@ export class StatusService extends EventEmitter<{
       records.push(JSON.parse(fromUtf8(fromBase64(entry.envelope.payload))) as StatusRecord)
     }
     return records
+  }
+}
+
+/** Bytes of a task's packages as its manifest states them (its own, its dependencies', a replaced package's): the most any device of the task can be fetching. */
+function packageBytesOf (task: TaskRecord): number {
+  try {
+    type Sized = { sizeBytes?: unknown } | undefined
+    const manifest = JSON.parse(fromUtf8(fromBase64(task.manifest.payload))) as { package?: Sized, dependencies?: Array<{ package?: Sized }>, supersedes?: Array<{ content?: Sized }> }
+    const sizeOf = (pkg: Sized): number => typeof pkg?.sizeBytes === 'number' && Number.isSafeInteger(pkg.sizeBytes) && pkg.sizeBytes >= 0 ? pkg.sizeBytes : 0
+    let total = sizeOf(manifest.package)
+    for (const dependency of Array.isArray(manifest.dependencies) ? manifest.dependencies : []) total += sizeOf(dependency?.package)
+    for (const superseded of Array.isArray(manifest.supersedes) ? manifest.supersedes : []) total += sizeOf(superseded?.content)
+    return total
+  } catch {
+    return 0
   }
 }
 
@@ -370,5 +428,6 @@ export function rowOf (record: StatusRecord, receivedAt: string): DeviceTaskRow 
   if (record.message !== undefined) row.message = record.message
   if (record.retryAt !== undefined) row.retryAt = record.retryAt
   if (record.final !== undefined) row.final = record.final
+  if (record.windowAt !== undefined) row.windowAt = record.windowAt
   return row
 }

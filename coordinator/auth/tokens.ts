@@ -4,6 +4,7 @@ import { randomId, randomSecret } from '../../protocol/index.js'
 import { ConflictError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.js'
 import type { EnrollmentToken, OperatorRole, OperatorToken, Store } from '../store/types.js'
 import { collect } from '../store/level-store.js'
+import { label } from '../../protocol/text.js'
 
 export function hashSecret (secret: string): string {
   return createHash('sha256').update(secret).digest('hex')
@@ -41,8 +42,8 @@ export const enrollmentTokenRequestSchema = z.object({
   /** Seconds until the token expires. @default 7 days */
   expiresInSeconds: z.number().int().min(60).max(365 * 24 * 3600).optional(),
   maxUses: z.number().int().min(1).max(1_000_000).optional(),
-  site: z.string().trim().min(1).max(100).optional(),
-  groups: z.array(z.string().trim().min(1).max(100)).max(100).optional()
+  site: label(z.string().trim().min(1).max(100)).optional(),
+  groups: z.array(label(z.string().trim().min(1).max(100))).max(100).optional()
 }).strict()
 
 export type EnrollmentTokenRequest = z.infer<typeof enrollmentTokenRequestSchema>

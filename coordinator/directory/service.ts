@@ -80,6 +80,17 @@ export class DirectoryService extends EventEmitter<{ changed: [] }> {
     for await (const user of this.store.collections.users.values()) this.index(user)
   }
 
+  /** Reads users another coordinator changed (by id). */
+  async learn (ids: readonly string[]): Promise<void> {
+    const users = await this.store.collections.users.getMany([...ids])
+    for (const [at, id] of ids.entries()) {
+      const user = users[at]
+      if (user === undefined) this.unindex(id)
+      else this.index(user)
+    }
+    this.emit('changed')
+  }
+
   private index (user: UserRecord): void {
     this.unindex(user.id)
     this.users.set(user.id, user)

@@ -20,6 +20,9 @@ export type Resumption =
   { kind: 'events', events: OperatorEvent[], complete: boolean } |
   { kind: 'reset', reason: 'evicted' | 'unknown-id' }
 
+/** The counter that numbers events when several coordinators share the store. */
+export const EVENT_ID_COUNTER = 'events:last-id'
+
 /** Keys sort like the ids they hold. */
 export function eventKey (id: number): string {
   return id.toString().padStart(16, '0')
@@ -42,6 +45,12 @@ export class EventJournal extends EventEmitter<{ appended: [events: OperatorEven
   private oldestId = 1
   private pending: OperatorEvent[] = []
   private flushing: Promise<void> | undefined
+  /** Several coordinators share the store: ids come from its numbered appends, and their events are announced here too. */
+  private readonly shared: boolean
+  /** Reads of events stored by others (or by this one), one at a time, so that they are announced in id order. */
+  private catchingUp: Promise<void> = Promise.resolve()
+  private readonly onChange = (change: { collection: string }): void => { if (change.collection === 'events') void this.catchUp() }
+  private readonly onResync = (): void => { void this.catchUp() }
 
   constructor (init: EventJournalInit) {
     super()
@@ -49,6 +58,7 @@ export class EventJournal extends EventEmitter<{ appended: [events: OperatorEven
     this.retainedEvents = Math.max(1, init.retainedEvents ?? DEFAULT_RETAINED_EVENTS)
     this.now = init.now ?? Date.now
     this.onWriteError = init.onWriteError ?? (() => {})
+    this.shared = this.store.appendNumbered !== undefined && this.store.changes !== undefined
     // One listener per connected client.
     this.setMaxListeners(0)
   }
@@ -59,6 +69,39 @@ export class EventJournal extends EventEmitter<{ appended: [events: OperatorEven
     for await (const event of this.store.collections.events.values({ limit: 1 })) this.oldestId = event.id
     if (this.writtenId === 0) this.oldestId = 1
     this.nextId = this.writtenId + 1
+    if (this.shared) {
+      // Numbers continue from the newest event, whoever wrote it.
+      const counted = await this.store.counters.get(EVENT_ID_COUNTER)
+      if (counted < this.writtenId) await this.store.write([{ type: 'add', counter: EVENT_ID_COUNTER, delta: this.writtenId - counted }])
+      this.store.changes!.on('change', this.onChange)
+      this.store.changes!.on('resync', this.onResync)
+    }
+  }
+
+  /** Stops following other coordinators' events. */
+  close (): void {
+    this.store.changes?.off('change', this.onChange)
+    this.store.changes?.off('resync', this.onResync)
+  }
+
+  /**
+   * Announces the stored events after the newest announced one, in id order:
+   * other coordinators' events, and this one's once stored. Numbered appends
+   * commit in id order, so nothing below the newest read is still to come.
+   */
+  private async catchUp (): Promise<void> {
+    const next = this.catchingUp.then(async () => {
+      for (;;) {
+        const events: OperatorEvent[] = []
+        for await (const event of this.store.collections.events.values({ after: eventKey(this.writtenId), limit: MAX_EVENTS_PER_WRITE })) events.push(event)
+        if (events.length === 0) return
+        this.writtenId = events[events.length - 1].id
+        this.emit('appended', events)
+        if (events.length < MAX_EVENTS_PER_WRITE) return
+      }
+    }).catch(error => { this.onWriteError(error, 0) })
+    this.catchingUp = next
+    await next
   }
 
   /** The id of the newest event stored and announced; 0 before the first. */
@@ -98,6 +141,10 @@ export class EventJournal extends EventEmitter<{ appended: [events: OperatorEven
   }
 
   private async write (batch: OperatorEvent[]): Promise<void> {
+    if (this.shared) {
+      await this.writeNumbered(batch)
+      return
+    }
     const newest = batch[batch.length - 1].id
     const keepFrom = Math.max(this.oldestId, newest - this.retainedEvents + 1)
     const operations: WriteOperation[] = batch.map(event => ({ type: 'put', collection: 'events', key: eventKey(event.id), value: event }))
@@ -111,6 +158,29 @@ export class EventJournal extends EventEmitter<{ appended: [events: OperatorEven
     this.oldestId = keepFrom
     this.writtenId = newest
     this.emit('appended', batch)
+  }
+
+  /** Stores a batch under the shared sequence's next ids, trims the ring, then announces what is new in id order. */
+  private async writeNumbered (batch: OperatorEvent[]): Promise<void> {
+    let kept = this.oldestId
+    try {
+      for await (const event of this.store.collections.events.values({ limit: 1 })) this.oldestId = event.id
+      await this.store.appendNumbered!(EVENT_ID_COUNTER, batch.length, first => {
+        const operations: WriteOperation[] = batch.map((event, at) => {
+          event.id = first + at
+          return { type: 'put', collection: 'events', key: eventKey(event.id), value: event }
+        })
+        const keepFrom = Math.max(this.oldestId, first + batch.length - this.retainedEvents)
+        for (let id = this.oldestId; id < keepFrom; id++) operations.push({ type: 'del', collection: 'events', key: eventKey(id) })
+        kept = keepFrom
+        return operations
+      })
+      this.oldestId = kept
+    } catch (error) {
+      this.onWriteError(error, batch.length)
+      return
+    }
+    await this.catchUp()
   }
 
   /**

@@ -29,7 +29,9 @@ export function connectEventSources (init: EventSourcesInit): () => void {
   const onRecords = (records: StatusRecord[]): void => {
     for (const record of records) journal.append('status', statusEventData(record), record.taskId)
   }
-  const onTaskChanged = (taskId: string): void => {
+  // Another coordinator's change was announced to operators by that coordinator.
+  const onTaskChanged = (taskId: string, origin?: 'remote'): void => {
+    if (origin === 'remote') return
     tasks.get(taskId).then(
       task => { journal.append('task', { taskId, name: task.name, status: task.status, revision: task.revision, updatedAt: task.updatedAt }, taskId) },
       error => {
@@ -38,7 +40,8 @@ export function connectEventSources (init: EventSourcesInit): () => void {
       }
     )
   }
-  const onDeviceChanged = (deviceId: string): void => {
+  const onDeviceChanged = (deviceId: string, origin?: 'remote'): void => {
+    if (origin === 'remote') return
     devices.get(deviceId).then(
       device => {
         const view = devices.view(device)

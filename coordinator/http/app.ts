@@ -7,6 +7,7 @@ import { consoleMiddleware, findConsoleFolder, loadConsoleFiles } from './consol
 import { anonymousRateMiddleware, principalRateMiddleware, resolveHttpLimits, type HttpLimits, type HttpLimitsInit } from './request-limits.js'
 import type { CoordinatorState } from './context.js'
 import { problemMiddleware } from './problem.js'
+import { ApiError } from '../errors.js'
 import { RouteTable } from './routes-table.js'
 import { agentRoutes } from './routes/agents.js'
 import { deviceRoutes } from './routes/devices.js'
@@ -25,11 +26,14 @@ import { directoryRoutes } from './routes/directory.js'
 import { publisherRoutes } from './routes/publishers.js'
 import { settingsRoutes } from './routes/settings.js'
 import { requestRoutes } from './routes/requests.js'
+import { credentialRoutes } from './routes/credentials.js'
+import { pushInstallRoutes } from './routes/push-installs.js'
+import { windowRoutes } from './routes/windows.js'
 
 export const ROUTE_MODULES = [
   healthRoutes, openApiRoutes, agentRoutes, packageRoutes, taskRoutes, deviceRoutes, siteRoutes, tokenRoutes,
   operatorTokenRoutes, auditRoutes, keyRoutes, directoryRoutes, publisherRoutes, settingsRoutes, requestRoutes,
-  eventRoutes, meRoutes
+  eventRoutes, meRoutes, credentialRoutes, pushInstallRoutes, windowRoutes
 ]
 
 /** The Koa application with the table of its routes (for the OpenAPI document). */
@@ -63,7 +67,21 @@ export function createApp (services: Services, init: AppInit = {}): CoordinatorA
   app.use(anonymousRateMiddleware(app.limits, isPublicPath))
   app.use(authMiddleware(services))
   app.use(principalRateMiddleware(app.limits))
+  app.use(methodNotAllowedMiddleware())
   app.use(router.routes())
-  app.use(router.allowedMethods({ throw: true }))
+  app.use(router.allowedMethods())
   return app
+}
+
+/**
+ * A method a route does not take — one of the others, or one the API never
+ * uses (TRACE, PROPFIND) — is answered 405 with the methods it does take.
+ */
+function methodNotAllowedMiddleware () {
+  return async function methodNotAllowed (ctx: Koa.Context, next: Koa.Next): Promise<void> {
+    await next()
+    if ((ctx.status !== 405 && ctx.status !== 501) || (ctx.body !== undefined && ctx.body !== null && ctx.body !== '')) return
+    const allow = ctx.response.get('Allow')
+    throw new ApiError(405, 'method-not-allowed', `${ctx.method.slice(0, 20)} is not allowed on ${ctx.path}${allow !== '' ? `; allowed: ${allow}` : ''}`, { headers: { allow } })
+  }
 }

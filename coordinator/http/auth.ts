@@ -2,8 +2,11 @@ import type { Next } from 'koa'
 import { UnauthorizedError } from '../errors.js'
 import type { Services } from '../services.js'
 import type { CoordinatorContext } from './context.js'
+import { SESSION_HEADER } from '../devices/credential-sessions.js'
 
 const BEARER = /^Bearer ([A-Za-z0-9_\-.~+/]+=*)$/
+/** An agent's session id as it sends it; anything else counts as no session. */
+const SESSION_ID = /^[A-Za-z0-9_-]{8,64}$/
 
 /** Paths that answer without credentials. */
 const PUBLIC_PATHS = new Set(['/v1/health', '/v1/agents/enroll'])
@@ -36,6 +39,9 @@ export function authMiddleware (services: Services) {
       ctx.state.principal = { kind: 'device', deviceId: device.id }
       ctx.state.device = device
       await services.devices.touch(device, ctx.ip)
+      const session = ctx.get(SESSION_HEADER)
+      const shared = await services.devices.noteSession(device, { ...(SESSION_ID.test(session) ? { session } : {}), address: ctx.ip })
+      if (shared !== undefined) services.logger.warn({ deviceId: device.id, sessions: shared.sessions, addresses: shared.addresses, evidence: shared.evidence }, 'a device credential is used by two agents at once (a copied agent.json?)')
     }
     await next()
   }

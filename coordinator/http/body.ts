@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http'
 import type { Context } from 'koa'
 import { MAX_JSON_BODY_BYTES } from '../../protocol/index.js'
 import { ApiError, PayloadTooLargeError, RequestTimeoutError, UnsupportedMediaTypeError, ValidationError } from '../errors.js'
+import { refuseControlCharacters } from '../validation.js'
 import { DEFAULT_BODY_IDLE_TIMEOUT_MS, DEFAULT_JSON_BODY_TIMEOUT_MS } from './request-limits.js'
 
 /** Deepest nesting accepted in a JSON body; deeper documents are refused before parsing. */
@@ -116,9 +117,13 @@ export async function readJson (ctx: Context, options: ReadBodyOptions = {}): Pr
   const text = raw.toString('utf8')
   if (text.trim() === '') throw new ValidationError('the body is empty')
   if (exceedsDepth(text, MAX_JSON_DEPTH)) throw new ApiError(400, 'too-deep', `the JSON body is nested deeper than ${MAX_JSON_DEPTH} levels`)
+  let parsed: unknown
   try {
-    return JSON.parse(text)
+    parsed = JSON.parse(text)
   } catch (error) {
     throw new ApiError(400, 'invalid-json', `the body is not valid JSON: ${(error as Error).message}`)
   }
+  refuseControlCharacters(parsed)
+  return parsed
 }
+

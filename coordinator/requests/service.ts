@@ -69,13 +69,20 @@ export class RequestService extends EventEmitter<{ changed: [request: RequestRec
       (pkg.platform === 'any' || pkg.platform === device.platform) && (pkg.arch === 'any' || pkg.arch === device.arch))
   }
 
-  /** Finds a self-service package by id, unique id prefix, or name (the newest upload of that name). */
-  async resolvePackage (reference: string, device: Pick<DeviceRecord, 'platform' | 'arch'>): Promise<PackageRecord> {
+  /**
+   * Finds a self-service package by id, unique id prefix, or name (the
+   * newest upload of that name). For an operator, a package that exists but
+   * may not be requested says why; a device learns only that its catalog has
+   * no such package, so that it cannot probe which packages and versions
+   * exist beyond what it may request.
+   */
+  async resolvePackage (reference: string, device: Pick<DeviceRecord, 'platform' | 'arch'>, options: { forDevice?: boolean } = {}): Promise<PackageRecord> {
     const catalog = await this.catalog(device)
     const byId = catalog.filter(pkg => pkg.id === reference || (reference.length >= 8 && /^[0-9a-f]+$/.test(reference) && pkg.id.startsWith(reference)))
     if (byId.length === 1) return byId[0]
     const byName = catalog.filter(pkg => pkg.name.toLowerCase() === reference.toLowerCase())
     if (byName.length > 0) return byName[0]
+    if (options.forDevice === true) throw new NotFoundError('self-service package', reference)
     const anyPackage = (await this.packages.list()).find(pkg => pkg.id === reference || pkg.name.toLowerCase() === reference.toLowerCase())
     if (anyPackage !== undefined && anyPackage.selfService !== true) {
       throw new ConflictError('not-self-service', `${anyPackage.name} ${anyPackage.version} is not approved for self-service; ask an operator to approve it (meshdeploy package edit … --self-service)`)
@@ -91,7 +98,7 @@ export class RequestService extends EventEmitter<{ changed: [request: RequestRec
    */
   async create (input: DeviceRequest, device: DeviceRecord, requestedBy: string): Promise<{ request: RequestRecord, created: boolean }> {
     if (device.status !== 'active') throw new ValidationError(`device ${device.id} is retired`)
-    const pkg = await this.resolvePackage(input.package, device)
+    const pkg = await this.resolvePackage(input.package, device, { forDevice: requestedBy === 'device' })
     for await (const existing of this.store.collections.requests.values()) {
       if (existing.deviceId === device.id && existing.packageId === pkg.id && existing.status === 'pending') return { request: existing, created: false }
     }
@@ -116,9 +123,11 @@ export class RequestService extends EventEmitter<{ changed: [request: RequestRec
 
   /** A request made through the API for a device named by id or host name. */
   async createFor (input: DeviceRequest & { deviceId: string }, requestedBy: string): Promise<{ request: RequestRecord, created: boolean }> {
-    const devices = await this.devices.listActive()
-    const device = devices.find(candidate => candidate.id === input.deviceId) ?? devices.find(candidate => candidate.hostname.toLowerCase() === input.deviceId.toLowerCase())
-    if (device === undefined) throw new NotFoundError('device', input.deviceId)
+    // Through the registry of active devices (by id, then host name), not a read of the fleet.
+    const registry = this.devices.registry
+    const id = registry.get(input.deviceId)?.id ?? [...registry.idsOfHostname(input.deviceId)].sort()[0]
+    const device = id === undefined ? undefined : await this.devices.get(id)
+    if (device === undefined || device.status !== 'active') throw new NotFoundError('device', input.deviceId)
     const { deviceId: _deviceId, ...request } = input
     return await this.create(request, device, requestedBy)
   }

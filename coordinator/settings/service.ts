@@ -38,6 +38,12 @@ export class SettingsService extends EventEmitter<{ changed: [settings: Settings
     this.current = { ...DEFAULT_SETTINGS, ...(parsed.success ? parsed.data : {}) }
   }
 
+  /** Reads the settings again after another coordinator changed them. */
+  async reload (): Promise<void> {
+    await this.open()
+    this.emit('changed', this.get())
+  }
+
   get (): Settings {
     return { ...this.current }
   }

@@ -5,8 +5,9 @@ import { ConflictError, NotFoundError, ValidationError } from '../errors.js'
 import { collect } from '../store/level-store.js'
 import type { BoundaryRecord, SiteRecord, Store } from '../store/types.js'
 import { AddressRange, InvalidCidrError, parseCidr } from './cidr.js'
+import { label } from '../../protocol/text.js'
 
-export const siteNameSchema = z.string().trim().min(1).max(100)
+export const siteNameSchema = label(z.string().trim().min(1).max(100))
 
 export const createSiteSchema = z.object({
   name: siteNameSchema,
@@ -55,6 +56,11 @@ export class SiteService extends EventEmitter<{ 'boundaries-changed': [] }> {
   siteForAddress (address: string | undefined): string | undefined {
     if (address === undefined) return undefined
     return this.boundaries.find(boundary => boundary.range.contains(address))?.record.site
+  }
+
+  /** Whether an address lies inside one of the site's boundaries. */
+  siteContains (site: string, address: string): boolean {
+    return this.boundaries.some(boundary => boundary.record.site === site && boundary.range.contains(address))
   }
 
   async createSite (request: CreateSiteRequest, createdBy: string): Promise<SiteRecord> {

@@ -1,6 +1,8 @@
 import { z } from 'zod'
-import { ACTIONS, MAX_INSTALL_TIMEOUT_SECONDS, OVERWRITE_POLICIES, fileModeSchema, rebootSchema } from '../../protocol/index.js'
+import { ACTIONS, MAX_INSTALL_TIMEOUT_SECONDS, OVERWRITE_POLICIES, WINDOW_POLICIES, fileModeSchema, rebootSchema } from '../../protocol/index.js'
 import { targetsSchema } from './targets.js'
+import { phasesSchema } from './phases.js'
+import { label } from '../../protocol/text.js'
 
 export const MAX_DEVICES_PER_MINUTE = 100_000
 export const MAX_VALIDITY_SECONDS = 365 * 24 * 3600
@@ -9,12 +11,12 @@ const isoTime = z.iso.datetime({ offset: true })
 
 const taskSettings = {
   targets: targetsSchema,
-  name: z.string().trim().min(1).max(200),
+  name: label(z.string().trim().min(1).max(200)),
   /** A command line (split like a shell would, nothing expanded) or the arguments themselves. */
-  runArgs: z.union([z.string().max(8192), z.array(z.string().max(4096)).max(64)]),
+  runArgs: z.union([z.string().max(8192), z.array(label(z.string().max(4096))).max(64)]),
   bandwidthKBps: z.number().int().min(1).max(10_000_000),
-  destination: z.string().min(1).max(1024).regex(/^\//, 'must be an absolute path'),
-  entry: z.string().min(1).max(255).regex(/^[^/\\]/, 'must be a path inside the archive'),
+  destination: label(z.string().min(1).max(1024)).regex(/^\//, 'must be an absolute path'),
+  entry: label(z.string().min(1).max(255)).regex(/^[^/\\]/, 'must be a path inside the archive'),
   fileMode: fileModeSchema,
   overwrite: z.enum(OVERWRITE_POLICIES),
   timeoutSeconds: z.number().int().min(1).max(MAX_INSTALL_TIMEOUT_SECONDS),
@@ -28,7 +30,9 @@ const taskSettings = {
   validUntil: isoTime,
   devicesPerMinute: z.number().int().min(1).max(MAX_DEVICES_PER_MINUTE),
   deferWhileVpn: z.boolean(),
-  reboot: rebootSchema
+  reboot: rebootSchema,
+  /** respect: devices install (and reboot) only inside one of their maintenance windows long enough for the timeout, and download at any time; ignore: at any time. @default respect for install and uninstall, ignore for distribute-files */
+  maintenanceWindows: z.enum(WINDOW_POLICIES)
 }
 
 export const createTaskSchema = z.object({
@@ -50,7 +54,12 @@ export const createTaskSchema = z.object({
   validUntil: taskSettings.validUntil.optional(),
   devicesPerMinute: taskSettings.devicesPerMinute.optional(),
   deferWhileVpn: taskSettings.deferWhileVpn.optional(),
-  reboot: taskSettings.reboot.optional()
+  reboot: taskSettings.reboot.optional(),
+  maintenanceWindows: taskSettings.maintenanceWindows.optional(),
+  /** A phased rollout: at least two ordered rings (groups or a percent of the targets; the last takes the rest), each with a success threshold, a minimum soak and an automatic halt on failures. */
+  phases: phasesSchema.optional(),
+  /** For a package that supersedes others: also target the devices that hold one of them. @default true */
+  targetSuperseded: z.boolean().optional()
 }).strict().refine(request => request.validForSeconds === undefined || request.validUntil === undefined, { message: 'give validForSeconds or validUntil, not both', path: ['validUntil'] })
 
 export type CreateTaskRequest = z.infer<typeof createTaskSchema>
@@ -73,7 +82,8 @@ export const editTaskSchema = z.object({
   validUntil: taskSettings.validUntil.optional(),
   devicesPerMinute: taskSettings.devicesPerMinute.nullable().optional(),
   deferWhileVpn: taskSettings.deferWhileVpn.optional(),
-  reboot: taskSettings.reboot.optional()
+  reboot: taskSettings.reboot.optional(),
+  maintenanceWindows: taskSettings.maintenanceWindows.optional()
 }).strict()
   .refine(edit => Object.keys(edit).length > 0, { message: 'name at least one setting to change' })
   .refine(edit => edit.validForSeconds === undefined || edit.validUntil === undefined, { message: 'give validForSeconds or validUntil, not both', path: ['validUntil'] })

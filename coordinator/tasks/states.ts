@@ -41,8 +41,10 @@ export function isSettled (row: Pick<DeviceTaskRow, 'state' | 'final'>): boolean
  * Whether a device is done with a task: it succeeded (in any revision: an edit
  * does not install again), or settled the current revision.
  */
-export function isDone (row: Pick<DeviceTaskRow, 'state' | 'final' | 'revision'>, task: Pick<TaskRecord, 'revision'>): boolean {
-  return SUCCESS_STATES.has(row.state) || (row.revision === task.revision && isSettled(row))
+export function isDone (row: Pick<DeviceTaskRow, 'state' | 'final' | 'revision'>, task: Pick<TaskRecord, 'revision'> & Partial<Pick<TaskRecord, 'switchedFrom'>>): boolean {
+  // A task switched to a superseding package installs it again where the old one succeeded.
+  const since = task.switchedFrom?.[task.switchedFrom.length - 1]?.revision ?? 0
+  return (SUCCESS_STATES.has(row.state) && row.revision >= since) || (row.revision === task.revision && isSettled(row))
 }
 
 /** The row of a device that has reported nothing for the task yet. */
@@ -88,7 +90,7 @@ export function overlayRow (row: DeviceTaskRow, task: TaskRecord, phase: TaskPha
     Object.assign(row, { state: 'expired', message: `the task's validity ended at ${task.validUntil}; ${last}`.slice(0, 4000) })
   } else if (phase === 'cancelled' || phase === 'deleted') {
     Object.assign(row, { state: 'cancelled', message: `the task was ${phase}; ${last}`.slice(0, 4000) })
-  } else if (phase === 'paused' && (row.state === 'pending' || row.state === 'queued' || row.state === 'deferred-vpn')) {
+  } else if (phase === 'paused' && (row.state === 'pending' || row.state === 'queued' || row.state === 'deferred-vpn' || row.state === 'waiting-for-window')) {
     Object.assign(row, { state: 'queued', message: `the task is paused; ${last}`.slice(0, 4000) })
   }
 }

@@ -36,6 +36,9 @@ const assignmentsQuerySchema = z.object({
   etag: z.string().max(64).optional()
 }).strict()
 
+/** Why a held request's signal aborts: its connection closed (answered, or the agent went away). */
+const REQUEST_CLOSED = Object.freeze({ name: 'RequestClosed', message: 'the request\'s connection closed' })
+
 export const agentRoutes: RouteModule = (routes, services) => {
   routes.add({
     method: 'post', path: '/v1/agents/enroll', tag: 'agents', access: 'public', body: enrollRequestSchema,
@@ -53,7 +56,8 @@ export const agentRoutes: RouteModule = (routes, services) => {
       groups: device.groups,
       coordinatorPublicKey: toHex(services.key.publicKey),
       coordinatorKeyId: services.key.keyId,
-      coordinatorKeySequence: services.keyring.sequence
+      coordinatorKeySequence: services.keyring.sequence,
+      certificate: services.certificates.certificateFor(device)
     }
   })
 
@@ -63,18 +67,22 @@ export const agentRoutes: RouteModule = (routes, services) => {
     responses: { 200: { description: 'etag, device, assignments, poll interval' } }
   }, async ({ ctx, query, device }) => {
     const closed = new AbortController()
-    ctx.req.on('close', () => { closed.abort() })
+    // A plain reason: an AbortError would capture a stack for each of thousands of answered requests.
+    ctx.req.on('close', () => { closed.abort(REQUEST_CLOSED) })
     const etag = query.etag !== undefined && query.etag !== '' ? query.etag : undefined
-    return await services.assignments.waitFor(device!.id, etag, (query.waitSeconds ?? 0) * 1000, closed.signal)
+    const list = await services.assignments.waitFor(device!, etag, (query.waitSeconds ?? 0) * 1000, closed.signal)
+    services.contentAccess.noteAnswer(device!.id, list)
+    return list
   })
 
   routes.add({
     method: 'put', path: '/v1/agents/self', tag: 'agents', access: 'device', body: selfReportSchema,
-    summary: 'The agent\'s report about itself: libp2p addresses (handed to its site peers), site-cache role, connected peers, cache usage, the last cache clear it carried out',
-    responses: { 204: { description: 'stored' } }
+    summary: 'The agent\'s report about itself: libp2p addresses (handed to its site peers when they lie in its own network or its site\'s boundaries), whether it offers the site-cache role, connected peers, cache usage, the last cache clear it carried out',
+    responses: { 200: { description: 'the addresses kept (`peerAddresses`) and those refused with their reason (`refusedAddresses`)' } }
   }, async ({ ctx, body, device }) => {
-    await services.devices.report(device!.id, body)
-    ctx.status = 204
+    const answer = await services.devices.report(device!.id, body, ctx.ip)
+    if (answer.refusedAddresses.length > 0) services.logger.warn({ deviceId: device!.id, observed: ctx.ip, refused: answer.refusedAddresses.slice(0, 8) }, 'refused peer addresses a device reported')
+    return answer
   })
 
   routes.add({
@@ -89,11 +97,20 @@ export const agentRoutes: RouteModule = (routes, services) => {
 
   routes.add({
     method: 'get', path: '/v1/content/:sha256', tag: 'agents', access: 'device-or-viewer',
-    summary: 'The chunk origin: content by SHA-256, whole or a byte range',
-    responses: { 200: { description: 'the bytes', contentType: 'application/octet-stream' }, 206: { description: 'a byte range', contentType: 'application/octet-stream' }, 404: { description: 'not stored' } }
-  }, async ({ ctx, params }) => {
+    summary: 'The chunk origin: content by SHA-256, whole or a byte range. A device is served only chunks of the packages it is assigned, or as a granted site cache prefetches',
+    responses: {
+      200: { description: 'the bytes; ETag is the quoted SHA-256, Cache-Control private and immutable', contentType: 'application/octet-stream' },
+      206: { description: 'a byte range', contentType: 'application/octet-stream' },
+      304: { description: 'If-None-Match named this content: it has not changed (it never does)' },
+      403: { description: 'content-not-assigned: the chunk belongs to no package this device was handed' },
+      404: { description: 'not stored' }
+    }
+  }, async ({ ctx, params, device }) => {
     const sha256 = params.sha256
     if (!SHA256_HEX.test(sha256)) throw new ValidationError('not a SHA-256')
+    if (device !== undefined && !await services.contentAccess.allows(device, sha256)) {
+      throw new ApiError(403, 'content-not-assigned', 'this chunk belongs to no package this device is assigned or, as a granted site cache, prefetches')
+    }
     const path = services.content.pathOf(sha256)
     let size: number
     try {
@@ -101,9 +118,18 @@ export const agentRoutes: RouteModule = (routes, services) => {
     } catch {
       throw new NotFoundError('content', sha256)
     }
-    const range = parseRange(ctx.get('range'), size)
+    // Content-addressed and immutable: its hash is a strong validator, the same on every coordinator.
+    const etag = `"${sha256}"`
     ctx.set('Cache-Control', 'private, max-age=31536000, immutable')
+    ctx.set('ETag', etag)
     ctx.set('Accept-Ranges', 'bytes')
+    if (ctx.get('if-none-match').split(',').some(tag => tag.trim() === etag || tag.trim() === '*')) {
+      ctx.status = 304
+      return
+    }
+    // A range asked for under another validator than this content's is answered whole.
+    const ifRange = ctx.get('if-range')
+    const range = ifRange === '' || ifRange === etag ? parseRange(ctx.get('range'), size) : undefined
     ctx.type = 'application/octet-stream'
     if (range === 'unsatisfiable') {
       ctx.set('Content-Range', `bytes */${size}`)

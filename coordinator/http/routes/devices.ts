@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import type { DeviceStatus } from '../../store/types.js'
 import type { RouteModule } from '../context.js'
-import { deviceUpdateSchema } from '../../devices/service.js'
+import { deviceListQuerySchema, deviceUpdateSchema } from '../../devices/service.js'
 
 const statusChangeSchema = z.object({
   /** Why, for the device page and the audit log. */
@@ -16,10 +16,13 @@ const STATUS_CHANGES: Array<{ action: string, status: DeviceStatus, summary: str
 
 export const deviceRoutes: RouteModule = (routes, services) => {
   routes.add({
-    method: 'get', path: '/v1/devices', tag: 'devices', access: 'viewer',
-    summary: 'List enrolled devices with site, groups, platform, online state and last contact',
-    responses: { 200: { description: '{ devices }' } }
-  }, async () => ({ devices: (await services.devices.list()).map(device => services.devices.view(device)) }))
+    method: 'get', path: '/v1/devices', tag: 'devices', access: 'viewer', query: deviceListQuerySchema,
+    summary: 'List enrolled devices with site, groups, platform, online state and last contact, in id order; filter by status and site, page with limit (default 500, at most 5000) and cursor',
+    responses: { 200: { description: '{ devices, nextCursor?, total? }: follow nextCursor until it is absent (a page may be short and still have one)' }, 400: { description: 'a bad filter, limit or cursor (invalid-cursor)' } }
+  }, async ({ query }) => {
+    const page = await services.devices.page(query)
+    return { ...page, devices: page.devices.map(device => services.devices.view(device)) }
+  })
 
   routes.add({
     method: 'get', path: '/v1/devices/:id', tag: 'devices', access: 'viewer',
@@ -38,11 +41,11 @@ export const deviceRoutes: RouteModule = (routes, services) => {
 
   routes.add({
     method: 'patch', path: '/v1/devices/:id', tag: 'devices', access: 'operator', body: deviceUpdateSchema,
-    summary: 'Move a device to another site or change its static groups (groups, or addGroups/removeGroups); tasks targeting them pick it up',
+    summary: 'Move a device to another site, change its static groups (groups, or addGroups/removeGroups; tasks targeting them pick it up), or grant or withdraw the site-cache role (siteCache)',
     responses: { 200: { description: 'the device' }, 404: { description: 'no such device' } }
   }, async ({ params, body, actor }) => {
-    const device = await services.devices.update(params.id, body)
-    services.logger.info({ deviceId: device.id, site: device.site, groups: device.groups, by: actor }, 'device updated')
+    const device = await services.devices.update(params.id, body, actor)
+    services.logger.info({ deviceId: device.id, site: device.site, groups: device.groups, siteCache: device.siteCache === true, by: actor }, 'device updated')
     return services.devices.view(device)
   })
 

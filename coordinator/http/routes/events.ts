@@ -14,6 +14,8 @@ const eventsQuerySchema = z.object({
 
 /** Streams open at once; more are refused (each holds a socket and a listener). */
 export const MAX_EVENT_CLIENTS = 1000
+/** Streams one operator token may hold open at once: a console tab or a CLI each hold one; a leaked or hostile token cannot take them all. */
+export const MAX_EVENT_STREAMS_PER_TOKEN = 8
 
 function responseSink (response: ServerResponse): EventSink {
   return {
@@ -31,6 +33,7 @@ function parseEventId (value: string): number {
 
 export const eventRoutes: RouteModule = (routes, services) => {
   let clients = 0
+  const perToken = new Map<string, number>()
   routes.add({
     method: 'get', path: '/v1/events', tag: 'events', access: 'viewer', query: eventsQuerySchema,
     summary: 'Live events for operators (server-sent events): device status changes, task and device changes; resume with Last-Event-ID',
@@ -40,11 +43,17 @@ export const eventRoutes: RouteModule = (routes, services) => {
         contentType: 'text/event-stream'
       },
       404: { description: 'no such task' },
+      429: { description: `this token holds ${MAX_EVENT_STREAMS_PER_TOKEN} event streams open already; close one` },
       503: { description: 'too many event streams are open; try again later' }
     }
-  }, async ({ ctx, query }) => {
+  }, async ({ ctx, query, principal }) => {
     if (query.taskId !== undefined) await services.tasks.get(query.taskId)
     if (clients >= MAX_EVENT_CLIENTS) throw new ApiError(503, 'too-many-event-clients', `${MAX_EVENT_CLIENTS} event streams are open already`, { headers: { 'retry-after': '30' } })
+    const tokenId = principal?.kind === 'operator' ? principal.tokenId : 'unknown'
+    const held = perToken.get(tokenId) ?? 0
+    if (held >= MAX_EVENT_STREAMS_PER_TOKEN) {
+      throw new ApiError(429, 'too-many-event-streams', `this token holds ${MAX_EVENT_STREAMS_PER_TOKEN} event streams open already; close one first`, { headers: { 'retry-after': '30' } })
+    }
     const header = ctx.get('last-event-id')
     const resumeFrom = header !== '' ? header : query.lastEventId
     const lastEventId = resumeFrom !== undefined && resumeFrom !== '' ? parseEventId(resumeFrom) : undefined
@@ -74,6 +83,7 @@ export const eventRoutes: RouteModule = (routes, services) => {
       stillAuthorized
     })
     clients++
+    perToken.set(tokenId, held + 1)
     services.metrics.eventClients.inc()
     try {
       const end = await session.run(closed.signal)
@@ -84,6 +94,9 @@ export const eventRoutes: RouteModule = (routes, services) => {
       }
     } finally {
       clients--
+      const left = (perToken.get(tokenId) ?? 1) - 1
+      if (left > 0) perToken.set(tokenId, left)
+      else perToken.delete(tokenId)
       services.metrics.eventClients.dec()
     }
   })

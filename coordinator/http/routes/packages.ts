@@ -95,9 +95,9 @@ async function receiveUpload (ctx: CoordinatorContext, services: Services, uploa
 export const packageRoutes: RouteModule = (routes, services) => {
   routes.add({
     method: 'post', path: '/v1/packages', tag: 'packages', access: 'operator',
-    rawBody: { contentType: 'multipart/form-data', description: 'a `metadata` field (JSON: name, version, description, publisher, kind, platform, arch, detection, exitCodes, uninstall, selfService, publisherSignature) and a `file` part', schema: packageMetadataSchema },
+    rawBody: { contentType: 'multipart/form-data', description: 'a `metadata` field (JSON: name, version, description, publisher, kind, platform, arch, detection, exitCodes, uninstall, selfService, publisherSignature, dependsOn, supersedes) and a `file` part', schema: packageMetadataSchema },
     summary: 'Upload a package: streamed, chunked and hashed as it arrives; with security verification on, a publisher signature must verify',
-    responses: { 201: { description: 'the package' }, 409: { description: 'the same content is already a package' }, 413: { description: 'larger than the limit; nothing stored' }, 422: { description: 'the publisher signature is missing, made with an unregistered key, or does not verify; nothing stored' } }
+    responses: { 201: { description: 'the package' }, 409: { description: 'the same content is already a package' }, 413: { description: 'larger than the limit; nothing stored' }, 422: { description: 'the publisher signature is missing, made with an unregistered key, or does not verify; or a dependency or superseded package is missing, undetectable or on a cycle (dependency-cycle, supersedence-cycle, …); nothing stored' } }
   }, async ({ ctx, actor }) => {
     if (!ctx.is('multipart/form-data')) throw new UnsupportedMediaTypeError('upload a package as multipart/form-data with metadata and file parts')
     const declared = Number(ctx.get('content-length'))
@@ -137,7 +137,7 @@ export const packageRoutes: RouteModule = (routes, services) => {
 
   routes.add({
     method: 'patch', path: '/v1/packages/:id', tag: 'packages', access: 'operator', body: packagePatchSchema,
-    summary: 'Edit a package: name, version, description, publisher, kind, platform, arch, detection, exitCodes, uninstall, selfService; unfinished tasks get a new manifest revision',
+    summary: 'Edit a package: name, version, description, publisher, kind, platform, arch, detection, exitCodes, uninstall, selfService, dependsOn, supersedes; unfinished tasks get a new manifest revision',
     responses: { 200: { description: 'the package, with the tasks whose manifests were revised' }, 400: { description: 'invalid or inconsistent (a detection rule of another platform)' }, 404: { description: 'no such package' } }
   }, async ({ params, body, actor }) => {
     const record = await services.packages.update(params.id, body, actor)
@@ -147,11 +147,23 @@ export const packageRoutes: RouteModule = (routes, services) => {
   })
 
   routes.add({
+    method: 'post', path: '/v1/packages/:id/switch-tasks', tag: 'packages', access: 'operator',
+    summary: 'Switch the unfinished install tasks of the packages this one supersedes to this one, in one call: each gets a new revision deploying it, keeps its settings, and also targets the devices that hold the old package',
+    responses: { 200: { description: '{ switchedTasks }' }, 404: { description: 'no such package' }, 409: { description: 'the package supersedes nothing (supersedes-nothing)' } }
+  }, async ({ params, actor }) => {
+    const record = await services.packages.get(params.id)
+    const switchedTasks = await services.tasks.switchToSuperseding(record, actor)
+    await services.scheduler.tick()
+    services.logger.info({ packageId: record.id, switchedTasks, by: actor }, 'tasks switched to a superseding package')
+    return { packageId: record.id, switchedTasks, message: switchedTasks.length === 0 ? 'no unfinished task deployed a package this one supersedes' : `${switchedTasks.length} task(s) now deploy ${record.name} ${record.version}` }
+  })
+
+  routes.add({
     method: 'delete', path: '/v1/packages/:id', tag: 'packages', access: 'operator',
     summary: 'Delete a package and its chunks; unfinished tasks that use it are cancelled',
-    responses: { 200: { description: 'what was deleted and which tasks were cancelled' }, 404: { description: 'no such package' } }
+    responses: { 200: { description: 'what was deleted and which tasks were cancelled' }, 404: { description: 'no such package' }, 409: { description: 'other packages depend on it or supersede it (package-in-use)' } }
   }, async ({ params, actor }) => {
-    await services.packages.get(params.id)
+    await services.packages.assertDeletable(params.id)
     const cancelledTasks = await services.tasks.cancelForPackage(params.id, actor)
     const record = await services.packages.delete(params.id)
     services.logger.info({ packageId: record.id, cancelledTasks, by: actor }, 'package deleted')

@@ -53,7 +53,7 @@ export const requestRoutes: RouteModule = (routes, services) => {
   routes.add({
     method: 'post', path: '/v1/agents/requests', tag: 'agents', access: 'device', body: deviceRequestSchema,
     summary: 'The device requests a self-service package for itself',
-    responses: { 201: { description: 'the request' }, 200: { description: 'the same request was already pending' }, 404: { description: 'no such self-service package' }, 409: { description: 'not approved for self-service, or for another platform' } }
+    responses: { 201: { description: 'the request' }, 200: { description: 'the same request was already pending' }, 404: { description: 'the device\'s catalog has no such package (whether or not one exists that it may not request: a device cannot probe for packages)' } }
   }, async ({ ctx, body, device }) => {
     const { request, created } = await services.requests.create(body, device!, 'device')
     if (request.taskId !== undefined) await services.scheduler.tick()

@@ -18,16 +18,17 @@ export const siteRoutes: RouteModule = (routes, services) => {
     summary: 'Sites with their boundaries and device counts, including sites named only by devices',
     responses: { 200: { description: '{ sites }' } }
   }, async () => {
-    const devices = await services.devices.listActive()
+    // Counts from the registry of active devices: the answer costs the sites, not a read of the fleet.
+    const registry = services.devices.registry
     const boundaries = services.sites.listBoundaries()
     const records = await services.sites.listSites()
-    const names = new Set([...records.map(site => site.name), ...devices.map(device => device.site)])
+    const names = new Set([...records.map(site => site.name), ...registry.siteNames()])
     const sites = [...names].sort().map(name => ({
       name,
       defined: records.some(site => site.name === name),
       ...records.find(site => site.name === name),
-      devices: devices.filter(device => device.site === name).length,
-      siteCaches: devices.filter(device => device.site === name && device.siteCache === true).map(device => device.id),
+      devices: registry.siteSize(name),
+      siteCaches: registry.siteCaches(name).map(device => device.id).sort(),
       boundaries: boundaries.filter(boundary => boundary.site === name).map(boundary => boundary.cidr)
     }))
     return { sites }

@@ -1,6 +1,8 @@
 import { z } from 'zod'
-import { createTaskSchema, editTaskSchema } from '../../tasks/service.js'
+import { createTaskSchema, editTaskSchema, taskDevicesQuerySchema } from '../../tasks/service.js'
 import type { RouteModule } from '../context.js'
+
+const haltSchema = z.object({ reason: z.string().trim().min(1).max(500).optional() }).strict()
 
 const listQuerySchema = z.object({ deleted: z.enum(['true', 'false']).optional() }).strict()
 
@@ -46,12 +48,12 @@ export const taskRoutes: RouteModule = (routes, services) => {
   })
 
   routes.add({
-    method: 'get', path: '/v1/tasks/:id/devices', tag: 'tasks', access: 'viewer',
-    summary: 'One row per device of a task: state with its reason, bytes, attempt, exit code, message, release time, last contact',
-    responses: { 200: { description: '{ taskId, devices }' }, 404: { description: 'no such task' } }
-  }, async ({ params }) => {
+    method: 'get', path: '/v1/tasks/:id/devices', tag: 'tasks', access: 'viewer', query: taskDevicesQuerySchema,
+    summary: 'One row per device of a task, in device id order: state with its reason, bytes, attempt, exit code, message, release time, last contact; filter by state and site, page with limit (default 500, at most 5000) and cursor',
+    responses: { 200: { description: '{ taskId, devices, nextCursor? }: follow nextCursor until it is absent (a filtered page may be short and still have one)' }, 400: { description: 'a bad filter, limit or cursor (invalid-cursor)' }, 404: { description: 'no such task' } }
+  }, async ({ params, query }) => {
     const task = await services.tasks.get(params.id)
-    return { taskId: task.id, devices: await services.tasks.deviceRows(task) }
+    return { taskId: task.id, ...await services.tasks.deviceRowsPage(task, query) }
   })
 
   routes.add({
@@ -81,6 +83,27 @@ export const taskRoutes: RouteModule = (routes, services) => {
     const task = await services.tasks.resume(params.id)
     await services.scheduler.tick()
     services.logger.info({ taskId: task.id, by: actor }, 'task resumed')
+    return await services.tasks.view(task)
+  })
+
+  routes.add({
+    method: 'post', path: '/v1/tasks/:id/phases/next', tag: 'tasks', access: 'operator',
+    summary: 'Start the next ring of a phased rollout now, whatever the current ring\'s threshold and soak; a halted rollout goes on',
+    responses: { 200: { description: 'the task with its rings' }, 404: { description: 'no such task' }, 409: { description: 'not phased (not-phased), at its last ring (last-phase), cancelled or deleted' } }
+  }, async ({ params, actor }) => {
+    const task = await services.tasks.promote(params.id, actor)
+    await services.scheduler.tick()
+    services.logger.info({ taskId: task.id, ring: task.rollout?.current, by: actor }, 'phased rollout promoted by hand')
+    return await services.tasks.view(await services.tasks.get(task.id))
+  })
+
+  routes.add({
+    method: 'post', path: '/v1/tasks/:id/halt', tag: 'tasks', access: 'operator', body: haltSchema, bodyOptional: true,
+    summary: 'Halt a task (a phased rollout or any other): no more devices are released or start; those downloading or installing finish. Resume it, or start the next ring, to go on',
+    responses: { 200: { description: 'the halted task' }, 404: { description: 'no such task' }, 409: { description: 'cancelled or deleted' } }
+  }, async ({ params, body, actor }) => {
+    const task = await services.tasks.halt(params.id, body.reason ?? `halted by ${actor}`, actor)
+    services.logger.info({ taskId: task.id, by: actor }, 'task halted')
     return await services.tasks.view(task)
   })
 
