@@ -28,9 +28,23 @@ export interface ApiClientInit {
   timeoutMs?: number
   /** How the coordinator's HTTPS certificate is trusted: a CA, a pinned fingerprint, or the system's CAs. */
   tls?: TlsTrust
+  /**
+   * For answers shown to people: every string of a JSON answer passes through
+   * it before the caller sees it (the CLI escapes control characters there).
+   * @default strings as they came
+   */
+  shownText?: (text: string) => string
 }
 
 type Json = any
+
+/** Every string of a parsed JSON value (keys aside) passed through `change`. */
+function mapStrings (value: Json, change: (text: string) => string): Json {
+  if (typeof value === 'string') return change(value)
+  if (Array.isArray(value)) return value.map(item => mapStrings(item, change))
+  if (value !== null && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([key, inner]) => [change(key), mapStrings(inner, change)]))
+  return value
+}
 
 /** Reads refused with 429 are tried this often in all, each after the coordinator's Retry-After (at most 10 s). */
 const MAX_READ_ATTEMPTS = 3
@@ -53,10 +67,12 @@ export class ApiClient {
   private readonly token?: string
   private readonly timeoutMs: number
   private readonly agent: http.Agent
+  private readonly shownText?: (text: string) => string
 
   constructor (init: ApiClientInit) {
     this.baseUrl = new URL(init.url)
     if (init.token !== undefined) this.token = init.token
+    if (init.shownText !== undefined) this.shownText = init.shownText
     this.timeoutMs = init.timeoutMs ?? 60_000
     this.agent = this.baseUrl.protocol === 'https:' ? createHttpsAgent(init.tls ?? {}, { keepAlive: true }) : new http.Agent({ keepAlive: true })
   }
@@ -67,6 +83,25 @@ export class ApiClient {
 
   async get (path: string): Promise<Json> {
     return await this.request('GET', path)
+  }
+
+  /**
+   * Every item of a paged listing (`limit` and `cursor`, answers with
+   * `nextCursor`), read page by page; stops at `maxItems` when given.
+   */
+  async getEvery (path: string, key: string, options: { pageSize?: number, maxItems?: number } = {}): Promise<Json[]> {
+    const items: Json[] = []
+    const maxItems = options.maxItems ?? Number.POSITIVE_INFINITY
+    let cursor: string | undefined
+    do {
+      const url = new URL(path, 'http://listing.invalid')
+      url.searchParams.set('limit', String(Math.max(1, Math.min(options.pageSize ?? 5000, maxItems - items.length))))
+      if (cursor !== undefined) url.searchParams.set('cursor', cursor)
+      const page = await this.get(`${url.pathname}${url.search}`)
+      for (const item of page[key] as Json[]) if (items.length < maxItems) items.push(item)
+      cursor = page.nextCursor
+    } while (cursor !== undefined && items.length < maxItems)
+    return items
   }
 
   async post (path: string, body?: unknown): Promise<Json> {
@@ -146,7 +181,11 @@ export class ApiClient {
   }
 
   private decode (method: string, path: string, status: number, text: string, contentType: string | undefined): Json {
-    if (status >= 200 && status < 300) return text === '' ? {} : JSON.parse(text)
+    if (status >= 200 && status < 300) {
+      if (text === '') return {}
+      const value = JSON.parse(text)
+      return this.shownText === undefined ? value : mapStrings(value, this.shownText)
+    }
     if (contentType?.startsWith(PROBLEM_CONTENT_TYPE) === true) {
       const problem = JSON.parse(text) as Problem
       throw new ApiRequestError(status, `${problem.title}: ${problem.detail ?? problem.reason}`, problem)

@@ -3,6 +3,7 @@ import type { Command } from 'commander'
 import { InsecureTransportError, normalizeFingerprint, type TlsTrust } from '../../protocol/index.js'
 import { ApiClient, ApiRequestError } from './api-client.js'
 import { loadCliConfig } from './config.js'
+import { printable } from './format.js'
 
 /** Exit codes scripts can rely on. */
 export const EXIT = {
@@ -53,7 +54,8 @@ const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]'])
  * is accepted to this machine only, unless asked for: an operator token
  * would otherwise cross the network in clear text.
  */
-export function clientFrom (options: GlobalOptions): ApiClient {
+/** `raw`: answers keep their strings as sent even without --json (a document printed as JSON). */
+export function clientFrom (options: GlobalOptions, how: { raw?: boolean } = {}): ApiClient {
   let config
   try {
     config = loadCliConfig()
@@ -81,15 +83,23 @@ export function clientFrom (options: GlobalOptions): ApiClient {
   } catch (error) {
     throw new UsageError((error as Error).message)
   }
-  return new ApiClient({ url, tls, ...(token !== undefined ? { token } : {}) })
+  // Answers printed as text show device and operator strings escaped; --json output and raw documents keep them as sent (JSON escapes them itself).
+  const shown = options.json !== true && how.raw !== true ? { shownText: (text: string) => printable(text) } : {}
+  return new ApiClient({ url, tls, ...(token !== undefined ? { token } : {}), ...shown })
 }
 
+/** Prints lines of text; control characters in them are shown escaped (line breaks aside). */
 export function print (text: string): void {
-  process.stdout.write(text.endsWith('\n') ? text : text + '\n')
+  const shown = printable(text, '\n')
+  process.stdout.write(shown.endsWith('\n') ? shown : shown + '\n')
 }
+
+/** JSON escapes C0 control characters itself; the rest a terminal might act on are written as \u escapes, which parse back the same. */
+// eslint-disable-next-line no-control-regex
+const JSON_UNSAFE = /[\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g
 
 export function printJson (value: unknown): void {
-  process.stdout.write(JSON.stringify(value, null, 2) + '\n')
+  process.stdout.write(JSON.stringify(value, null, 2).replace(JSON_UNSAFE, character => `\\u${character.charCodeAt(0).toString(16).padStart(4, '0')}`) + '\n')
 }
 
 /** Runs a command body, turning errors into a message on stderr and an exit code. */
@@ -99,14 +109,14 @@ export async function run (body: () => Promise<number | void>): Promise<void> {
     if (typeof code === 'number') process.exitCode = code
   } catch (error) {
     if (error instanceof ApiRequestError) {
-      process.stderr.write(`error: ${error.message}\n`)
-      for (const field of error.problem?.errors ?? []) process.stderr.write(`  ${field.path}: ${field.message}\n`)
+      process.stderr.write(`error: ${printable(error.message)}\n`)
+      for (const field of error.problem?.errors ?? []) process.stderr.write(`  ${printable(field.path)}: ${printable(field.message)}\n`)
       process.exitCode = error.status >= 500 ? EXIT.unavailable : EXIT.refused
     } else if (error instanceof UsageError) {
       process.stderr.write(`error: ${error.message}\n`)
       process.exitCode = EXIT.usage
     } else {
-      process.stderr.write(`error: ${(error as Error).message}\n`)
+      process.stderr.write(`error: ${printable((error as Error).message)}\n`)
       process.exitCode = EXIT.unavailable
     }
   }

@@ -7,6 +7,7 @@ import type { Command } from 'commander'
 export const EXAMPLES: Readonly<Record<string, string[]>> = {
   'package list': ['meshdeploy package list', 'meshdeploy package list --json | jq -r \'.[] | select(.platform=="windows") | .id\''],
   'package show': ['meshdeploy package show 3f9a0c1b'],
+  'capture show': ['meshdeploy capture show app-1.0.capture.tar.gz', 'meshdeploy capture show app-1.0.capture.tar.gz --json'],
   'package rm': ['meshdeploy package rm 3f9a0c1b'],
   'task pause': ['meshdeploy task pause task-3f9a0c1b7d2e4a65'],
   'task resume': ['meshdeploy task resume task-3f9a0c1b7d2e4a65'],
@@ -29,6 +30,9 @@ export const EXAMPLES: Readonly<Record<string, string[]>> = {
   'site rm': ['meshdeploy site rm berlin'],
   'boundary list': ['meshdeploy boundary list'],
   'boundary rm': ['meshdeploy boundary rm bnd-0a1b2c3d4e5f6a7b'],
+  'window list': ['meshdeploy window list', 'meshdeploy window list --site berlin', 'meshdeploy window list --device dev-0a1b2c3d4e5f6a7b'],
+  'window show': ['meshdeploy window show mw-0a1b2c3d4e5f6a7b'],
+  'window rm': ['meshdeploy window rm mw-0a1b2c3d4e5f6a7b'],
   'enrollment-token create': ['meshdeploy enrollment-token create --max-uses 200 --site berlin --groups laptops'],
   'enrollment-token list': ['meshdeploy enrollment-token list'],
   'enrollment-token revoke': ['meshdeploy enrollment-token revoke enr-0a1b2c3d4e5f6a7b'],

@@ -1,4 +1,15 @@
 /** Human-readable output of the CLI. */
+import { escapeControlCharacters } from '../../protocol/text.js'
+
+/**
+ * Text from the coordinator made safe for a terminal: host names, messages and
+ * names come from devices and people, and a control character in them would
+ * clear the screen, recolour text or forge a row. `keep` lists characters left
+ * as they are (`\n` in a block of lines).
+ */
+export function printable (text: string, keep = ''): string {
+  return escapeControlCharacters(text, keep)
+}
 
 export function formatBytes (bytes: number): string {
   if (!Number.isFinite(bytes)) return '-'
@@ -27,7 +38,7 @@ export function shortId (id: string, length = 12): string {
 
 /** Renders rows as an aligned table with a header line. */
 export function table (headers: string[], rows: Array<Array<string | number | undefined | null>>): string {
-  const cells = rows.map(row => row.map(cell => cell === undefined || cell === null ? '-' : String(cell)))
+  const cells = rows.map(row => row.map(cell => cell === undefined || cell === null ? '-' : printable(String(cell))))
   const widths = headers.map((header, column) => Math.max(header.length, ...cells.map(row => row[column]?.length ?? 0)))
   const line = (row: string[]): string => row.map((cell, column) => cell.padEnd(widths[column])).join('  ').trimEnd()
   return [line(headers), ...cells.map(line)].join('\n') + '\n'

@@ -36,6 +36,28 @@ export function withPackageOptions (command: Command): Command {
     .option('--uninstall-command <command...>', 'uninstall: run this command')
     .option('--uninstall-files <paths>', 'uninstall: remove these absolute paths, comma separated', list)
     .option('--uninstall-distributed <folder>', 'uninstall: remove what distributing the package put into this folder')
+    .option('--depends-on <packages>', 'install these first where missing: package ids (or unique prefixes), or NAME or NAME>=VERSION (the newest that fits), comma separated', list)
+    .option('--supersedes <id:mode>', 'supersede an older package (repeatable): its id (or a unique prefix), then :upgrade (install over it, the default) or :replace (remove it first)', collect)
+}
+
+/** `NAME>=1.2`, `NAME` or a package id (prefix) → a dependency reference; prefixes are resolved by the caller. */
+export function parseDependency (text: string): { packageId: string } | { name: string, minVersion?: string } {
+  const at = text.indexOf('>=')
+  if (at >= 0) {
+    const name = text.slice(0, at).trim()
+    const minVersion = text.slice(at + 2).trim()
+    if (name === '' || minVersion === '') throw new UsageError(`${text}: write NAME>=VERSION`)
+    return { name, minVersion }
+  }
+  return /^[0-9a-f]{8,64}$/.test(text.trim()) ? { packageId: text.trim() } : { name: text.trim() }
+}
+
+/** `ID`, `ID:upgrade` or `ID:replace`. */
+export function parseSupersedes (text: string): { packageId: string, mode: 'upgrade' | 'replace' } {
+  const [packageId, mode = 'upgrade'] = text.split(':').map(part => part.trim())
+  if (mode !== 'upgrade' && mode !== 'replace') throw new UsageError(`${text}: the mode is upgrade or replace`)
+  if (!/^[0-9a-f]{4,64}$/.test(packageId)) throw new UsageError(`${text}: give a package id or a unique prefix of one`)
+  return { packageId, mode }
 }
 
 /** The detection rule the options describe, if any. */
@@ -81,5 +103,7 @@ export function packageFieldsFrom (options: Record<string, any>): Record<string,
   if (detection !== undefined) fields.detection = detection
   const uninstall = uninstallFrom(options)
   if (uninstall !== undefined) fields.uninstall = uninstall
+  if (Array.isArray(options.dependsOn)) fields.dependsOn = options.dependsOn.map(parseDependency)
+  if (Array.isArray(options.supersedes)) fields.supersedes = options.supersedes.map(parseSupersedes)
   return fields
 }

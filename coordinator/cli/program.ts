@@ -16,6 +16,10 @@ import { runDemo } from './demo.js'
 import { positiveInteger } from './context.js'
 import { completionCommands } from './completion.js'
 import { systemCommands } from './commands/system.js'
+import { credentialCommand } from './commands/credentials.js'
+import { pushCommand } from './commands/push.js'
+import { windowCommand } from './commands/windows.js'
+import { captureCommand } from './commands/capture.js'
 
 export const CLI_VERSION = '0.1.0'
 
@@ -38,10 +42,12 @@ Environment:
 Exit codes: 0 ok, 1 a watched task had failures, 2 usage, 3 refused by the API, 4 coordinator unreachable or failing.`)
   program.addCommand(coordinatorCommand())
   program.addCommand(packageCommand())
+  program.addCommand(captureCommand())
   program.addCommand(taskCommand())
   program.addCommand(deviceCommand())
   program.addCommand(siteCommand())
   program.addCommand(boundaryCommand())
+  program.addCommand(windowCommand())
   program.addCommand(enrollmentTokenCommand())
   program.addCommand(operatorTokenCommand())
   program.addCommand(auditCommand())
@@ -50,6 +56,8 @@ Exit codes: 0 ok, 1 a watched task had failures, 2 usage, 3 refused by the API, 
   program.addCommand(requestCommand())
   program.addCommand(userCommand())
   program.addCommand(settingsCommand())
+  program.addCommand(credentialCommand())
+  program.addCommand(pushCommand())
   for (const command of systemCommands()) program.addCommand(command)
   const [completion, complete] = completionCommands()
   program.addCommand(completion)

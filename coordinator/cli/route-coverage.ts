@@ -25,6 +25,7 @@ export const COMMAND_OF_ROUTE: Readonly<Record<string, string>> = {
   'GET /v1/packages/:id': 'package show',
   'PATCH /v1/packages/:id': 'package edit',
   'DELETE /v1/packages/:id': 'package rm',
+  'POST /v1/packages/:id/switch-tasks': 'package switch-tasks',
 
   'POST /v1/tasks': 'task create',
   'GET /v1/tasks': 'task list',
@@ -37,6 +38,8 @@ export const COMMAND_OF_ROUTE: Readonly<Record<string, string>> = {
   'POST /v1/tasks/:id/resume': 'task resume',
   'POST /v1/tasks/:id/cancel': 'task cancel',
   'POST /v1/tasks/:id/rerun': 'task rerun',
+  'POST /v1/tasks/:id/phases/next': 'task next-phase',
+  'POST /v1/tasks/:id/halt': 'task halt',
 
   'GET /v1/devices': 'device list',
   'GET /v1/devices/:id': 'device show',
@@ -75,5 +78,20 @@ export const COMMAND_OF_ROUTE: Readonly<Record<string, string>> = {
   'POST /v1/requests': 'request create',
   'GET /v1/requests': 'request list',
   'POST /v1/requests/:id/approve': 'request approve',
-  'POST /v1/requests/:id/deny': 'request deny'
+  'POST /v1/requests/:id/deny': 'request deny',
+
+  'POST /v1/maintenance-windows': 'window add',
+  'GET /v1/maintenance-windows': 'window list',
+  'GET /v1/maintenance-windows/:id': 'window show',
+  'PATCH /v1/maintenance-windows/:id': 'window edit',
+  'DELETE /v1/maintenance-windows/:id': 'window rm',
+
+  'POST /v1/credentials': 'credential add',
+  'GET /v1/credentials': 'credential list',
+  'DELETE /v1/credentials/:id': 'credential rm',
+  'POST /v1/push-installs': 'push',
+  'GET /v1/push-installs': 'push list',
+  'GET /v1/push-installs/:id': 'push show',
+  'POST /v1/push-installs/:id/runs': 'push rerun',
+  'POST /v1/push-installs/:id/cancel': 'push cancel'
 }

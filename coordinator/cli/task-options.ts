@@ -1,5 +1,38 @@
 import type { Command } from 'commander'
 import { list, positiveInteger, UsageError } from './context.js'
+import { parseDurationMinutes } from './window-options.js'
+
+function collect (value: string, previous: string[] = []): string[] {
+  return [...previous, value]
+}
+
+/**
+ * One ring as operators write it: `name=pilot,groups=pilot+it,success=95,soak=1h,halt=5`,
+ * `percent=10`, `manual` (waits for task next-phase), or `rest` (the last ring: every target left).
+ */
+export function parsePhase (text: string): Record<string, unknown> {
+  const phase: Record<string, unknown> = {}
+  for (const part of text.split(',').map(item => item.trim()).filter(item => item !== '')) {
+    const [key, value] = part.split('=').map(item => item.trim())
+    const number = (): number => {
+      const parsed = Number(value)
+      if (value === undefined || !Number.isFinite(parsed)) throw new UsageError(`${part}: ${key} takes a number`)
+      return parsed
+    }
+    switch (key) {
+      case 'rest': break
+      case 'manual': phase.autoPromote = false; break
+      case 'name': phase.name = value; break
+      case 'groups': phase.groups = (value ?? '').split('+').map(item => item.trim()).filter(item => item !== ''); break
+      case 'percent': phase.percent = number(); break
+      case 'success': phase.successPercent = number(); break
+      case 'halt': phase.maxFailurePercent = number(); break
+      case 'soak': phase.minSoakSeconds = parseDurationMinutes(value ?? '') * 60; break
+      default: throw new UsageError(`${part}: a ring takes name=, groups=a+b, percent=, success=, soak=, halt=, manual or rest`)
+    }
+  }
+  return phase
+}
 
 /** A time as operators type it: ISO 8601, or `now`. */
 export function parseTime (value: string): string {
@@ -33,6 +66,9 @@ export function withTaskOptions (command: Command): Command {
     .option('--bandwidth-kbps <n>', 'per-device download cap, KB/s (none: no cap)', limit)
     .option('--defer-while-vpn', 'wait while the device has a VPN connected')
     .option('--no-defer-while-vpn', 'do not wait for VPNs')
+    .option('--maintenance-windows <policy>', 'respect: install and reboot only inside the devices\' maintenance windows (default for install and uninstall); ignore: any time')
+    .option('--phase <ring>', 'a ring of a phased rollout, in order (repeatable): groups=pilot+it or percent=10, with success=95 (percent succeeded to go on), soak=1h (least time in the ring), halt=5 (percent failed that halts), manual; the last is usually "rest"', collect)
+    .option('--no-target-superseded', 'for a package that supersedes others: do not also target the devices that hold one of them')
     .option('--reboot <policy>', 'reboot after installing: never, always, prompt')
     .option('--reboot-message <text>', 'message the user sees (always, prompt)')
     .option('--reboot-deadline-seconds <n>', 'prompt: seconds before the reboot is forced', value => value === '0' ? 0 : positiveInteger(value))
@@ -63,7 +99,7 @@ export function taskFieldsFrom (options: Record<string, any>, forEdit: boolean):
   const plain: Record<string, string> = {
     name: 'name', runArgs: 'runArgs', destination: 'destination', entry: 'entry', overwrite: 'overwrite', timeoutSeconds: 'timeoutSeconds',
     maxAttempts: 'maxAttempts', retryDelaySeconds: 'retryDelaySeconds', startAt: 'startAt', validForSeconds: 'validForSeconds', validUntil: 'validUntil',
-    deferWhileVpn: 'deferWhileVpn'
+    deferWhileVpn: 'deferWhileVpn', maintenanceWindows: 'maintenanceWindows'
   }
   for (const [option, field] of Object.entries(plain)) if (options[option] !== undefined) body[field] = options[option]
   for (const [option, field] of Object.entries({ devicesPerMinute: 'devicesPerMinute', bandwidthKbps: 'bandwidthKBps', fileMode: 'fileMode' })) {
@@ -75,6 +111,14 @@ export function taskFieldsFrom (options: Record<string, any>, forEdit: boolean):
     } else {
       body[field] = value
     }
+  }
+  if (options.targetSuperseded === false) {
+    if (forEdit) throw new UsageError('--no-target-superseded is set when the task is created')
+    body.targetSuperseded = false
+  }
+  if (options.phase !== undefined) {
+    if (forEdit) throw new UsageError('the rings of a phased rollout are set when the task is created')
+    body.phases = (options.phase as string[]).map(parsePhase)
   }
   const reboot = ['rebootMessage', 'rebootDeadlineSeconds', 'forceCloseApps'].some(key => options[key] !== undefined)
   if (options.reboot !== undefined || reboot) {

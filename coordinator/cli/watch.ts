@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { SETTLED_STATES, type DeviceTaskState } from '../../protocol/index.js'
 import type { ApiClient } from './api-client.js'
 import { followEvents } from './event-follower.js'
-import { bar, formatBytes } from './format.js'
+import { bar, formatBytes, printable } from './format.js'
 
 export interface DeviceRow {
   deviceId: string
@@ -29,8 +29,8 @@ export function isRowSettled (row: DeviceRow): boolean {
 }
 
 export async function snapshot (client: ApiClient, taskId: string): Promise<TaskSnapshot> {
-  const [task, rows] = await Promise.all([client.get(`/v1/tasks/${taskId}`), client.get(`/v1/tasks/${taskId}/devices`)])
-  return { task, devices: rows.devices as DeviceRow[] }
+  const [task, rows] = await Promise.all([client.get(`/v1/tasks/${taskId}`), client.getEvery(`/v1/tasks/${taskId}/devices`, 'devices')])
+  return { task, devices: (rows as DeviceRow[]).sort((a, b) => a.hostname.localeCompare(b.hostname)) }
 }
 
 /** Lines describing a task's progress: one per device and a total. */
@@ -132,7 +132,8 @@ export async function watchTask (client: ApiClient, taskId: string, options: Wat
       const snap = await snapshot(client, taskId)
       followed ??= follow(String(snap.task.id))
       const drawnAt = Date.now()
-      const lines = renderProgress(snap)
+      // Host names and messages come from devices: shown escaped before the cursor moves are added.
+      const lines = renderProgress(snap).map(line => printable(line))
       if (output.isTTY === true) {
         if (drawn > 0) output.write(`\u001b[${drawn}A`)
         output.write(lines.map(line => `\u001b[2K${line}`).join('\n') + '\n')

@@ -5,6 +5,8 @@ import { createLogger } from '../../../protocol/logger.js'
 import { GIB } from '../../../protocol/index.js'
 import { positiveInteger } from '../context.js'
 import { readYamlConfig } from '../config.js'
+import { parseStoreAddress } from '../../store/open.js'
+import { migrateLevelToPostgres } from '../../store/migrate.js'
 import type { HttpLimitsInit } from '../../http/request-limits.js'
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
@@ -14,6 +16,8 @@ const requestsPerSecond = z.number().int().min(1).max(1_000_000)
 /** The coordinator's YAML config file: the same settings as the command-line options. */
 export const coordinatorConfigSchema = z.object({
   data: z.string().min(1).optional(),
+  store: z.string().min(1).optional(),
+  contentDir: z.string().min(1).optional(),
   host: z.string().min(1).optional(),
   port: z.number().int().min(0).max(65535).optional(),
   publicUrl: z.url().optional(),
@@ -24,7 +28,8 @@ export const coordinatorConfigSchema = z.object({
   tlsKey: z.string().min(1).optional(),
   operatorRequestsPerSecond: requestsPerSecond.optional(),
   deviceRequestsPerSecond: requestsPerSecond.optional(),
-  anonymousRequestsPerSecond: requestsPerSecond.optional()
+  anonymousRequestsPerSecond: requestsPerSecond.optional(),
+  agentPackages: z.string().min(1).optional()
 }).strict()
 
 type CoordinatorConfig = z.infer<typeof coordinatorConfigSchema>
@@ -42,8 +47,10 @@ export function coordinatorCommand (): Command {
   const coordinator = new Command('coordinator').description('run the coordinator')
   coordinator.command('start')
     .description('serve the API, the chunk origin and the console from a data folder')
-    .option('--config <file>', 'YAML file with any of the settings below (data, host, port, publicUrl, maxPackageGib, chunkSizeKib, logLevel, tlsCert, tlsKey, operatorRequestsPerSecond, …); options given here or in the environment win')
+    .option('--config <file>', 'YAML file with any of the settings below (data, store, contentDir, host, port, publicUrl, maxPackageGib, chunkSizeKib, logLevel, tlsCert, tlsKey, operatorRequestsPerSecond, …); options given here or in the environment win')
     .option('--data <dir>', 'data folder: database, chunks, signing key, admin token')
+    .addOption(new Option('--store <address>', 'where the coordinator keeps its records: level (in the data folder) or postgres://USER@HOST:PORT/DB, shared by several coordinators (the password may come from PGPASSWORD or ~/.pgpass)').env('MESHDEPLOY_STORE').default('level'))
+    .option('--content-dir <dir>', 'where chunks are kept (default DATA/content); coordinators of one database may share one folder')
     .option('--host <address>', 'address to listen on', '127.0.0.1')
     .option('--port <n>', 'port to listen on (0: any free port)', value => value === '0' ? 0 : positiveInteger(value), DEFAULT_PORT)
     .option('--public-url <url>', 'URL agents use to reach this coordinator')
@@ -54,8 +61,9 @@ export function coordinatorCommand (): Command {
     .option('--operator-requests-per-second <n>', 'request rate allowed per operator token (default 50, bursts of 4×)', positiveInteger)
     .option('--device-requests-per-second <n>', 'request rate allowed per device, chunk fetches included (default 1000, bursts of 2×)', positiveInteger)
     .option('--anonymous-requests-per-second <n>', 'request rate allowed per address without credentials, failed authentications included (default 10, bursts of 5×)', positiveInteger)
+    .option('--agent-packages <dir>', 'where push installs find the agent packages (default: dist-packages/ of this checkout, as npm run package:agent writes it)')
     .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
-    .addHelpText('after', '\nExamples:\n  meshdeploy coordinator start --data /var/lib/meshdeploy-coordinator --host 0.0.0.0 --port 8650 \\\n    --tls-cert /etc/meshdeploy/cert.pem --tls-key /etc/meshdeploy/key.pem\n  meshdeploy coordinator start --config /etc/meshdeploy/coordinator.yaml')
+    .addHelpText('after', '\nExamples:\n  meshdeploy coordinator start --data /var/lib/meshdeploy-coordinator --host 0.0.0.0 --port 8650 \\\n    --tls-cert /etc/meshdeploy/cert.pem --tls-key /etc/meshdeploy/key.pem\n  meshdeploy coordinator start --config /etc/meshdeploy/coordinator.yaml\n  meshdeploy coordinator start --data /var/lib/meshdeploy-a --store postgres://meshdeploy@db.internal:5432/meshdeploy \\\n    --content-dir /srv/meshdeploy-content')
     .action(async (options, command: Command) => {
       let settings: Record<string, any> = { ...options }
       if (options.config !== undefined) {
@@ -83,9 +91,18 @@ export function coordinatorCommand (): Command {
         process.exitCode = 2
         return
       }
+      try {
+        parseStoreAddress(settings.store)
+      } catch (error) {
+        process.stderr.write(`meshdeploy coordinator: ${(error as Error).message}\n`)
+        process.exitCode = 2
+        return
+      }
       const logger = createLogger(settings.logLevel, 'coordinator')
       const running = await startCoordinator({
         dataDir: settings.data,
+        store: settings.store,
+        ...(settings.contentDir !== undefined ? { contentDir: settings.contentDir } : {}),
         host: settings.host,
         port: settings.port,
         maxPackageBytes: Math.round(settings.maxPackageGib * GIB),
@@ -93,7 +110,8 @@ export function coordinatorCommand (): Command {
         limits: limitsOf(settings),
         logger,
         ...(settings.tlsCert !== undefined ? { tlsCertPath: settings.tlsCert, tlsKeyPath: settings.tlsKey } : {}),
-        ...(settings.publicUrl !== undefined ? { publicUrl: settings.publicUrl } : {})
+        ...(settings.publicUrl !== undefined ? { publicUrl: settings.publicUrl } : {}),
+        ...(settings.agentPackages !== undefined ? { agentPackagesDir: settings.agentPackages } : {})
       })
       process.stdout.write(JSON.stringify({ event: 'coordinator-started', url: running.url, adminTokenPath: `${settings.data}/admin-token` }) + '\n')
       await new Promise<void>(resolve => {
@@ -102,6 +120,34 @@ export function coordinatorCommand (): Command {
       })
       await running.close()
       logger.flush()
+    })
+  coordinator.command('migrate')
+    .description('copy a stopped level coordinator\'s records into PostgreSQL (resumable, idempotent, counts verified at the end)')
+    .requiredOption('--from-data <dir>', 'the level coordinator\'s data folder (stop the coordinator first)')
+    .requiredOption('--to <address>', 'postgres://USER@HOST:PORT/DB, empty or holding an earlier copy')
+    .option('--json', 'print the report as JSON')
+    .addHelpText('after', '\nAfterwards start the coordinators with --store <address> and --content-dir <the old data folder>/content (or a copy of it).\n\nExample:\n  meshdeploy coordinator migrate --from-data /var/lib/meshdeploy-coordinator --to postgres://meshdeploy@db.internal:5432/meshdeploy')
+    .action(async (options: { fromData: string, to: string, json?: boolean }) => {
+      try {
+        parseStoreAddress(options.to)
+        if (options.to === 'level') throw new Error('--to takes a PostgreSQL address')
+        const report = await migrateLevelToPostgres({
+          fromDataDir: options.fromData,
+          to: options.to,
+          onProgress: ({ collection, copied }) => { if (options.json !== true) process.stderr.write(`\r${collection}: ${copied} copied`) }
+        })
+        if (options.json === true) process.stdout.write(JSON.stringify(report) + '\n')
+        else {
+          process.stderr.write('\n')
+          for (const entry of report.collections) if (entry.source > 0) process.stdout.write(`${entry.collection.padEnd(20)} ${String(entry.target).padStart(10)} of ${entry.source}${entry.copiedNow !== entry.source ? ` (${entry.copiedNow} copied now)` : ''}\n`)
+          process.stdout.write(`counters             ${String(report.counters.matching).padStart(10)} of ${report.counters.source}\nverified: ${report.to} holds what the level store holds\n`)
+        }
+      } catch (error) {
+        const report = (error as { report?: unknown }).report
+        if (options.json === true && report !== undefined) process.stdout.write(JSON.stringify(report) + '\n')
+        process.stderr.write(`meshdeploy coordinator migrate: ${(error as Error).message}\n`)
+        process.exitCode = 1
+      }
     })
   return coordinator
 }

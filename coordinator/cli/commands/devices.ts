@@ -6,15 +6,24 @@ export function deviceCommand (): Command {
   const device = new Command('device').description('enrolled devices')
 
   withApiOptions(device.command('list'))
-    .description('list devices')
+    .description('list devices, page by page from the coordinator')
+    .option('--site <name>', 'only the devices of this site')
+    .option('--status <status>', 'only devices with this status: active, blocked or retired')
+    .option('--limit <count>', 'at most this many devices')
     .action(async options => {
       await run(async () => {
+        const maxItems = options.limit !== undefined ? Number(options.limit) : undefined
+        if (maxItems !== undefined && (!Number.isInteger(maxItems) || maxItems < 1)) throw new UsageError('--limit must be a whole number of at least 1')
+        const filters = new URLSearchParams()
+        if (options.site !== undefined) filters.set('site', options.site)
+        if (options.status !== undefined) filters.set('status', options.status)
         const client = clientFrom(options)
-        const { devices } = await client.get('/v1/devices')
+        const query = filters.size > 0 ? `?${filters.toString()}` : ''
+        const devices = await client.getEvery(`/v1/devices${query}`, 'devices', maxItems !== undefined ? { maxItems } : {})
         client.close()
         if (options.json === true) return printJson(devices)
         print(table(['ID', 'HOST', 'SITE', 'GROUPS', 'PLATFORM', 'STATUS', 'ONLINE', 'LAST CONTACT'], devices.map((d: any) => [
-          d.id, d.hostname, d.site, d.groups.join(',') || '-', `${d.platform}/${d.arch}`, d.status, d.online ? 'yes' : 'no', d.lastSeenAt
+          d.id, d.hostname, d.site, d.groups.join(',') || '-', `${d.platform}/${d.arch}`, d.sharedCredential !== undefined && d.status === 'active' ? `${d.status as string} (credential shared!)` : d.status, d.online ? 'yes' : 'no', d.lastSeenAt
         ])))
       })
     })
@@ -31,10 +40,16 @@ export function deviceCommand (): Command {
         const users = view.users.map((u: any) => `${u.id}${u.department !== undefined ? ` (${u.department}${u.role !== undefined ? `, ${u.role}` : ''})` : ''}`).join(', ')
         const mesh = [
           `  peer id ${view.peerId as string}, ${view.connectedPeers ?? 0} peers connected, addresses ${(view.peerAddresses ?? []).join(' ') || '- (peer sharing off)'}`,
-          view.siteCache === true ? '  site cache: prefetches the packages of its site\'s tasks' : undefined,
+          view.siteCache === true
+            ? `  site cache: prefetches the packages of its site's tasks (granted by ${view.siteCacheGrantedBy as string} at ${view.siteCacheGrantedAt as string})`
+            : view.siteCacheOffered === true ? `  offers to be its site's cache; not granted (meshdeploy device edit ${view.id as string} --site-cache)` : undefined,
           view.statusRelay === true ? '  status relay: sends its site\'s status records up in batches' : undefined,
           view.cache !== undefined ? `  cache ${formatBytes(view.cache.usedBytes)} of ${formatBytes(view.cache.limitBytes)} (${formatBytes(view.cache.pinnedBytes)} pinned, ${view.cache.packages as number} packages)` : undefined
         ].filter(line => line !== undefined).join('\n')
+        const shared = view.sharedCredential
+        if (shared !== undefined) {
+          print(`WARNING: this device's credential is used by ${shared.sessions as number} agents at once (a copied agent.json?), first seen ${shared.detectedAt as string}, last ${shared.lastDetectedAt as string}, from ${(shared.addresses as string[]).join(', ') || 'unknown addresses'}.\n  Block it (meshdeploy device block ${view.id as string}) and enroll the genuine device again, or clear the warning once the copy is gone (meshdeploy device edit ${view.id as string} --clear-shared-credential).`)
+        }
         print(`${view.id}  ${view.hostname}\n  site ${view.site} (${view.siteSource ?? 'declared'}), groups ${view.groups.join(',') || '-'}, ${view.platform}/${view.arch}, ${view.online ? 'online' : 'offline'}, last contact ${view.lastSeenAt ?? 'never'}\n  status ${statusLine}\n  used by ${users || 'nobody in the directory'}\n${mesh}\n`)
         print(table(['TASK', 'NAME', 'STATE', 'ATTEMPT', 'EXIT', 'UPDATED', 'MESSAGE'], view.tasks.map((t: any) => [t.taskId, t.taskName, t.state, t.attempt, t.exitCode, t.updatedAt, t.message?.slice(0, 60)])))
       })
@@ -59,21 +74,25 @@ export function deviceCommand (): Command {
       })
   }
   withApiOptions(device.command('edit <id>'))
-    .description('move a device to another site or change its static groups')
+    .description('move a device to another site, change its static groups, or grant or withdraw the site-cache role')
     .option('--site <name>', 'the device\'s site')
     .option('--groups <names>', 'replace its groups, comma separated', list)
     .option('--add-groups <names>', 'add groups', list)
     .option('--remove-groups <names>', 'remove groups', list)
+    .option('--site-cache', 'grant the site-cache role: the device is handed its site\'s packages to prefetch, and the origin serves it their chunks')
+    .option('--no-site-cache', 'withdraw the site-cache role')
+    .option('--clear-shared-credential', 'clear the warning that the device\'s credential is used by two agents at once (once the copy is gone)')
+    .addHelpText('after', '\nExample:\n  meshdeploy device edit dev-3f9a0c1b7d2e4a65 --site-cache')
     .action(async (id: string, options) => {
       await run(async () => {
         const body: Record<string, unknown> = {}
-        for (const key of ['site', 'groups', 'addGroups', 'removeGroups'] as const) if (options[key] !== undefined) body[key] = options[key]
-        if (Object.keys(body).length === 0) throw new UsageError('give --site, --groups, --add-groups or --remove-groups')
+        for (const key of ['site', 'groups', 'addGroups', 'removeGroups', 'siteCache', 'clearSharedCredential'] as const) if (options[key] !== undefined) body[key] = options[key]
+        if (Object.keys(body).length === 0) throw new UsageError('give --site, --groups, --add-groups, --remove-groups, --site-cache, --no-site-cache or --clear-shared-credential')
         const client = clientFrom(options)
         const view = await client.patch(`/v1/devices/${id}`, body)
         client.close()
         if (options.json === true) return printJson(view)
-        print(`${view.hostname}: site ${view.site}, groups ${view.groups.join(',') || '-'}`)
+        print(`${view.hostname}: site ${view.site}, groups ${view.groups.join(',') || '-'}, ${view.siteCache === true ? `site cache (granted by ${view.siteCacheGrantedBy as string})` : 'not a site cache'}`)
       })
     })
   withApiOptions(device.command('clear-cache <id>'))

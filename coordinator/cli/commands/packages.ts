@@ -6,6 +6,7 @@ import { packageFieldsFrom, withPackageOptions } from '../package-options.js'
 import { readPublisherKey } from './publishers.js'
 import { bar, formatBytes, shortId, table } from '../format.js'
 import { downloadPackageFile } from '../download.js'
+import { formatCaptureSummary } from './capture.js'
 import type { ApiClient } from '../api-client.js'
 
 /** Resolves a package id from a unique prefix, so ids can be typed as the tables show them. */
@@ -15,6 +16,16 @@ export async function resolvePackageId (client: ApiClient, prefix: string): Prom
   const matches = (packages as Array<{ id: string }>).filter(pkg => pkg.id.startsWith(prefix))
   if (matches.length === 1) return matches[0].id
   throw new UsageError(matches.length === 0 ? `no package id starts with ${prefix}` : `${prefix} matches ${matches.length} packages; give more of the id`)
+}
+
+/** Package id prefixes in dependencies and supersedence, resolved to whole ids. */
+async function resolveRelations (client: ApiClient, fields: Record<string, unknown>): Promise<void> {
+  if (Array.isArray(fields.dependsOn)) {
+    fields.dependsOn = await Promise.all(fields.dependsOn.map(async (reference: any) => 'packageId' in reference ? { packageId: await resolvePackageId(client, reference.packageId) } : reference))
+  }
+  if (Array.isArray(fields.supersedes)) {
+    fields.supersedes = await Promise.all(fields.supersedes.map(async (entry: any) => ({ ...entry, packageId: await resolvePackageId(client, entry.packageId) })))
+  }
 }
 
 async function readSignature (file: string): Promise<PublisherSignature> {
@@ -35,6 +46,7 @@ export function packageCommand (): Command {
     .addHelpText('after', `
 Examples:
   meshdeploy package add ./agent-tools-2.3.tar.gz --name agent-tools --version 2.3 --detect-file /opt/agent-tools/VERSION
+  meshdeploy package add ./app-2.0.tar.gz --name app --version 2.0 --detect-file /opt/app/2.0 --depends-on "runtime>=1.4" --supersedes 3f9a0c1b:replace
   meshdeploy package add ./7z2301-x64.msi --name 7-Zip --version 23.01 --detect-registry "7-Zip 23.01 (x64 edition)" --detect-publisher "Igor Pavlov" \\
     --uninstall-msi "{23170F69-40C1-2702-2301-000001000000}" --exit-code 1603=retry --self-service --sign-key ./publisher.key`)
     .action(async (file: string, options) => {
@@ -44,6 +56,7 @@ Examples:
         if (options.signKey !== undefined) metadata.publisherSignature = signPackageHash(await sha256OfFile(file), await readPublisherKey(options.signKey))
         if (options.signature !== undefined) metadata.publisherSignature = await readSignature(options.signature)
         const client = clientFrom(options)
+        await resolveRelations(client, metadata)
         const showProgress = options.json !== true && process.stderr.isTTY
         let lastDrawn = 0
         const created = await client.uploadPackage(file, metadata, (sent, total) => {
@@ -68,6 +81,8 @@ Examples:
     .option('--no-detection', 'remove the detection rule (the install state becomes unknown)')
     .option('--no-uninstall', 'remove the uninstall spec')
     .option('--no-exit-codes', 'remove the exit-code mapping (back to the defaults)')
+    .option('--no-depends-on', 'remove every dependency')
+    .option('--no-supersedes', 'remove every supersedence')
     .addHelpText('after', '\nExample:\n  meshdeploy package edit 3f9a0c1b --description "Archiver, silent" --detect-registry "7-Zip 23.01 (x64)" --self-service')
     .action(async (id: string, options) => {
       await run(async () => {
@@ -76,8 +91,11 @@ Examples:
         if (options.detection === false) patch.detection = null
         if (options.uninstall === false) patch.uninstall = null
         if (options.exitCodes === false) patch.exitCodes = null
+        if (options.dependsOn === false) patch.dependsOn = null
+        if (options.supersedes === false) patch.supersedes = null
         if (Object.keys(patch).length === 0) throw new UsageError('name at least one field to change')
         const client = clientFrom(options)
+        await resolveRelations(client, patch)
         const updated = await client.patch(`/v1/packages/${await resolvePackageId(client, id)}`, patch)
         client.close()
         if (options.json === true) return printJson(updated)
@@ -119,7 +137,22 @@ Examples:
         const record = await client.get(`/v1/packages/${await resolvePackageId(client, id)}`)
         client.close()
         if (options.json === true) return printJson(record)
-        print(Object.entries(record).map(([key, value]) => `${key.padEnd(16)} ${typeof value === 'object' ? JSON.stringify(value) : String(value)}`).join('\n'))
+        const { capture, ...rest } = record
+        print(Object.entries(rest).map(([key, value]) => `${key.padEnd(16)} ${typeof value === 'object' ? JSON.stringify(value) : String(value)}`).join('\n'))
+        if (capture !== undefined) print(`\ncapture package contents:\n${formatCaptureSummary(capture)}`)
+      })
+    })
+
+  withApiOptions(pkg.command('switch-tasks <id>'))
+    .description('switch the unfinished install tasks of the packages this one supersedes to it, in one call')
+    .addHelpText('after', '\nExample:\n  meshdeploy package switch-tasks 7c1e2d3f')
+    .action(async (id: string, options) => {
+      await run(async () => {
+        const client = clientFrom(options)
+        const answer = await client.post(`/v1/packages/${await resolvePackageId(client, id)}/switch-tasks`)
+        client.close()
+        if (options.json === true) return printJson(answer)
+        print(`${answer.message as string}${answer.switchedTasks.length > 0 ? `: ${(answer.switchedTasks as string[]).join(', ')}` : ''}`)
       })
     })
 

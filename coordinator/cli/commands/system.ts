@@ -56,7 +56,7 @@ export function systemCommands (): Command[] {
     .description('print the API\'s OpenAPI 3.1 document')
     .action(async options => {
       await run(async () => {
-        const client = clientFrom(options)
+        const client = clientFrom(options, { raw: true })
         const document = await client.get('/v1/openapi.json')
         client.close()
         printJson(document)

@@ -17,7 +17,8 @@ Examples:
   meshdeploy task create --package 3f9a0c1b --groups finance --run-args "/S" --devices-per-minute 20 --defer-while-vpn
   meshdeploy task create --package 3f9a0c1b --departments Sales --roles manager --start-at 2026-12-01T22:00:00+01:00 --reboot prompt --reboot-deadline-seconds 3600
   meshdeploy task create --package 3f9a0c1b --action distribute-files --destination /opt/data --file-mode 0644 --overwrite keep --sites berlin
-  meshdeploy task create --package 3f9a0c1b --action uninstall --all`)
+  meshdeploy task create --package 3f9a0c1b --action uninstall --all
+  meshdeploy task create --package 3f9a0c1b --all --phase groups=pilot,success=95,soak=1d --phase percent=10,halt=2 --phase rest --maintenance-windows respect`)
     .action(async options => {
       await run(async () => {
         const fields = taskFieldsFrom(options, false)
@@ -63,6 +64,34 @@ Examples:
       })
   }
 
+  withApiOptions(task.command('next-phase <id>'))
+    .description('start the next ring of a phased rollout now (a halted rollout goes on)')
+    .addHelpText('after', '\nExample:\n  meshdeploy task next-phase task-3f9a')
+    .action(async (id: string, options) => {
+      await run(async () => {
+        const client = clientFrom(options)
+        const view = await client.post(`/v1/tasks/${id}/phases/next`)
+        client.close()
+        if (options.json === true) return printJson(view)
+        const ring = view.rings?.find((candidate: any) => candidate.status === 'active')
+        print(`task ${view.id}: ${ring?.name ?? 'the next ring'} started (${ring?.total ?? 0} device(s)), ${view.phase}`)
+      })
+    })
+
+  withApiOptions(task.command('halt <id>'))
+    .description('halt a task: no more devices are released or start; resume it or start the next ring to go on')
+    .option('--reason <text>', 'why, for the task\'s record')
+    .addHelpText('after', '\nExample:\n  meshdeploy task halt task-3f9a --reason "help desk reports crashes"')
+    .action(async (id: string, options) => {
+      await run(async () => {
+        const client = clientFrom(options)
+        const view = await client.post(`/v1/tasks/${id}/halt`, options.reason !== undefined ? { reason: options.reason } : {})
+        client.close()
+        if (options.json === true) return printJson(view)
+        print(`task ${view.id} halted: ${view.halted?.reason as string}`)
+      })
+    })
+
   withApiOptions(task.command('delete <id>'))
     .description('delete a task (cannot be undone): no more devices start; those already downloading or installing finish')
     .action(async (id: string, options) => {
@@ -94,12 +123,19 @@ Examples:
     .action(async (id: string, options) => {
       await run(async () => {
         const client = clientFrom(options)
-        const [view, rows] = await Promise.all([client.get(`/v1/tasks/${id}`), client.get(`/v1/tasks/${id}/devices`)])
+        const [view, devices] = await Promise.all([client.get(`/v1/tasks/${id}`), client.getEvery(`/v1/tasks/${id}/devices`, 'devices')])
         client.close()
+        const rows = { devices: devices.sort((a: any, b: any) => String(a.hostname).localeCompare(String(b.hostname))) }
         if (options.json === true) return printJson({ ...view, devices: rows.devices })
         const rate = view.devicesPerMinute !== undefined ? `${view.devicesPerMinute} device(s) per minute` : 'no rate limit'
         const reboot = view.reboot.policy === 'prompt' ? `prompt (forced after ${view.reboot.deadlineSeconds ?? 900} s)` : view.reboot.policy
         print(`${view.id}  ${view.name}\n  package ${view.package?.name ?? '(deleted)'} ${view.package?.version ?? ''} (${shortId(view.packageId)}), action ${view.action}, ${view.phase}, revision ${view.revision}\n  starts ${view.startAt}, valid until ${view.validUntil}; ${rate}; ${view.releasedDevices} released; attempts ${view.maxAttempts}, retry after ${view.retryDelaySeconds} s; reboot ${reboot}${view.deferWhileVpn === true ? '; waits while a VPN is up' : ''}\n  progress ${view.progress.percent}% — ${view.progress.succeeded} succeeded, ${view.progress.failed} failed of ${view.progress.total}; from peers ${formatBytes(view.progress.bytesFromPeers)}, from origin ${formatBytes(view.progress.bytesFromOrigin)}\n`)
+        if (view.halted !== undefined) print(`  HALTED ${view.halted.at}: ${view.halted.reason}\n`)
+        if (view.rings !== undefined) {
+          print(table(['RING', 'NAME', 'STATUS', 'DEVICES', 'SUCCEEDED', 'FAILED', 'THRESHOLD', 'HALT OVER', 'STARTED', 'SOAK UNTIL'], view.rings.map((r: any) => [
+            r.index + 1, r.name, r.status, r.total, `${r.succeeded} (${r.percentSucceeded}%)`, `${r.failed} (${r.percentFailed}%)`, `${r.successPercent}%`, `${r.maxFailurePercent}%`, r.startedAt ?? '-', r.soakUntil ?? '-'
+          ])) + '\n')
+        }
         print(table(['DEVICE', 'HOST', 'SITE', 'STATE', 'DONE', 'PEERS', 'ORIGIN', 'ATTEMPT', 'EXIT', 'MESSAGE'], rows.devices.map((r: any) => [
           shortId(r.deviceId, 20), r.hostname, r.site, r.state, r.bytesTotal > 0 ? `${Math.round(100 * r.bytesDone / r.bytesTotal)}%` : '-',
           formatBytes(r.bytesFromPeers), formatBytes(r.bytesFromOrigin), r.attempt, r.exitCode, r.message?.slice(0, 60)
