@@ -27,6 +27,25 @@ export function h (tag, props, ...children) {
   return element
 }
 
+// eslint-disable-next-line no-control-regex
+const SHOWN_ESCAPED = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g
+
+/**
+ * Text from devices and people as it is shown: control characters (tab and
+ * line feed aside) and the bidirectional overrides become visible escapes
+ * (`\x1b`, `\u202e`), so a host name or an installer's message cannot
+ * reorder or hide what is beside it.
+ * @param {string} text
+ */
+export function visibleText (text) {
+  // A Windows line end (an installer's output) is a line end, not a stray carriage return.
+  return text.replace(/\r\n/g, '\n').replace(SHOWN_ESCAPED, character => {
+    const code = character.charCodeAt(0)
+    if (character === '\r') return '\\r'
+    return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`
+  })
+}
+
 /**
  * @param {Node} parent
  * @param {any[]} children
@@ -34,7 +53,7 @@ export function h (tag, props, ...children) {
 export function append (parent, children) {
   for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue
-    parent.appendChild(child instanceof Node ? child : document.createTextNode(String(child)))
+    parent.appendChild(child instanceof Node ? child : document.createTextNode(visibleText(String(child))))
   }
 }
 

@@ -12,6 +12,8 @@ import { renderTasks } from './views/tasks.js'
 import { renderTaskDetail } from './views/task-detail.js'
 import { renderDevices } from './views/devices.js'
 import { renderDeviceDetail } from './views/device-detail.js'
+import { renderPushInstalls } from './views/push-installs.js'
+import { renderPushDetail } from './views/push-detail.js'
 
 /**
  * @typedef {{
@@ -28,7 +30,9 @@ const ROUTES = [
   [/^\/tasks\/(?<id>[^/]+)$/, renderTaskDetail, 'tasks'],
   [/^\/tasks$/, renderTasks, 'tasks'],
   [/^\/devices\/(?<id>[^/]+)$/, renderDeviceDetail, 'devices'],
-  [/^\/devices$/, renderDevices, 'devices']
+  [/^\/devices$/, renderDevices, 'devices'],
+  [/^\/push\/(?<id>[^/]+)$/, renderPushDetail, 'push'],
+  [/^\/push$/, renderPushInstalls, 'push']
 ]
 
 const root = /** @type {HTMLElement} */ (document.getElementById('app'))
@@ -84,7 +88,7 @@ function header (active) {
   }
   return h('header', { class: 'top' },
     h('a', { class: 'brand', href: '#/tasks' }, h('img', { src: '/console/icon.svg', alt: '', width: 22, height: 22 }), ' meshdeploy'),
-    session !== undefined ? h('nav', { 'aria-label': t('nav.label') }, link('packages', '#/packages'), link('tasks', '#/tasks'), link('devices', '#/devices')) : h('span'),
+    session !== undefined ? h('nav', { 'aria-label': t('nav.label') }, link('packages', '#/packages'), link('tasks', '#/tasks'), link('devices', '#/devices'), link('push', '#/push')) : h('span'),
     h('div', { class: 'tools' },
       session !== undefined ? liveBadge : null,
       session !== undefined ? identity : null,

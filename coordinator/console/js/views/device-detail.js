@@ -56,8 +56,15 @@ export async function renderDeviceDetail (context) {
           else refresh()
         }
       })),
+      properties.sharedCredential !== undefined && properties.status === 'active'
+        ? h('div', { class: 'error-box', role: 'alert', 'data-warning': 'shared-credential' }, t('deviceDetail.sharedCredential', {
+          sessions: properties.sharedCredential.sessions,
+          since: formatDateTime(properties.sharedCredential.detectedAt),
+          addresses: properties.sharedCredential.addresses.join(', ')
+        }))
+        : null,
       h('section', { class: 'panel', 'aria-label': t('deviceDetail.properties') },
-        propertyList('device', properties, ['hostname', 'online', 'publicKey'], {
+        propertyList('device', properties, ['hostname', 'online', 'publicKey', 'sharedCredential'], {
           groups: value => value.length > 0 ? value.join(', ') : '—',
           status: value => stateBadge(value),
           enrolledAt: formatDateTime,

@@ -7,6 +7,9 @@ import { errorBox, heading, loading, stateBadge } from './common.js'
 
 /** Online state is judged by the coordinator from the last contact; this often it is read again. */
 const ONLINE_REFRESH_MS = 30_000
+/** Devices read per page, and at most in one request (the coordinator's maximum). */
+const PAGE = 500
+const MAX_PAGE = 5000
 
 /** @param {boolean} online */
 export function onlineBadge (online) {
@@ -20,14 +23,23 @@ export async function renderDevices (context) {
   const filter = /** @type {HTMLInputElement} */ (h('input', { id: filterId, type: 'search', autocomplete: 'off' }))
   const counts = h('p', { class: 'muted' })
   const list = h('section', { 'aria-label': t('devices.caption') }, loading())
-  replace(main, heading(t('devices.title'), h('div', { class: 'inline-field' }, h('label', { for: filterId }, t('common.filter')), filter)), counts, list)
+  const more = /** @type {HTMLButtonElement} */ (h('button', { type: 'button', class: 'secondary', 'data-action': 'show-more', hidden: true }, t('common.showMore')))
+  replace(main, heading(t('devices.title'), h('div', { class: 'inline-field' }, h('label', { for: filterId }, t('common.filter')), filter)), counts, list, more)
   /** @type {any[]} */
   let devices = []
+  /** @type {string | undefined} where the coordinator's listing goes on */
+  let nextCursor
+  /** @type {number | undefined} */
+  let total
 
   const draw = () => {
     const text = filter.value.trim().toLowerCase()
     const shown = devices.filter(device => text === '' || [device.hostname, device.site, device.platform, device.id, ...device.groups].some(value => String(value).toLowerCase().includes(text)))
-    replace(counts, t('devices.summary', { count: devices.length, online: devices.filter(device => device.online).length }))
+    const count = total ?? devices.length
+    replace(counts, nextCursor !== undefined
+      ? t('devices.partial', { shown: devices.length, count })
+      : t('devices.summary', { count, online: devices.filter(device => device.online).length }))
+    more.hidden = nextCursor === undefined
     replace(list, table({
       caption: t('devices.caption'),
       captionHidden: true,
@@ -45,15 +57,35 @@ export async function renderDevices (context) {
   }
   filter.addEventListener('input', draw)
 
+  /** The coordinator lists devices a page at a time; a refresh reads again as many as are shown. */
   const load = async () => {
     try {
-      ({ devices } = await api.get('/v1/devices'))
+      const wanted = Math.min(MAX_PAGE, Math.max(PAGE, devices.length))
+      const page = await api.get(`/v1/devices?limit=${wanted}`)
+      devices = page.devices
+      nextCursor = page.nextCursor
+      total = page.total
       devices.sort((a, b) => a.hostname.localeCompare(b.hostname))
       draw()
     } catch (error) {
       replace(list, errorBox(error))
     }
   }
+  more.addEventListener('click', async () => {
+    if (nextCursor === undefined) return
+    more.disabled = true
+    try {
+      const page = await api.get(`/v1/devices?limit=${PAGE}&cursor=${encodeURIComponent(nextCursor)}`)
+      devices = [...devices, ...page.devices].sort((a, b) => a.hostname.localeCompare(b.hostname))
+      nextCursor = page.nextCursor
+      total = page.total
+      draw()
+    } catch (error) {
+      replace(list, errorBox(error))
+    } finally {
+      more.disabled = false
+    }
+  })
   const refresh = throttled(load, 1000)
   const stopEvents = live.subscribe(event => { if (event.type === 'device') refresh() })
   const stopReset = live.onReset(refresh)

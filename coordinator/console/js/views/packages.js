@@ -103,6 +103,32 @@ function isBinary (schema) {
   return schema?.contentMediaType === 'application/octet-stream' || schema?.format === 'binary'
 }
 
+/**
+ * What a capture package changes, for review before it is distributed:
+ * where it was captured, counts, the folders it touches most, its removals
+ * and the system packages it needs.
+ * @param {any} capture
+ */
+function captureContents (capture) {
+  const { counts, source } = capture
+  const more = (/** @type {number} */ total, /** @type {number} */ shown) => total > shown ? h('li', { class: 'muted' }, t('packages.captureMore', { count: total - shown })) : null
+  return h('details', { class: 'capture-contents small' },
+    h('summary', null, `${t('packages.captureContents')}: ${t('packages.captureCounts', { added: counts.added, modified: counts.modified, removed: counts.removed, metadata: counts.metadata, bytes: formatBytes(counts.contentBytes) })}`),
+    h('p', null, t('packages.captureSource', { distribution: source.distribution, version: source.distributionVersion, family: source.family, os: source.os, arch: source.arch, roots: capture.roots.join(', ') })),
+    table({
+      caption: t('packages.captureFolders'),
+      columns: [t('packages.captureFolder'), { label: t('packages.captureChanges'), className: 'num' }, { label: t('packages.captureBytes'), className: 'num' }],
+      rows: capture.topFolders.map((/** @type {any} */ folder) => h('tr', null, h('td', null, h('code', null, folder.folder)), h('td', { class: 'num' }, String(folder.changes)), h('td', { class: 'num' }, formatBytes(folder.bytes)))),
+      empty: '—'
+    }),
+    capture.removalsTotal === 0
+      ? h('p', null, t('packages.captureNoRemovals'))
+      : h('div', null, h('h3', null, t('packages.captureRemovals', { count: capture.removalsTotal })), h('ul', { class: 'capture-removals' }, capture.removals.map((/** @type {string} */ path) => h('li', null, h('code', null, path))), more(capture.removalsTotal, capture.removals.length))),
+    capture.requiredPackagesTotal === 0
+      ? null
+      : h('div', null, h('h3', null, t('packages.captureNeeds', { count: capture.requiredPackagesTotal })), h('ul', null, capture.requiredPackages.map((/** @type {any} */ pkg) => h('li', null, `${pkg.name} ${pkg.version}`)), more(capture.requiredPackagesTotal, capture.requiredPackages.length))))
+}
+
 /** @param {import('../main.js').ViewContext} context */
 export async function renderPackages (context) {
   const { main, api } = context
@@ -127,7 +153,7 @@ export async function renderPackages (context) {
     try {
       const { packages } = await api.get('/v1/packages')
       const rows = packages.map((/** @type {any} */ pkg) => h('tr', { 'data-package': pkg.id },
-        h('th', { scope: 'row' }, pkg.name, pkg.description ? h('div', { class: 'muted small' }, pkg.description) : null),
+        h('th', { scope: 'row' }, pkg.name, pkg.description ? h('div', { class: 'muted small' }, pkg.description) : null, pkg.capture ? captureContents(pkg.capture) : null),
         h('td', null, pkg.version),
         h('td', null, pkg.kind),
         h('td', null, `${pkg.platform} / ${pkg.arch}`),
