@@ -85,9 +85,10 @@ export async function downloadPackage (init: DownloaderInit): Promise<DownloadPr
     for (let attempt = 1; attempt <= attempts; attempt++) {
       signal.throwIfAborted()
       try {
-        const options = init.bucket !== undefined ? { signal, bucket: init.bucket } : { signal }
+        const options = init.bucket !== undefined ? { signal, bucket: init.bucket, buffers: cache.buffers } : { signal, buffers: cache.buffers }
+        // The origin checked the bytes against the manifest's hash: stored without a second hash, the buffer the cache's.
         const bytes = await init.origin.fetchChunk(request, options)
-        await cache.put(bytes, request.sha256)
+        await cache.put(bytes, request.sha256, { hashedByCaller: true, pooled: true })
         progress.bytesFromOrigin += bytes.byteLength
         progress.bytesDone += bytes.byteLength
         progress.chunksDone++

@@ -19,6 +19,22 @@ export function rendezvousWinner (packageId: string, index: number, candidates: 
   return best
 }
 
+/** Devices of a site that fetch a package's chunks from the origin; the rest take them from peers. */
+export const DEFAULT_ORIGIN_FETCHERS = 8
+
+/**
+ * Whether a device is one of a package's origin fetchers in a site of
+ * `siteSize` devices: a hash of (package, peer) under K / N, so about K
+ * devices are, every device that knows the site's size finds the same ones
+ * without a word exchanged, and each package spreads the role anew. In a
+ * site of K devices or fewer every device is one.
+ */
+export function isOriginFetcher (packageId: string, peer: string, fetchers: number, siteSize: number): boolean {
+  if (siteSize <= fetchers) return true
+  const score = createHash('sha256').update(`origin-fetcher\n${packageId}\n${peer}`).digest().readBigUInt64BE(0)
+  return Number(score >> 11n) / 2 ** 53 < fetchers / siteSize
+}
+
 export const DEFAULT_GATHER_MS = 2000
 export const DEFAULT_ELECTION_TIMEOUT_MS = 10_000
 export const DEFAULT_FETCH_TIMEOUT_MS = 60_000
@@ -41,6 +57,20 @@ export interface OriginElectionInit {
   electionTimeoutMs?: number
   /** How long a peer that announced an origin fetch is given to announce the chunk. @default 60000 */
   fetchTimeoutMs?: number
+  /**
+   * Origin fetchers per package in a large site: only they are elected, so
+   * that devices that each see a part of the site (a bounded peer set) do
+   * not elect a chunk each to a different neighbour. @default DEFAULT_ORIGIN_FETCHERS
+   */
+  originFetchers?: number
+  /** Devices in the site, this one included, as far as this device knows. @default () => 1 (every device a fetcher) */
+  siteSize?: () => number
+  /**
+   * Origin fetchers of the package this device knows in its site, itself
+   * not included: once all of them downloading are its candidates, a
+   * fetcher's gather may end early. @default () => Infinity (the whole gather)
+   */
+  siteFetchers?: () => number
 }
 
 export type OriginDecision =
@@ -65,10 +95,17 @@ export class OriginElection {
   private readonly stalled = new Set<string>()
   private readonly announced = new Map<number, { peer: string, at: number }>()
   private readonly waitingSince = new Map<number, number>()
-  private readonly winners = new Map<number, string>()
+  private readonly winners = new Map<number, string | undefined>()
   private readonly runnersUp = new Map<number, string>()
   /** When each peer last showed it works (a `have` or a `fetching`). */
   private readonly lastProgress = new Map<string, number>()
+  /** When a chunk last reached this device or a peer it hears of: the site is making progress. */
+  private lastSiteProgress = Number.NEGATIVE_INFINITY
+  private readonly originFetchers: number
+  private readonly siteSize: () => number
+  private readonly siteFetchers: () => number
+  private fetchersFor = 0
+  private readonly fetchers = new Map<string, boolean>()
 
   constructor (init: OriginElectionInit) {
     this.packageId = init.packageId
@@ -77,6 +114,33 @@ export class OriginElection {
     this.gatherUntil = init.now() + (init.gatherMs ?? DEFAULT_GATHER_MS)
     this.electionTimeoutMs = init.electionTimeoutMs ?? DEFAULT_ELECTION_TIMEOUT_MS
     this.fetchTimeoutMs = init.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS
+    this.originFetchers = init.originFetchers ?? DEFAULT_ORIGIN_FETCHERS
+    this.siteSize = init.siteSize ?? (() => 1)
+    this.siteFetchers = init.siteFetchers ?? (() => Number.POSITIVE_INFINITY)
+  }
+
+  /** Whether the peer is one of this package's origin fetchers at the site's current size. */
+  isFetcher (peer: string): boolean {
+    const size = Math.max(1, this.siteSize())
+    if (size !== this.fetchersFor) {
+      this.fetchersFor = size
+      this.fetchers.clear()
+      this.clearWinners()
+    }
+    let fetcher = this.fetchers.get(peer)
+    if (fetcher === undefined) {
+      fetcher = isOriginFetcher(this.packageId, peer, this.originFetchers, size)
+      this.fetchers.set(peer, fetcher)
+    }
+    return fetcher
+  }
+
+  /** The origin fetchers among this device and its candidates that are not stalled. */
+  private eligible (except?: string): string[] {
+    const out: string[] = []
+    if (this.isFetcher(this.self) && this.self !== except) out.push(this.self)
+    for (const candidate of this.candidates) if (candidate !== except && !this.stalled.has(candidate) && this.isFetcher(candidate)) out.push(candidate)
+    return out
   }
 
   private clearWinners (): void {
@@ -89,8 +153,19 @@ export class OriginElection {
     return this.now() < this.gatherUntil
   }
 
-  /** Every connected peer has said whether it downloads: nobody is left to wait for. */
+  /**
+   * Every connected peer has said whether it downloads: nobody is left to
+   * wait for. Not so for an origin fetcher of a large site: its fellow
+   * fetchers may still be connecting to it (they dial each other as their
+   * downloads start), and it gathers until all of them it knows of are its
+   * candidates, or for the whole time, so that all of them elect among all.
+   */
   endGather (): void {
+    if (Math.max(1, this.siteSize()) > this.originFetchers && this.isFetcher(this.self)) {
+      let fellows = 0
+      for (const candidate of this.candidates) if (this.isFetcher(candidate)) fellows++
+      if (fellows < this.siteFetchers()) return
+    }
     this.gatherUntil = Math.min(this.gatherUntil, this.now())
   }
 
@@ -118,11 +193,13 @@ export class OriginElection {
   /** The peer showed it is alive and working (a `have` or a `fetching`). */
   progress (peer: string): void {
     this.lastProgress.set(peer, this.now())
+    this.lastSiteProgress = this.now()
     if (this.stalled.delete(peer)) this.clearWinners()
   }
 
   /** The chunk is held by someone now: nothing to decide for it. */
   settled (index: number): void {
+    this.lastSiteProgress = this.now()
     this.announced.delete(index)
     this.waitingSince.delete(index)
   }
@@ -133,15 +210,16 @@ export class OriginElection {
     this.clearWinners()
   }
 
-  /** The elected downloader of a chunk among this device and the candidates that are not stalled. */
-  winner (index: number): string {
-    let winner = this.winners.get(index)
-    if (winner === undefined) {
-      const eligible = [this.self]
-      for (const candidate of this.candidates) if (!this.stalled.has(candidate)) eligible.push(candidate)
-      winner = rendezvousWinner(this.packageId, index, eligible) ?? this.self
-      this.winners.set(index, winner)
-    }
+  /**
+   * The elected downloader of a chunk among the origin fetchers this device
+   * knows (itself and its candidates that are not stalled); undefined when
+   * it knows none: the chunk comes from peers, or by fallback.
+   */
+  winner (index: number): string | undefined {
+    this.isFetcher(this.self)
+    if (this.winners.has(index)) return this.winners.get(index)
+    const winner = rendezvousWinner(this.packageId, index, this.eligible())
+    this.winners.set(index, winner)
     return winner
   }
 
@@ -156,7 +234,8 @@ export class OriginElection {
    * start the same chunk at once.
    */
   mayTakeOver (index: number): boolean {
-    return this.now() >= this.gatherUntil && !this.isAnnounced(index) && this.winner(index) !== this.self
+    const winner = this.winner(index)
+    return this.now() >= this.gatherUntil && !this.isAnnounced(index) && winner !== undefined && winner !== this.self && this.isFetcher(this.self)
   }
 
   /** Whether a peer said it fetches the chunk, recently enough to be waited for. */
@@ -175,11 +254,10 @@ export class OriginElection {
    * them rarely take over the same one.
    */
   isRunnerUp (index: number): boolean {
+    if (!this.isFetcher(this.self)) return false
     let runnerUp = this.runnersUp.get(index)
     if (runnerUp === undefined) {
-      const winner = this.winner(index)
-      const others = [this.self, ...this.candidates].filter(candidate => candidate !== winner && !this.stalled.has(candidate))
-      runnerUp = rendezvousWinner(this.packageId, index, others) ?? this.self
+      runnerUp = rendezvousWinner(this.packageId, index, this.eligible(this.winner(index))) ?? this.self
       this.runnersUp.set(index, runnerUp)
     }
     return runnerUp === this.self
@@ -205,14 +283,23 @@ export class OriginElection {
     if (!starving) return { action: 'wait' }
     const since = this.waitingSince.get(index) ?? now
     this.waitingSince.set(index, since)
-    const until = since + this.electionTimeoutMs
+    // With no fetcher in sight, or as a device that is none in a large site,
+    // the chunk is waited for while the site makes progress: its fetchers
+    // are at work out of this device's sight, and the chunk comes through
+    // peers. Only a site silent for as long as an origin fetch may take
+    // sends it to the origin itself.
+    // A fetch takes long on a slow WAN shared by every fetcher (a wave of 1 MiB chunks at 20 Mbit/s takes
+    // seconds each), so without a fetcher in sight the wait is an origin fetch's, not an election's.
+    const until = winner === undefined || !this.isFetcher(this.self)
+      ? Math.max(since, this.lastSiteProgress) + this.fetchTimeoutMs
+      : since + this.electionTimeoutMs
     if (now < until) return { action: 'wait', until }
     this.waitingSince.delete(index)
     // A winner that showed progress lately is busy, not gone: this chunk is
     // taken over (and announced), but its other chunks stay with it. Moving
     // them all would have two devices fetch them whenever a loaded machine
     // makes a live peer slow.
-    if (now - (this.lastProgress.get(winner) ?? Number.NEGATIVE_INFINITY) >= this.electionTimeoutMs) this.markStalled(winner)
+    if (winner !== undefined && now - (this.lastProgress.get(winner) ?? Number.NEGATIVE_INFINITY) >= this.electionTimeoutMs) this.markStalled(winner)
     return { action: 'fetch', reason: 'fallback' }
   }
 }

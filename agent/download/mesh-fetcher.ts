@@ -7,6 +7,7 @@ import { PieceNotHeldError, type PieceRequest, type PieceSource } from '../proto
 import { bitfieldBytes, type HaveMessage } from '../protocols/have/index.js'
 import type { DownloadProgress, FetchPackageOptions } from './downloader.js'
 import type { ChunkOrigin } from './origin-source.js'
+import { DEFAULT_ORIGIN_FETCHERS, isOriginFetcher } from './election.js'
 import { Swarm, type RemoteView, type SwarmInit } from './swarm.js'
 
 /** Packages per peer whose announcements are kept before this agent downloads them. */
@@ -25,6 +26,8 @@ export interface MeshFetcherInit {
   onBansChanged?: () => void
   /** Site peers this agent knows of, connected or not: with none, nobody is waited for before the origin. */
   knownPeers?: () => number
+  /** Their peer ids (the peer book): a large site's origin fetchers are found among them. */
+  sitePeers?: () => Iterable<string>
 }
 
 /**
@@ -40,8 +43,13 @@ export class MeshFetcher {
   /** Peer → package → what it said. */
   private readonly remote = new Map<string, Map<string, RemoteView>>()
   private readonly swarms = new Map<string, { swarm: Swarm, done: Promise<unknown>, bans: Set<string> }>()
-  private readonly onConnected = (peer: string): void => { this.peerConnected(peer) }
-  private readonly onDisconnected = (peer: string): void => { this.peerDisconnected(peer) }
+  /** Origin fetchers by package at the site size they were worked out for. */
+  private readonly fetchers = new Map<string, { size: number, peers: Map<string, boolean>, known?: number }>()
+  /** Bumped when a peer connects, leaves or says whether it downloads: the downloader estimates follow. */
+  private viewVersion = 0
+  private readonly downloaderCounts = new Map<string, { version: number, size: number, count: number }>()
+  private readonly onConnected = (peer: string): void => { this.viewVersion++; this.peerConnected(peer) }
+  private readonly onDisconnected = (peer: string): void => { this.viewVersion++; this.peerDisconnected(peer) }
   private readonly onMessage = (peer: string, message: HaveMessage): void => { this.message(peer, message) }
 
   constructor (init: MeshFetcherInit) {
@@ -76,7 +84,8 @@ export class MeshFetcher {
         }
         throw error
       }
-    }
+    },
+    donePiece: (bytes: Uint8Array): void => { this.cache.returnPiece(bytes) }
   }
 
   /** Whether a download currently bans the peer (the gater refuses it and nothing is served to it). */
@@ -89,6 +98,104 @@ export class MeshFetcher {
     const out = new Set<string>()
     for (const { bans } of this.swarms.values()) for (const peer of bans) out.add(peer)
     return out
+  }
+
+  /** Devices in the site as far as this agent knows: itself and the peers it knows of. */
+  siteSize (): number {
+    return (this.init.knownPeers?.() ?? 0) + 1
+  }
+
+  /**
+   * Devices of the site that download the package, as far as this agent can
+   * tell: the site's size times the share of its connected peers that
+   * download it or hold some of it. A task for all of a large site keeps
+   * the whole size (every peer takes part); a task for a few of its devices
+   * counts few, and those few all fetch from the origin as a small site's
+   * devices do, rather than wait for fetchers that are not downloading.
+   */
+  downloaders (packageId: string): number {
+    const size = this.siteSize()
+    const cached = this.downloaderCounts.get(packageId)
+    if (cached !== undefined && cached.version === this.viewVersion && cached.size === size) return cached.count
+    let answered = 0
+    let taking = 0
+    for (const peer of this.network.connectedPeers()) {
+      const view = this.remote.get(peer)?.get(packageId)
+      if (view === undefined || (!view.interested && view.bits === undefined)) continue
+      answered++
+      if (view.interested || (view.bits?.some(byte => byte !== 0) ?? false)) taking++
+    }
+    const count = answered === 0 ? size : Math.max(1, Math.round(size * taking / answered))
+    this.downloaderCounts.set(packageId, { version: this.viewVersion, size, count })
+    return count
+  }
+
+  private fetchersOf (packageId: string): { size: number, peers: Map<string, boolean>, known?: number } {
+    const size = this.downloaders(packageId)
+    let entry = this.fetchers.get(packageId)
+    if (entry?.size !== size) {
+      entry = { size, peers: new Map() }
+      this.fetchers.set(packageId, entry)
+    }
+    return entry
+  }
+
+  private isFetcher (packageId: string, peer: string): boolean {
+    const entry = this.fetchersOf(packageId)
+    let fetcher = entry.peers.get(peer)
+    if (fetcher === undefined) {
+      fetcher = isOriginFetcher(packageId, peer, this.originFetchers, entry.size)
+      entry.peers.set(peer, fetcher)
+    }
+    return fetcher
+  }
+
+  private get originFetchers (): number {
+    return this.init.swarm?.picker?.originFetchers ?? DEFAULT_ORIGIN_FETCHERS
+  }
+
+  /** Origin fetchers of the package among the site peers this agent knows. */
+  private knownFetchers (packageId: string): number {
+    const entry = this.fetchersOf(packageId)
+    if (entry.known === undefined) {
+      let count = 0
+      for (const peer of this.init.sitePeers?.() ?? []) if (this.isFetcher(packageId, peer)) count++
+      entry.known = count
+    }
+    return entry.known
+  }
+
+  /**
+   * Whether this agent and the peer are both origin fetchers of a package
+   * this agent downloads: the peer set keeps such peers connected, so that
+   * the fetchers of a large site elect alike.
+   */
+  isFellowFetcher (peer: string): boolean {
+    for (const packageId of this.swarms.keys()) {
+      if (this.fetchersOf(packageId).size <= this.originFetchers) continue
+      if (this.isFetcher(packageId, this.network.selfId) && this.isFetcher(packageId, peer)) return true
+    }
+    return false
+  }
+
+  /** Chunks the peer said it holds that this agent's running downloads lack (the peer set keeps the most useful peers). */
+  usefulChunks (peer: string): number {
+    const packages = this.remote.get(peer)
+    if (packages === undefined) return 0
+    let count = 0
+    for (const [packageId, { swarm }] of this.swarms) {
+      const theirs = packages.get(packageId)?.bits
+      if (theirs === undefined) continue
+      const ours = swarm.bitfield
+      for (let byte = 0; byte < Math.min(ours.byteLength, theirs.byteLength); byte++) {
+        let lacking = theirs[byte] & ~ours[byte] & 0xff
+        while (lacking !== 0) {
+          count += lacking & 1
+          lacking >>= 1
+        }
+      }
+    }
+    return count
   }
 
   private view (peer: string, packageId: string): RemoteView {
@@ -133,6 +240,7 @@ export class MeshFetcher {
   }
 
   private message (peer: string, message: HaveMessage): void {
+    if (message.type !== 'have' && message.type !== 'fetching') this.viewVersion++
     const view = this.view(peer, message.packageId)
     switch (message.type) {
       case 'interested':
@@ -182,9 +290,15 @@ export class MeshFetcher {
     const bans = new Set<string>()
     // Alone in its site, a device has nobody to agree with: no gathering before it asks the origin.
     const alone = this.network.connectedPeers().length === 0 && (this.init.knownPeers?.() ?? 0) === 0
+    const packageId = options.pkg.id
     const swarm = new Swarm({
       ...this.init.swarm,
-      ...(alone ? { picker: { ...this.init.swarm?.picker, gatherMs: 0 } } : {}),
+      picker: {
+        ...this.init.swarm?.picker,
+        ...(alone ? { gatherMs: 0 } : {}),
+        siteSize: () => this.downloaders(packageId),
+        siteFetchers: () => this.knownFetchers(packageId)
+      },
       pkg: options.pkg,
       network: this.network,
       cache: this.cache,
@@ -220,6 +334,8 @@ export class MeshFetcher {
       return await running
     } finally {
       this.swarms.delete(options.pkg.id)
+      this.fetchers.delete(options.pkg.id)
+      this.downloaderCounts.delete(options.pkg.id)
       for (const peer of this.network.connectedPeers()) this.network.send(peer, { type: 'not-interested', packageId: options.pkg.id })
       if (bans.size > 0) this.init.onBansChanged?.()
     }

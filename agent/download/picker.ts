@@ -318,7 +318,7 @@ export class PiecePicker {
       for (const index of originCandidates) {
         if (this.byChunk.has(index) || this.election.isAnnounced(index) || (this.originNotBefore.get(index) ?? 0) > now) continue
         const winner = this.election.winner(index)
-        if (winner === this.election.self) continue
+        if (winner === undefined || winner === this.election.self) continue
         const count = (reserved.get(winner) ?? 0) + 1
         reserved.set(winner, count)
         if (count > this.maxOrigin) takeable.push(index)

@@ -11,7 +11,8 @@ import type { HaveMessage } from '../protocols/have/index.js'
 import type { DownloadProgress } from './downloader.js'
 import type { ChunkOrigin } from './origin-source.js'
 import { PiecePicker, type PickedRequest, type PiecePickerInit } from './picker.js'
-import { take, type TokenBucket } from './token-bucket.js'
+import { fetchPacedRanges } from './paced-ranges.js'
+import type { TokenBucket } from './token-bucket.js'
 
 /** Origin attempts per chunk before the download fails. */
 export const DEFAULT_ORIGIN_ATTEMPTS = 3
@@ -259,61 +260,54 @@ export class Swarm {
   private async fromPeer (request: PickedRequest, peer: string, signal: AbortSignal): Promise<void> {
     const lengthBytes = chunkLengthOf(this.pkg, request.index)
     const sha256 = this.pkg.chunks[request.index]
-    let bytes: Uint8Array
+    // The chunk's pieces land in one pooled buffer, owned by the cache once stored, back in the pool otherwise.
+    const bytes = this.init.cache.buffers.acquire(lengthBytes)
+    let owned = true
     try {
-      const pieces: Uint8Array[] = []
-      const bucket = this.init.bucket
-      const lengthAt = (offset: number): number => Math.min(this.pieceBytes, lengthBytes - offset)
-      let grant: Promise<void> = bucket !== undefined ? take(bucket, lengthAt(0), signal) : Promise.resolve()
-      for (let offset = 0; offset < lengthBytes; offset += this.pieceBytes) {
-        await grant
-        const pieceLength = lengthAt(offset)
-        const piece = this.network.requestPiece(peer, { packageId: this.pkg.id, index: request.index, offsetBytes: offset, lengthBytes: pieceLength }, { signal })
-        // The next piece is reserved while this one travels: the bucket's wait and the request's latency overlap.
-        const next = offset + this.pieceBytes
-        grant = bucket !== undefined && next < lengthBytes ? take(bucket, lengthAt(next), signal) : Promise.resolve()
-        try {
-          pieces.push(await piece)
-        } catch (error) {
-          if (bucket !== undefined) {
-            bucket.refund(pieceLength)
-            if (next < lengthBytes) void grant.then(() => { bucket.refund(lengthAt(next)) }, () => {})
+      try {
+        await fetchPacedRanges({ lengthBytes, maxRangeBytes: this.pieceBytes, ...(this.init.bucket !== undefined ? { bucket: this.init.bucket } : {}), signal }, async (start, end, onBytes) => {
+          const target = bytes.subarray(start, end)
+          const received = await this.network.requestPiece(peer, { packageId: this.pkg.id, index: request.index, offsetBytes: start, lengthBytes: end - start }, onBytes !== undefined ? { signal, into: target, onBytes } : { signal, into: target })
+          // A network that does not honour `into` returns bytes of its own.
+          if (received.buffer !== target.buffer || received.byteOffset !== target.byteOffset) {
+            if (received.byteLength !== end - start) throw new MalformedPieceMessageError(`asked for ${end - start} bytes, received ${received.byteLength}`)
+            target.set(received)
           }
-          throw error
+        })
+      } catch (error) {
+        if (signal.aborted) {
+          this.picker.failed(request.id, 'cancelled')
+          return
         }
-      }
-      bytes = pieces.length === 1 ? pieces[0] : Buffer.concat(pieces)
-    } catch (error) {
-      if (signal.aborted) {
-        this.picker.failed(request.id, 'cancelled')
+        if (isProtocolViolation(error)) {
+          this.picker.failed(request.id, 'bad-data')
+          await this.badChunk(peer, request.index, { reason: 'malformed-answer', message: `an answer that breaks the chunk protocol (${describeError(error)})` })
+          return
+        }
+        if (error instanceof PieceRefusedError && (error.status === 'busy' || error.status === 'rate-limited')) {
+          this.picker.failed(request.id, 'busy', error.retryAfterMs ?? 0)
+          return
+        }
+        if (error instanceof PieceStalledError) {
+          this.refusals.refuse({ subject: 'chunk', reason: 'stalled', peer, packageId: this.pkg.id, index: request.index, message: `${error.message}; the chunk is asked elsewhere` }, 'info')
+        } else {
+          this.init.logger.debug({ peer, index: request.index, err: describeError(error) }, 'a peer request failed')
+        }
+        this.picker.failed(request.id, error instanceof PieceRefusedError && error.status === 'not-cached' ? 'not-cached' : 'error')
         return
       }
-      if (isProtocolViolation(error)) {
+      const actual = createHash('sha256').update(bytes).digest('hex')
+      if (actual !== sha256) {
         this.picker.failed(request.id, 'bad-data')
-        await this.badChunk(peer, request.index, { reason: 'malformed-answer', message: `an answer that breaks the chunk protocol (${describeError(error)})` })
+        await this.badChunk(peer, request.index, { reason: 'hash-mismatch', message: `chunk ${request.index} fails its hash`, actual })
         return
       }
-      if (error instanceof PieceRefusedError && (error.status === 'busy' || error.status === 'rate-limited')) {
-        this.picker.failed(request.id, 'busy', error.retryAfterMs ?? 0)
-        return
-      }
-      if (error instanceof PieceStalledError) {
-        this.refusals.refuse({ subject: 'chunk', reason: 'stalled', peer, packageId: this.pkg.id, index: request.index, message: `${error.message}; the chunk is asked elsewhere` }, 'info')
-      } else {
-        this.init.logger.debug({ peer, index: request.index, err: describeError(error) }, 'a peer request failed')
-      }
-      this.picker.failed(request.id, error instanceof PieceRefusedError && error.status === 'not-cached' ? 'not-cached' : 'error')
-      return
+      owned = false
+      if (!await this.store(request, bytes, signal, 'peer', true)) return
+      this.report()
+    } finally {
+      if (owned) this.init.cache.buffers.release(bytes)
     }
-    const actual = createHash('sha256').update(bytes).digest('hex')
-    if (actual !== sha256) {
-      this.picker.failed(request.id, 'bad-data')
-      await this.badChunk(peer, request.index, { reason: 'hash-mismatch', message: `chunk ${request.index} fails its hash`, actual })
-      return
-    }
-    if (!await this.store(request, bytes, signal, true)) return
-    this.progress.bytesFromPeers += bytes.byteLength
-    this.report()
   }
 
   /**
@@ -351,7 +345,7 @@ export class Swarm {
     try {
       bytes = await this.init.origin.fetchChunk(
         { index, sha256: this.pkg.chunks[index], lengthBytes: chunkLengthOf(this.pkg, index) },
-        this.init.bucket !== undefined ? { signal, bucket: this.init.bucket } : { signal }
+        this.init.bucket !== undefined ? { signal, bucket: this.init.bucket, buffers: this.init.cache.buffers } : { signal, buffers: this.init.cache.buffers }
       )
     } catch (error) {
       if (signal.aborted) {
@@ -373,19 +367,25 @@ export class Swarm {
       this.picker.failed(request.id, 'error', ORIGIN_RETRY_PAUSE_MS * failures.count)
       return
     }
-    if (!await this.store(request, bytes, signal, true)) return
-    this.progress.bytesFromOrigin += bytes.byteLength
+    if (!await this.store(request, bytes, signal, 'origin', true)) return
     this.report()
   }
 
-  /** Stores a verified chunk, settles the picker and tells interested peers. */
-  private async store (request: PickedRequest, bytes: Uint8Array, signal: AbortSignal, hashedByCaller = false): Promise<boolean> {
+  /**
+   * Stores a chunk its caller verified (a pooled buffer's ownership passes to
+   * the cache, or back to the pool), counts it to its source, settles the
+   * picker and tells interested peers. The counts change together with the
+   * picker: once the picker is complete, the download's end may be seen
+   * before this function's caller runs again.
+   */
+  private async store (request: PickedRequest, bytes: Uint8Array, signal: AbortSignal, source: 'peer' | 'origin', pooled = false): Promise<boolean> {
     if (this.picker.isHeld(request.index)) {
       this.picker.failed(request.id, 'cancelled')
+      if (pooled) this.init.cache.buffers.release(bytes)
       return false
     }
     try {
-      await this.init.cache.put(bytes, this.pkg.chunks[request.index], { hashedByCaller })
+      await this.init.cache.put(bytes, this.pkg.chunks[request.index], { hashedByCaller: true, pooled })
     } catch (error) {
       this.picker.failed(request.id, 'cancelled')
       if (!signal.aborted) this.fatal ??= error as Error
@@ -396,9 +396,11 @@ export class Swarm {
       this.picker.failed(request.id, 'cancelled')
       return false
     }
-    for (const other of this.picker.completed(request.id)) this.running.get(other.id)?.controller.abort(new Error('fetched from another source'))
     this.progress.bytesDone += bytes.byteLength
+    if (source === 'peer') this.progress.bytesFromPeers += bytes.byteLength
+    else this.progress.bytesFromOrigin += bytes.byteLength
     this.progress.chunksDone++
+    for (const other of this.picker.completed(request.id)) this.running.get(other.id)?.controller.abort(new Error('fetched from another source'))
     for (const peer of this.init.interestedPeers()) this.network.send(peer, { type: 'have', packageId: this.pkg.id, index: request.index })
     return true
   }

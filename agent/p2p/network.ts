@@ -9,6 +9,7 @@ import type { HaveMessage } from '../protocols/have/index.js'
 import { FrameTooLargeError, TruncatedFrameError, asError } from '../protocols/frames.js'
 import { RefusalLog } from '../refusals.js'
 import type { TokenBucket } from '../download/token-bucket.js'
+import { MeshdeployError } from '../../protocol/errors.js'
 
 export interface MeshNetworkEvents {
   /** The announcement channel to the peer is open: it can be told what this agent wants and holds. */
@@ -20,10 +21,10 @@ export interface MeshNetworkEvents {
 }
 
 /** The peer is not connected (any more). */
-export class PeerNotConnectedError extends Error {
+export class PeerNotConnectedError extends MeshdeployError {
   readonly peer: string
   constructor (peer: string, options?: ErrorOptions) {
-    super(`peer ${peer} is not connected`, options)
+    super(`peer ${peer} is not connected`, 'peer-not-connected', options)
     this.name = 'PeerNotConnectedError'
     this.peer = peer
   }
@@ -69,7 +70,16 @@ export interface Libp2pMeshNetworkInit {
   refusals?: RefusalLog
   /** Bytes uploaded to a peer. */
   onUploaded?: (peer: string, bytes: number) => void
+  /**
+   * Resolves whether a connected peer is admitted (its device certificate
+   * verified); streams of a peer wait for it, and are dropped when it is
+   * refused. @default every connected peer is
+   */
+  admitted?: (peer: string, signal: AbortSignal) => Promise<boolean>
 }
+
+/** How long a peer's streams wait for its admission. */
+const ADMISSION_TIMEOUT_MS = 15_000
 
 /** The have/interest and chunk protocols over a libp2p node. */
 export class Libp2pMeshNetwork extends EventEmitter<MeshNetworkEvents> implements MeshNetwork {
@@ -85,6 +95,7 @@ export class Libp2pMeshNetwork extends EventEmitter<MeshNetworkEvents> implement
   /** Messages for a connected peer whose channel is still opening: sent once it is open. */
   private readonly pending = new Map<string, HaveMessage[]>()
   private readonly stopController = new AbortController()
+  private readonly admitted: (peer: string, signal: AbortSignal) => Promise<boolean>
   private readonly onPeerConnect = (event: CustomEvent<PeerId>): void => { void this.openChannel(event.detail.toString()) }
   private readonly onPeerDisconnect = (event: CustomEvent<PeerId>): void => { this.closeChannel(event.detail.toString()) }
 
@@ -94,6 +105,7 @@ export class Libp2pMeshNetwork extends EventEmitter<MeshNetworkEvents> implement
     this.selfId = init.node.peerId.toString()
     this.logger = init.logger
     this.refusals = init.refusals ?? new RefusalLog({ logger: init.logger })
+    this.admitted = init.admitted ?? (async () => true)
     this.admission = new chunk.ChunkAdmission(init.admission)
     this.pieceOptions = {
       ...(init.pieceIdleTimeoutMs !== undefined ? { idleTimeoutMs: init.pieceIdleTimeoutMs } : {}),
@@ -119,12 +131,16 @@ export class Libp2pMeshNetwork extends EventEmitter<MeshNetworkEvents> implement
   }
 
   async start (): Promise<void> {
-    await this.node.handle(have.PROTOCOL, (stream: Stream, connection: Connection) => { void this.readChannel(stream, connection.remotePeer.toString()) }, {
+    await this.node.handle(have.PROTOCOL, (stream: Stream, connection: Connection) => {
+      const peer = connection.remotePeer.toString()
+      void this.whenAdmitted(stream, peer, async () => { await this.readChannel(stream, peer) })
+    }, {
       maxInboundStreams: have.MAX_INBOUND_STREAMS,
       maxOutboundStreams: have.MAX_OUTBOUND_STREAMS
     })
     await this.node.handle(chunk.PROTOCOL, (stream: Stream, connection: Connection) => {
-      void this.server.handle(stream, connection.remotePeer.toString(), { signal: this.stopController.signal })
+      const peer = connection.remotePeer.toString()
+      void this.whenAdmitted(stream, peer, async () => { await this.server.handle(stream, peer, { signal: this.stopController.signal }) })
     }, {
       maxInboundStreams: chunk.MAX_INBOUND_STREAMS,
       maxOutboundStreams: chunk.MAX_OUTBOUND_STREAMS
@@ -132,6 +148,16 @@ export class Libp2pMeshNetwork extends EventEmitter<MeshNetworkEvents> implement
     this.node.addEventListener('peer:connect', this.onPeerConnect)
     this.node.addEventListener('peer:disconnect', this.onPeerDisconnect)
     for (const peer of this.node.getPeers()) void this.openChannel(peer.toString())
+  }
+
+  /** Serves a peer's stream once the peer is admitted; drops it if it is not. */
+  private async whenAdmitted (stream: Stream, peer: string, serve: () => Promise<void>): Promise<void> {
+    const admitted = await this.admitted(peer, AbortSignal.any([this.stopController.signal, AbortSignal.timeout(ADMISSION_TIMEOUT_MS)]))
+    if (!admitted) {
+      stream.abort(new PeerNotConnectedError(peer))
+      return
+    }
+    await serve()
   }
 
   async stop (): Promise<void> {
@@ -155,6 +181,7 @@ export class Libp2pMeshNetwork extends EventEmitter<MeshNetworkEvents> implement
     if (this.senders.has(peer) || this.opening.has(peer) || this.stopController.signal.aborted) return
     this.opening.add(peer)
     try {
+      if (!await this.admitted(peer, AbortSignal.any([this.stopController.signal, AbortSignal.timeout(ADMISSION_TIMEOUT_MS)]))) return
       const stream = await this.node.dialProtocol(peerIdFromString(peer), have.PROTOCOL, {
         signal: AbortSignal.any([this.stopController.signal, AbortSignal.timeout(have.OPEN_TIMEOUT_MS)])
       })

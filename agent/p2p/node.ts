@@ -12,6 +12,7 @@ import { createLibp2p } from 'libp2p'
 import type { Ed25519KeyPair } from '../../protocol/index.js'
 import { MAX_PIECE_BYTES } from '../protocols/chunk/constants.js'
 import { privateNetwork, type PreSharedKeyMismatchError } from './private-network.js'
+import { installHalfWindowUpdates, YAMUX_MESSAGE_BYTES } from './yamux-tuning.js'
 
 export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/8651']
 export const DEFAULT_MAX_CONNECTIONS = 128
@@ -20,7 +21,11 @@ export const DEFAULT_MAX_INCOMING_PENDING_CONNECTIONS = 32
 export const DEFAULT_INBOUND_CONNECTION_THRESHOLD = 100
 export const DEFAULT_DIAL_TIMEOUT_MS = 10_000
 export const DEFAULT_UPGRADE_TIMEOUT_MS = 10_000
-export const DEFAULT_MDNS_INTERVAL_MS = 5000
+/**
+ * The mDNS service's own query interval: it queries once at start, and the
+ * agent's MdnsQueries schedule (see mdns-queries.ts) sends the others.
+ */
+const MDNS_SERVICE_INTERVAL_MS = 2 ** 31 - 1
 /**
  * Each piece travels on a fresh stream: a window that holds a whole piece
  * (1 MiB and its framing) spares it a window-update round trip per 256 KiB.
@@ -41,8 +46,8 @@ export interface MeshNodeInit {
   mdns?: boolean
   /** Peers answer only queries with their organisation's tag. */
   mdnsServiceTag: string
-  /** @default 5000 */
-  mdnsIntervalMs?: number
+  /** Receives the function that sends one mDNS query, for the agent's own schedule of queries. */
+  onMdnsQuery?: (query: () => void) => void
   gater: ConnectionGater
   /** @default 128 */
   maxConnections?: number
@@ -83,6 +88,7 @@ export function announceable (addresses: Multiaddr[]): Multiaddr[] {
 
 /** Creates and starts the agent's libp2p node: tcp, a private network when given its key, noise, yamux, identify, gossipsub and mDNS when enabled, explicit limits. */
 export async function createMeshNode (init: MeshNodeInit): Promise<Libp2p> {
+  installHalfWindowUpdates()
   const privateKey = privateKeyFromRaw(new Uint8Array([...init.key.secretKey, ...init.key.publicKey]))
   const listen = init.listen ?? DEFAULT_LISTEN
   for (const address of [...listen, ...(init.announce ?? [])]) multiaddr(address)
@@ -97,6 +103,7 @@ export async function createMeshNode (init: MeshNodeInit): Promise<Libp2p> {
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux({
+      maxMessageSize: YAMUX_MESSAGE_BYTES,
       maxInboundStreams: init.maxStreamsPerConnection ?? DEFAULT_MAX_STREAMS_PER_CONNECTION,
       maxOutboundStreams: init.maxStreamsPerConnection ?? DEFAULT_MAX_STREAMS_PER_CONNECTION,
       streamOptions: { initialStreamWindowSize: init.streamWindowBytes ?? DEFAULT_STREAM_WINDOW_BYTES }
@@ -113,7 +120,11 @@ export async function createMeshNode (init: MeshNodeInit): Promise<Libp2p> {
       inboundUpgradeTimeout: init.upgradeTimeoutMs ?? DEFAULT_UPGRADE_TIMEOUT_MS
     },
     peerDiscovery: init.mdns ?? true
-      ? [mdns({ serviceTag: init.mdnsServiceTag, interval: init.mdnsIntervalMs ?? DEFAULT_MDNS_INTERVAL_MS })]
+      ? [components => {
+          const service = mdns({ serviceTag: init.mdnsServiceTag, interval: MDNS_SERVICE_INTERVAL_MS })(components) as ReturnType<ReturnType<typeof mdns>> & { mdns?: { query: (packet: { questions: Array<{ name: string, type: 'PTR' }> }) => void } }
+          init.onMdnsQuery?.(() => { service.mdns?.query({ questions: [{ name: init.mdnsServiceTag, type: 'PTR' }] }) })
+          return service
+        }]
       : [],
     services: {
       identify: identify(),

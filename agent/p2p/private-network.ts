@@ -4,6 +4,7 @@ import type { AbortOptions, ConnectionProtector, MessageStream, MultiaddrConnect
 import { preSharedKey } from '@libp2p/pnet'
 import { byteStream } from '@libp2p/utils'
 import { Uint8ArrayList } from 'uint8arraylist'
+import { MeshdeployError } from '../../protocol/errors.js'
 
 /**
  * The private network of an organisation's agents: a pre-shared key (the
@@ -34,18 +35,18 @@ function isHeaderPrefix (bytes: Uint8ArrayList): boolean {
 }
 
 /** A swarm key file that is not `/key/swarm/psk/1.0.0/`, `/base16/`, 64 hex digits. */
-export class InvalidSwarmKeyError extends Error {
+export class InvalidSwarmKeyError extends MeshdeployError {
   constructor (message: string) {
-    super(message)
+    super(message, 'invalid-swarm-key')
     this.name = 'InvalidSwarmKeyError'
   }
 }
 
 /** A peer dialed in with another pre-shared key, or none. */
-export class PreSharedKeyMismatchError extends Error {
+export class PreSharedKeyMismatchError extends MeshdeployError {
   readonly address: string
   constructor (address: string, detail: string, options?: ErrorOptions) {
-    super(`the connection from ${address} is not protected by this network's pre-shared key: ${detail}`, options)
+    super(`the connection from ${address} is not protected by this network's pre-shared key: ${detail}`, 'swarm-key-mismatch', options)
     this.name = 'PreSharedKeyMismatchError'
     this.address = address
   }

@@ -64,6 +64,11 @@ export function statusGossipOptions (init: StatusGossipOptionsInit): Partial<Gos
     ignoreDuplicatePublishError: true,
     floodPublish: true,
     heartbeatInterval: status.GOSSIP_HEARTBEAT_INTERVAL_MS,
+    D: status.GOSSIP_MESH_DEGREE,
+    Dlo: status.GOSSIP_MESH_DEGREE_LOW,
+    Dhi: status.GOSSIP_MESH_DEGREE_HIGH,
+    Dout: status.GOSSIP_MESH_OUTBOUND_DEGREE,
+    Dlazy: status.GOSSIP_LAZY_DEGREE,
     maxInboundDataLength: status.MAX_RPC_BYTES,
     maxOutboundBufferSize: status.MAX_OUTBOUND_BUFFER_BYTES,
     maxInboundStreams: 2,
@@ -141,7 +146,7 @@ export interface Libp2pStatusGossipInit {
 export type StatusMessageRefusal =
   'unsigned-message' | 'peer-not-allowed' | 'malformed-message' | 'record-of-another-device' | 'record-does-not-verify' | 'receipt-does-not-verify' | 'receipt-key-unknown'
 
-type Checked = { kind: 'accept', message: StatusMessage } | { kind: 'reject' | 'ignore', reason: StatusMessageRefusal, detail: string }
+type Checked = { kind: 'accept', message: StatusMessage, receipt?: StatusReceipt } | { kind: 'reject' | 'ignore', reason: StatusMessageRefusal, detail: string }
 
 /** The status topic over gossipsub: every message validated before it is delivered or passed on. */
 export class Libp2pStatusGossip extends EventEmitter<StatusGossipEvents> implements StatusGossipNetwork {
@@ -153,6 +158,8 @@ export class Libp2pStatusGossip extends EventEmitter<StatusGossipEvents> impleme
   private readonly refusals: RefusalLog
   private readonly init: Libp2pStatusGossipInit
   private readonly validator = (peer: PeerId, message: Message): TopicValidatorResult => this.validate(message)
+  /** What validation decoded (and the receipt it opened), by the message's bytes: delivery neither parses nor verifies again. */
+  private readonly accepted = new WeakMap<Uint8Array, { message: StatusMessage, receipt?: StatusReceipt }>()
   private readonly onMessage = (event: CustomEvent<Message>): void => { this.deliver(event.detail) }
   private readonly onPeerDisconnect = (event: CustomEvent<PeerId>): void => { this.emit('peer-left', event.detail.toString()) }
 
@@ -236,7 +243,7 @@ export class Libp2pStatusGossip extends EventEmitter<StatusGossipEvents> impleme
       }
     } else if (decoded.type === 'receipt') {
       try {
-        openStatusReceipt(decoded.receipt, this.init.coordinatorKeys())
+        return { kind: 'accept', message: decoded, receipt: openStatusReceipt(decoded.receipt, this.init.coordinatorKeys()) }
       } catch (error) {
         const ownKey = message.key.type === 'Ed25519' && decoded.receipt.keyId === keyIdOf(message.key.raw)
         // A coordinator key this agent has not followed yet says nothing against the relay: dropped, not punished.
@@ -249,7 +256,10 @@ export class Libp2pStatusGossip extends EventEmitter<StatusGossipEvents> impleme
 
   private validate (message: Message): TopicValidatorResult {
     const checked = this.check(message)
-    if (checked.kind === 'accept') return TopicValidatorResult.Accept
+    if (checked.kind === 'accept') {
+      this.accepted.set(message.data, checked.receipt !== undefined ? { message: checked.message, receipt: checked.receipt } : { message: checked.message })
+      return TopicValidatorResult.Accept
+    }
     const peer = message.type === 'signed' ? message.from.toString() : 'unknown'
     this.refusals.refuse({ subject: 'status', reason: checked.reason, peer, message: `a status gossip message ${checked.kind === 'reject' ? 'refused' : 'passed over'}: ${checked.detail}` })
     this.emit('refused', peer, `${checked.reason}: ${checked.detail}`)
@@ -260,9 +270,10 @@ export class Libp2pStatusGossip extends EventEmitter<StatusGossipEvents> impleme
   private deliver (message: Message): void {
     if (message.topic !== this.currentTopic || message.type !== 'signed') return
     const peer = message.from.toString()
+    const accepted = this.accepted.get(message.data)
     let decoded: StatusMessage
     try {
-      decoded = status.decodeStatusMessage(message.data)
+      decoded = accepted?.message ?? status.decodeStatusMessage(message.data)
     } catch {
       return
     }
@@ -273,7 +284,7 @@ export class Libp2pStatusGossip extends EventEmitter<StatusGossipEvents> impleme
       case 'receipt': {
         let receipt: StatusReceipt
         try {
-          receipt = openStatusReceipt(decoded.receipt, this.init.coordinatorKeys())
+          receipt = accepted?.receipt ?? openStatusReceipt(decoded.receipt, this.init.coordinatorKeys())
         } catch {
           return
         }

@@ -1,13 +1,14 @@
 import { byteStream, type ByteStream } from '@libp2p/utils'
 import type { AbortOptions, MessageStream } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
+import { MeshdeployError } from '../../protocol/errors.js'
 
 /** A frame longer than the protocol allows. */
-export class FrameTooLargeError extends Error {
+export class FrameTooLargeError extends MeshdeployError {
   readonly lengthBytes: number
   readonly maxBytes: number
   constructor (lengthBytes: number, maxBytes: number) {
-    super(`a frame of ${lengthBytes} bytes exceeds the limit of ${maxBytes}`)
+    super(`a frame of ${lengthBytes} bytes exceeds the limit of ${maxBytes}`, 'frame-too-large')
     this.name = 'FrameTooLargeError'
     this.lengthBytes = lengthBytes
     this.maxBytes = maxBytes
@@ -15,9 +16,9 @@ export class FrameTooLargeError extends Error {
 }
 
 /** The stream ended inside a frame. */
-export class TruncatedFrameError extends Error {
+export class TruncatedFrameError extends MeshdeployError {
   constructor (message: string) {
-    super(message)
+    super(message, 'truncated-frame')
     this.name = 'TruncatedFrameError'
   }
 }
@@ -43,9 +44,9 @@ export function encodeFrame (payload: Uint8Array | Uint8ArrayList): Uint8ArrayLi
 }
 
 /** The stream was reset (by the remote, or aborted here) rather than closed: whatever was cut off is not the peer's statement. */
-export class StreamResetError extends Error {
+export class StreamResetError extends MeshdeployError {
   constructor (message: string) {
-    super(message)
+    super(message, 'stream-reset')
     this.name = 'StreamResetError'
   }
 }

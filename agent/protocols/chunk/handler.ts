@@ -13,6 +13,11 @@ import { decodePieceRequest, encodePieceHeader, type PieceRequest, type PieceSta
 /** Where served pieces come from; throws PieceNotHeldError for what it does not hold. */
 export interface PieceSource {
   readPiece: (request: PieceRequest, options?: AbortOptions) => Promise<Uint8Array>
+  /**
+   * The answer that carried bytes of readPiece is done with them (sent, or
+   * its stream aborted): a source that lends buffers may reuse them now.
+   */
+  donePiece?: (bytes: Uint8Array) => void
 }
 
 export interface ChunkServerInit {
@@ -77,6 +82,7 @@ export class ChunkServer {
       await sendBytes(stream, encodeFrame(encodePieceHeader(status, value)), { signal: AbortSignal.timeout(writeTimeoutMs) })
       await stream.close({ signal: AbortSignal.timeout(writeTimeoutMs) })
     }
+    let lent: Uint8Array | undefined
     try {
       const reader = new FrameReader(stream, { maxFrameBytes: REQUEST_BYTES, maxBufferBytes: 4 * REQUEST_BYTES })
       const readSignal = anySignal(options.signal, AbortSignal.timeout(this.init.requestReadTimeoutMs ?? REQUEST_READ_TIMEOUT_MS))
@@ -126,12 +132,16 @@ export class ChunkServer {
           await answer(error instanceof PieceNotHeldError ? 'not-cached' : 'invalid')
           return
         }
+        lent = bytes
         await this.send(stream, bytes, remotePeer, writeTimeoutMs, options)
       } finally {
         this.active--
       }
     } catch (error) {
       stream.abort(asError(error))
+    } finally {
+      // Closed (everything written) or aborted (nothing more will be): the bytes are free.
+      if (lent !== undefined) this.init.source.donePiece?.(lent)
     }
   }
 

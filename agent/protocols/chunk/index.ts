@@ -18,6 +18,11 @@ export interface RequestPieceOptions {
   minProgressBytes?: number
   /** Sees bytes as they arrive, for progress. */
   onBytes?: (bytes: number) => void
+  /**
+   * Where the piece's bytes go (exactly its length), e.g. its place in a
+   * pooled chunk buffer. @default a new buffer
+   */
+  into?: Uint8Array
 }
 
 /**
@@ -28,6 +33,7 @@ export interface RequestPieceOptions {
  * TruncatedFrameError or FrameTooLargeError; a reset stream
  * StreamResetError; an answer that makes too little progress
  * PieceStalledError. The caller checks the hash of the assembled chunk.
+ * With `into`, the bytes are written there and it is returned.
  */
 export async function requestPiece (stream: Stream, request: PieceRequest, options: RequestPieceOptions): Promise<Uint8Array> {
   const idleMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS
@@ -60,7 +66,8 @@ export async function requestPiece (stream: Stream, request: PieceRequest, optio
     const header = decodePieceHeader(headerFrame)
     if (header.status !== 'ok') throw new PieceRefusedError(header.status, header.retryAfterMs !== undefined ? { retryAfterMs: header.retryAfterMs } : {})
     if (header.lengthBytes !== request.lengthBytes) throw new MalformedPieceMessageError(`asked for ${request.lengthBytes} bytes, the peer announced ${header.lengthBytes}`)
-    const out = new Uint8Array(header.lengthBytes)
+    if (options.into !== undefined && options.into.byteLength !== header.lengthBytes) throw new RangeError(`the target holds ${options.into.byteLength} bytes, not the ${header.lengthBytes} of the piece`)
+    const out = options.into ?? Buffer.allocUnsafe(header.lengthBytes)
     let received = 0
     while (received < header.lengthBytes) {
       const frame = await read(reader, header.lengthBytes - received)

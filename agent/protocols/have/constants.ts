@@ -1,7 +1,7 @@
 import { KIB, MAX_CHUNKS_PER_PACKAGE } from '../../../protocol/index.js'
 
 /** Which chunks of which packages a peer holds, wants, or is fetching from the origin. */
-export const PROTOCOL = '/meshdeploy/have/1.0.0'
+export const PROTOCOL = '/meshdeploy/have/2.0.0'
 
 /** Largest message: a bitfield of the largest package, with its header. */
 export const MAX_MESSAGE_BYTES = 1 + 32 + 4 + Math.ceil(MAX_CHUNKS_PER_PACKAGE / 8)
@@ -12,6 +12,12 @@ export const MAX_QUEUED_MESSAGES = 20_000
 /** One announcement channel each way per connection. */
 export const MAX_INBOUND_STREAMS = 2
 export const MAX_OUTBOUND_STREAMS = 2
+/**
+ * How long `have`s wait to go out together: a peer hears of the chunks a
+ * device stored in one message per interval, whatever their number, so the
+ * end of a download (many chunks landing at once) is no announcement storm.
+ */
+export const DEFAULT_HAVE_BATCH_MS = 150
 /** Opening the channel (protocol negotiation included). */
 export const OPEN_TIMEOUT_MS = 10_000
 /** A write that a peer does not take within this long drops the channel. */

@@ -8,6 +8,8 @@ import { MalformedHaveMessageError } from './errors.js'
  *   answer with their `bitfield` and send me `have` as they store chunks.
  * - `bitfield`: what I hold (the answer to `interested`).
  * - `have`: I stored this chunk (verified).
+ * - `haves`: I stored these chunks: the `have`s of a batching interval in one
+ *   message (readers hand them on as single `have`s).
  * - `fetching`: I am fetching this chunk from the origin (the elected peer
  *   says so, so that the others wait for it).
  * - `not-interested`: I stopped downloading (done or withdrawn); I still
@@ -17,21 +19,27 @@ export type HaveMessage =
   | { type: 'interested', packageId: string, chunkCount: number, bits: Uint8Array }
   | { type: 'bitfield', packageId: string, chunkCount: number, bits: Uint8Array }
   | { type: 'have', packageId: string, index: number }
+  | { type: 'haves', packageId: string, indices: number[] }
   | { type: 'fetching', packageId: string, index: number }
   | { type: 'not-interested', packageId: string }
 
-const TYPE_CODES = { interested: 1, bitfield: 2, have: 3, fetching: 4, 'not-interested': 5 } as const
+const TYPE_CODES = { interested: 1, bitfield: 2, have: 3, fetching: 4, 'not-interested': 5, haves: 6 } as const
 const CODE_TYPES = new Map(Object.entries(TYPE_CODES).map(([type, code]) => [code, type as HaveMessage['type']]))
 const PACKAGE_ID_BYTES = 32
+/** Chunk indices in one `haves` message: it stays within the largest message. */
+export const MAX_HAVES_PER_MESSAGE = 16_384
 
 export function bitfieldBytes (chunkCount: number): number {
   return Math.ceil(chunkCount / 8)
 }
 
 export function encodeHaveMessage (message: HaveMessage): Uint8Array {
+  if (message.type === 'haves' && (message.indices.length === 0 || message.indices.length > MAX_HAVES_PER_MESSAGE)) {
+    throw new RangeError(`a haves message carries 1 to ${MAX_HAVES_PER_MESSAGE} indices, not ${message.indices.length}`)
+  }
   const extra = message.type === 'interested' || message.type === 'bitfield'
     ? 4 + message.bits.byteLength
-    : message.type === 'not-interested' ? 0 : 4
+    : message.type === 'not-interested' ? 0 : message.type === 'haves' ? 4 * message.indices.length : 4
   const out = new Uint8Array(1 + PACKAGE_ID_BYTES + extra)
   const view = new DataView(out.buffer)
   out[0] = TYPE_CODES[message.type]
@@ -42,6 +50,8 @@ export function encodeHaveMessage (message: HaveMessage): Uint8Array {
     out.set(message.bits, at + 4)
   } else if (message.type === 'have' || message.type === 'fetching') {
     view.setUint32(at, message.index)
+  } else if (message.type === 'haves') {
+    for (const [i, index] of message.indices.entries()) view.setUint32(at + 4 * i, index)
   }
   return out
 }
@@ -59,6 +69,18 @@ export function decodeHaveMessage (frame: Uint8Array | Uint8ArrayList): HaveMess
     case 'not-interested':
       if (rest.byteLength !== 0) throw new MalformedHaveMessageError('not-interested carries nothing')
       return { type, packageId }
+    case 'haves': {
+      if (rest.byteLength === 0 || rest.byteLength % 4 !== 0 || rest.byteLength / 4 > MAX_HAVES_PER_MESSAGE) {
+        throw new MalformedHaveMessageError(`haves carries 1 to ${MAX_HAVES_PER_MESSAGE} 4-byte indices, not ${rest.byteLength} bytes`)
+      }
+      const indices: number[] = []
+      for (let at = 0; at < rest.byteLength; at += 4) {
+        const index = view.getUint32(at)
+        if (index >= MAX_CHUNKS_PER_PACKAGE) throw new MalformedHaveMessageError(`chunk index ${index} is out of range`)
+        indices.push(index)
+      }
+      return { type, packageId, indices }
+    }
     case 'have':
     case 'fetching': {
       if (rest.byteLength !== 4) throw new MalformedHaveMessageError(`${type} carries a 4-byte index`)

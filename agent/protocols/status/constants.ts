@@ -19,5 +19,17 @@ export const MAX_OUTBOUND_BUFFER_BYTES = 4 * MIB
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 1500
 /** A peer not heard for this long no longer counts for the relay election. */
 export const DEFAULT_LIVENESS_MS = 5000
-/** gossipsub's own heartbeat (mesh maintenance). */
-export const GOSSIP_HEARTBEAT_INTERVAL_MS = 700
+/** gossipsub's own heartbeat (mesh maintenance, gossip of message ids): the spec's 1 s; a status topic needs no faster repair. */
+export const GOSSIP_HEARTBEAT_INTERVAL_MS = 1000
+/**
+ * gossipsub's mesh degrees on a status topic. Each agent forwards a message
+ * to its mesh peers (D, kept between Dlo and Dhi) and gossips message ids to
+ * Dlazy others: constants, so what an agent sends per message does not
+ * grow with its site, and every message still reaches a site of thousands
+ * in a few hops.
+ */
+export const GOSSIP_MESH_DEGREE = 6
+export const GOSSIP_MESH_DEGREE_LOW = 4
+export const GOSSIP_MESH_DEGREE_HIGH = 10
+export const GOSSIP_MESH_OUTBOUND_DEGREE = 2
+export const GOSSIP_LAZY_DEGREE = 4

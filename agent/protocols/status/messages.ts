@@ -39,9 +39,26 @@ export function decodeStatusMessage (bytes: Uint8Array): StatusMessage {
   } catch (error) {
     throw new MalformedStatusMessageError('the message is not UTF-8 JSON', { cause: error })
   }
+  // The message an idle site sends most, checked without the schema (same rules); anything else goes through it.
+  const heartbeat = heartbeatOf(decoded)
+  if (heartbeat !== undefined) return heartbeat
   const parsed = statusMessageSchema.safeParse(decoded)
   if (!parsed.success) throw new MalformedStatusMessageError(`the message is out of shape: ${z.prettifyError(parsed.error).slice(0, 500)}`)
   return parsed.data as StatusMessage
+}
+
+const HEARTBEAT_KEYS = new Set(['type', 'reachesCoordinator', 'relay'])
+
+/** A well-formed heartbeat as the schema would accept it, or undefined (the schema then decides). */
+function heartbeatOf (value: unknown): StatusMessage | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined
+  const candidate = value as Record<string, unknown>
+  if (candidate.type !== 'heartbeat' || typeof candidate.reachesCoordinator !== 'boolean') return undefined
+  for (const key of Object.keys(candidate)) if (!HEARTBEAT_KEYS.has(key)) return undefined
+  const relay = candidate.relay
+  if (relay === undefined) return { type: 'heartbeat', reachesCoordinator: candidate.reachesCoordinator }
+  if (typeof relay !== 'string' || relay.length < 1 || relay.length > 100) return undefined
+  return { type: 'heartbeat', reachesCoordinator: candidate.reachesCoordinator, relay }
 }
 
 /**
