@@ -3,33 +3,40 @@ import { mkdir } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import {
-  MAX_CLOCK_SKEW_MS, MalformedError, SETTLED_STATES, StaleRevisionError, describeError, followKeyRotations, openManifest, statusTopicOf, trustKeys,
+  MAX_CLOCK_SKEW_MS, MalformedError, SETTLED_STATES, StaleRevisionError, describeError, followKeyRotations, openDeviceCertificate, openManifest, statusTopicOf, trustKeys,
   type DeviceTaskState, type Manifest, type SignedEnvelope, type TlsTrust
 } from '../protocol/index.js'
 import type { Logger } from '../protocol/logger.js'
 import { ChunkCache } from './cache.js'
-import { Mesh, type MeshSettings } from './p2p/mesh.js'
+import type { Mesh, MeshSettings } from './p2p/mesh.js'
 import { Prefetcher } from './site-cache.js'
 import { SelfReporter } from './self-report.js'
 import { CoordinatorClient, type AssignmentAnswer } from './coordinator-client.js'
 import { AssignmentMismatchError, CoordinatorError, CoordinatorUnreachableError, RetiredKeyError, RevisionConflictError } from './errors.js'
+import { enrollWithRetry } from './enrollment.js'
 import { loadIdentity, loadOrEnroll, pinCoordinatorKey, saveTlsTrust, type Identity } from './identity.js'
 import { Outbox } from './outbox.js'
-import { SiteStatus } from './status/site-status.js'
+import type { SiteStatus } from './status/site-status.js'
 import { RefusalLog } from './refusals.js'
 import { OriginSource, type ChunkOrigin } from './download/origin-source.js'
-import { AgentMetrics, serveMetrics, type MetricsListen } from './metrics.js'
+import type { AgentMetrics } from './metrics.js'
+import type { MetricsListen } from './metrics-listen.js'
 import type { Server } from 'node:http'
 import { downloadPackage, type PackageFetcher } from './download/downloader.js'
 import { AgentStore, type LocalTask } from './state/store.js'
 import { RETRY_SOON_MS, TaskRunner, type WithdrawReason } from './tasks/runner.js'
 import { VpnDetector, type InterfaceLister } from './vpn.js'
 import { systemBootId, type BootIdentity } from './boot.js'
+import { REBOOT_WINDOW_MS, WindowWatch } from './tasks/window-gate.js'
+import { localTimeZone, openWindowSet, type WindowSet } from '../protocol/index.js'
+import { requestReboot } from './install/reboot.js'
+import { currentPlatform } from './platform.js'
+import { AGENT_VERSION } from './version.js'
 
-export const AGENT_VERSION = '0.1.0'
+export { AGENT_VERSION }
 
 /** A first enrollment keeps trying this long while the coordinator is out of reach. */
-export const DEFAULT_ENROLL_RETRY_MS = 5 * 60_000
+export { DEFAULT_ENROLL_RETRY_MS } from './enrollment.js'
 
 export interface AgentInit {
   dataDir: string
@@ -82,16 +89,21 @@ export interface AgentInit {
   siteCache?: boolean
   /** Serve Prometheus metrics at http://HOST:PORT/metrics. @default absent: not served */
   metricsListen?: MetricsListen
+  /** The zone maintenance windows without one of their own are evaluated in. @default the system's (TZ) */
+  timeZone?: string
 }
 
 /** Where the agent keeps its last allow-list, so a restart admits peers before the coordinator answers. */
-const ALLOWED_PEERS_KEY = 'allowedPeerIds'
+const CERTIFICATE_KEY = 'deviceCertificate'
+const REVOKED_DEVICES_KEY = 'revokedDeviceIds'
 /** The last clear-cache request carried out. */
 const CLEARED_CACHE_KEY = 'clearedCacheRequest'
 /** The site's status topic the coordinator last named, so a restart cut off from it joins the right one. */
 const STATUS_TOPIC_KEY = 'statusTopic'
 /** The site's peers the coordinator last listed, so a restart cut off from it still finds them. */
 const SITE_PEERS_KEY = 'sitePeers'
+/** The last maintenance window set the coordinator signed for this device, so a restart cut off from it keeps its windows. */
+const WINDOWS_KEY = 'maintenanceWindows'
 /** States in which work was under way: a restart takes it up again at once. */
 const UNDER_WAY_STATES: ReadonlySet<DeviceTaskState> = new Set(['downloading', 'verifying', 'installing'])
 
@@ -151,6 +163,11 @@ export class Agent extends EventEmitter<AgentEvents> {
   private reporter?: SelfReporter
   private prefetcher?: Prefetcher
   private clearedCacheRequest = 0
+  /** The device's maintenance windows, as last verified. */
+  readonly windows: WindowWatch
+  private windowRevision = -1
+  /** Reboots waiting for a maintenance window, by task. */
+  private readonly rebootWaits = new Map<string, Promise<void>>()
 
   /** Fetches a package's missing chunks: through the mesh (site peers first), or from the origin alone. */
   private readonly fetchPackage: PackageFetcher = async options => {
@@ -163,7 +180,8 @@ export class Agent extends EventEmitter<AgentEvents> {
     })
   }
 
-  private constructor (init: AgentInit, identity: Identity, client: CoordinatorClient, store: AgentStore, cache: ChunkCache) {
+  /** `metrics`: the metrics module, loaded only when the operator asked for metrics. */
+  private constructor (init: AgentInit, identity: Identity, client: CoordinatorClient, store: AgentStore, cache: ChunkCache, metrics?: typeof import('./metrics.js')) {
     super()
     this.init = init
     this.dataDir = init.dataDir
@@ -174,9 +192,10 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.logger = init.logger.child({ deviceId: identity.deviceId })
     this.now = init.now ?? Date.now
     this.refusals = new RefusalLog({ logger: this.logger })
+    this.windows = new WindowWatch({ timeZone: init.timeZone ?? localTimeZone(), now: this.now })
     this.outbox = new Outbox({ store, client, identity, logger: this.logger, refusals: this.refusals, now: this.now })
-    if (init.metricsListen !== undefined) {
-      this.metrics = new AgentMetrics({
+    if (metrics !== undefined) {
+      this.metrics = new metrics.AgentMetrics({
         connectedPeers: () => this.mesh?.connectedPeers() ?? 0,
         cache: () => this.cache.stats(),
         taskStates: async () => await this.store.listTasks()
@@ -204,46 +223,38 @@ export class Agent extends EventEmitter<AgentEvents> {
       const client = new CoordinatorClient({ url: init.coordinatorUrl, tls, ...(init.allowInsecureHttp !== undefined ? { allowInsecureHttp: init.allowInsecureHttp } : {}) })
       // A device installed while the coordinator is out of reach keeps trying to enroll for a while
       // (each try with a new key: one whose answer was lost may be enrolled already).
-      const enrollGiveUpAt = Date.now() + (init.enrollRetryMs ?? DEFAULT_ENROLL_RETRY_MS)
-      let enrollWaitMs = 1000
-      let loaded: Awaited<ReturnType<typeof loadOrEnroll>>
-      for (;;) {
-        try {
-          loaded = await loadOrEnroll({
-            dataDir: init.dataDir,
-            client,
-            agentVersion: AGENT_VERSION,
-            tls,
-            ...(init.enrollToken !== undefined ? { enrollToken: init.enrollToken } : {}),
-            ...(init.site !== undefined ? { site: init.site } : {}),
-            ...(init.groups !== undefined ? { groups: init.groups } : {}),
-            ...(init.hostname !== undefined ? { hostname: init.hostname } : {})
-          })
-          break
-        } catch (error) {
-          const unreachable = error instanceof CoordinatorUnreachableError || (error as Error).name === 'TimeoutError'
-          if (!unreachable || Date.now() + enrollWaitMs > enrollGiveUpAt) throw error
-          init.logger.warn({ err: describeError(error), retryInMs: enrollWaitMs }, 'cannot reach the coordinator to enroll; trying again')
-          await new Promise(resolve => setTimeout(resolve, enrollWaitMs))
-          enrollWaitMs = Math.min(30_000, enrollWaitMs * 2)
-        }
-      }
+      const loaded = await enrollWithRetry(async () => await loadOrEnroll({
+        dataDir: init.dataDir,
+        client,
+        agentVersion: AGENT_VERSION,
+        tls,
+        ...(init.enrollToken !== undefined ? { enrollToken: init.enrollToken } : {}),
+        ...(init.site !== undefined ? { site: init.site } : {}),
+        ...(init.groups !== undefined ? { groups: init.groups } : {}),
+        ...(init.hostname !== undefined ? { hostname: init.hostname } : {})
+      }), { logger: init.logger, ...(init.enrollRetryMs !== undefined ? { giveUpAfterMs: init.enrollRetryMs } : {}) })
       const { identity, enrolled } = loaded
       if (!enrolled && init.tls !== undefined) await saveTlsTrust(init.dataDir, identity, init.tls)
       client.setCredential(identity.credential)
-      const cache = new ChunkCache({ root: join(init.dataDir, 'cache'), ...(init.cacheMaxBytes !== undefined ? { maxBytes: init.cacheMaxBytes } : {}) })
+      // Without the mesh no peer asks for pieces: no chunk is kept in memory to serve them.
+      const cache = new ChunkCache({ root: join(init.dataDir, 'cache'), ...(init.cacheMaxBytes !== undefined ? { maxBytes: init.cacheMaxBytes } : {}), ...(init.mesh === undefined || init.mesh === false ? { serveBufferBytes: 0 } : {}) })
       await cache.open()
-      const agent = new Agent(init, identity, client, store, cache)
+      // prom-client is loaded only for an agent that serves metrics.
+      const metricsModule = init.metricsListen !== undefined ? await import('./metrics.js') : undefined
+      const agent = new Agent(init, identity, client, store, cache, metricsModule)
       agent.logger.info({ enrolled, site: identity.site, peerId: identity.peerId }, enrolled ? 'enrolled' : 'identity loaded')
+      if (loaded.certificate !== undefined) await agent.keepEnrollmentCertificate(loaded.certificate)
       await agent.confirmReboots()
+      await agent.loadWindows()
       await agent.startMesh()
-      if (agent.metrics !== undefined && init.metricsListen !== undefined) {
-        const { server, url } = await serveMetrics(agent.metrics, init.metricsListen)
+      if (agent.metrics !== undefined && metricsModule !== undefined && init.metricsListen !== undefined) {
+        const { server, url } = await metricsModule.serveMetrics(agent.metrics, init.metricsListen)
         agent.metricsServer = server
         agent.metricsUrl = url
         agent.logger.info({ url }, 'serving metrics')
       }
       await agent.resumeUnderWay()
+      await agent.resumeRebootWaits()
       agent.loop = agent.assignmentLoop()
       agent.outbox.flushSoon()
       return agent
@@ -258,9 +269,83 @@ export class Agent extends EventEmitter<AgentEvents> {
     const bootId = await (this.init.bootId ?? systemBootId)()
     for (const task of await this.store.listTasks()) {
       if (task.state !== 'succeeded-reboot-pending' || task.bootId === undefined || task.bootId === bootId) continue
-      const { bootId: _previous, ...rest } = task
+      const { bootId: _previous, pendingReboot: _pending, ...rest } = task
       await this.outbox.record(rest, { state: 'succeeded', bytesTotal: 0, bytesDone: 0, bytesFromPeers: task.bytesFromPeers, bytesFromOrigin: task.bytesFromOrigin, exitCode: task.exitCode ?? null, message: 'the device has restarted since the install: the reboot is done' })
     }
+  }
+
+  /** The window set kept from the last answer: windows hold while the coordinator is out of reach. */
+  private async loadWindows (): Promise<void> {
+    const stored = await this.store.getMeta<unknown>(WINDOWS_KEY)
+    if (stored === undefined) return
+    try {
+      this.applyWindowSet(openWindowSet(stored, trustKeys(this.identity.coordinatorPublicKey)))
+    } catch (error) {
+      this.logger.warn({ err: describeError(error) }, 'the stored maintenance windows no longer verify; waiting for the coordinator\'s')
+    }
+  }
+
+  private applyWindowSet (set: WindowSet): void {
+    this.windowRevision = set.revision
+    this.windows.update(set.windows)
+  }
+
+  /** Verifies the answer's window set against the pinned key; an older or forged one changes nothing. */
+  private async acceptWindows (answer: AssignmentAnswer): Promise<void> {
+    if (answer.maintenanceWindows === undefined) return
+    try {
+      const set = openWindowSet(answer.maintenanceWindows, trustKeys(this.identity.coordinatorPublicKey))
+      if (set.revision < this.windowRevision) throw new StaleRevisionError(this.windowRevision, set.revision)
+      const changed = JSON.stringify(set.windows) !== JSON.stringify(this.windows.windows)
+      await this.store.putMeta(WINDOWS_KEY, answer.maintenanceWindows)
+      this.applyWindowSet(set)
+      if (changed) this.logger.info({ revision: set.revision, windows: set.windows.length }, 'maintenance windows updated')
+    } catch (error) {
+      const reason = (error as { reason?: string }).reason ?? 'refused'
+      this.refusals.refuse({ subject: 'maintenance-windows', reason, message: `${describeError(error)}; the windows held stay` }, 'error')
+    }
+  }
+
+  /** Reboots that waited for a maintenance window when the agent stopped wait again. */
+  private async resumeRebootWaits (): Promise<void> {
+    for (const task of await this.store.listTasks()) if (task.pendingReboot !== undefined && task.state === 'succeeded-reboot-pending') this.awaitRebootWindow(task)
+  }
+
+  /** Makes a reboot the task's policy asked for once a maintenance window is open, capping the user's deadline to the window. */
+  private awaitRebootWindow (task: LocalTask): void {
+    if (this.rebootWaits.has(task.taskId) || task.pendingReboot === undefined) return
+    const pending = task.pendingReboot
+    const signal = this.stopController.signal
+    const wait = (async () => {
+      for (;;) {
+        const slot = this.windows.slotFor(REBOOT_WINDOW_MS)
+        const now = this.now()
+        if (slot !== undefined && slot.startMs <= now) {
+          const delaySeconds = Math.max(0, Math.min(pending.delaySeconds, Math.floor((slot.endMs - now) / 1000) - 60))
+          const plan = { action: 'reboot' as const, delaySeconds, message: pending.message, forceCloseApps: pending.forceCloseApps, reason: 'a maintenance window is open' }
+          const result = await requestReboot(plan, { platform: currentPlatform(), ...(this.init.rebootCommand !== undefined ? { command: this.init.rebootCommand } : {}) })
+          this.logger.info({ taskId: task.taskId, ok: result.ok, detail: result.detail }, 'reboot requested in a maintenance window')
+          const current = await this.store.getTask(task.taskId)
+          if (current === undefined || current.state !== 'succeeded-reboot-pending') return
+          const { pendingReboot: _done, ...rest } = current
+          const at = new Date(now + delaySeconds * 1000).toISOString()
+          await this.outbox.record(rest, {
+            state: 'succeeded-reboot-pending',
+            bytesTotal: 0,
+            bytesDone: 0,
+            bytesFromPeers: current.bytesFromPeers,
+            bytesFromOrigin: current.bytesFromOrigin,
+            exitCode: current.exitCode ?? null,
+            message: result.ok ? `a maintenance window is open: reboot at ${at}` : `a maintenance window is open, but the reboot could not be requested: ${result.detail}`
+          })
+          return
+        }
+        await this.windows.sleep(slot?.startMs, signal)
+      }
+    })().catch(error => {
+      if (!signal.aborted) this.logger.error({ taskId: task.taskId, err: describeError(error) }, 'the reboot waiting for a maintenance window failed')
+    }).finally(() => { this.rebootWaits.delete(task.taskId) })
+    this.rebootWaits.set(task.taskId, wait)
   }
 
   /**
@@ -288,6 +373,8 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.clearedCacheRequest = await this.store.getMeta<number>(CLEARED_CACHE_KEY) ?? 0
     if (this.init.mesh !== undefined && this.init.mesh !== false) {
       const gossip = this.init.mesh.statusGossip ?? true
+      // libp2p, gossipsub and noise are loaded only when the mesh is on.
+      const { Mesh } = await import('./p2p/mesh.js')
       this.mesh = await Mesh.start({
         ...this.init.mesh,
         identity: this.identity,
@@ -295,7 +382,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         origin: this.origin,
         logger: this.logger,
         refusals: this.refusals,
-        allowedPeerIds: await this.store.getMeta<string[]>(ALLOWED_PEERS_KEY) ?? [],
+        ...await this.storedTrust(),
         ...(gossip ? { statusTopic: await this.store.getMeta<string>(STATUS_TOPIC_KEY) ?? statusTopicOf(this.identity.coordinatorKeyId, this.identity.site) } : {}),
         ...(this.metrics !== undefined ? { instrument: { network: network => this.metrics!.network(network), pieces: source => this.metrics!.pieces(source) } } : {})
       })
@@ -303,6 +390,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       const sitePeers = await this.store.getMeta<AssignmentAnswer['peers']>(SITE_PEERS_KEY)
       if (sitePeers !== undefined) await this.mesh.apply({ peers: sitePeers })
       if (this.mesh.statusGossip !== undefined) {
+        const { SiteStatus } = await import('./status/site-status.js')
         this.siteStatus = new SiteStatus({ ...this.init.mesh.siteStatus, gossip: this.mesh.statusGossip, outbox: this.outbox, poster: this.client, reachability: this.client.reachability, logger: this.logger, now: this.now })
         this.siteStatus.on('relay', () => { this.reporter?.soon() })
         this.siteStatus.start()
@@ -341,9 +429,32 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.cache.on('changed', () => { this.reporter?.soon() })
   }
 
-  /** The mesh part of an assignments answer: allow-list, site peers, a cache clear, the site cache's prefetches. */
+  /**
+   * The certificate of the enrollment answer, checked against the pinned key
+   * and this device's peer id: the mesh presents it from its first
+   * connection instead of waiting for the first assignments answer.
+   */
+  private async keepEnrollmentCertificate (certificate: unknown): Promise<void> {
+    try {
+      openDeviceCertificate(certificate, { keys: trustKeys(this.identity.coordinatorPublicKey), now: this.now(), peerId: this.identity.peerId })
+    } catch (error) {
+      this.logger.warn({ err: describeError(error) }, 'the enrollment answer\'s device certificate does not hold; waiting for the next one')
+      return
+    }
+    await this.store.putMeta(CERTIFICATE_KEY, certificate as SignedEnvelope)
+  }
+
+  /** The device certificate and revocations the agent last had: a restart does not wait for the coordinator. */
+  private async storedTrust (): Promise<{ certificate?: SignedEnvelope, revokedDeviceIds?: string[] }> {
+    const certificate = await this.store.getMeta<SignedEnvelope>(CERTIFICATE_KEY)
+    const revokedDeviceIds = await this.store.getMeta<string[]>(REVOKED_DEVICES_KEY)
+    return { ...(certificate !== undefined ? { certificate } : {}), ...(revokedDeviceIds !== undefined ? { revokedDeviceIds } : {}) }
+  }
+
+  /** The mesh part of an assignments answer: the device certificate, revocations, site peers, a cache clear, the site cache's prefetches. */
   private async applyMesh (answer: AssignmentAnswer): Promise<void> {
-    if (answer.allowedPeerIds !== undefined) await this.store.putMeta(ALLOWED_PEERS_KEY, answer.allowedPeerIds)
+    if (answer.certificate !== undefined) await this.store.putMeta(CERTIFICATE_KEY, answer.certificate)
+    if (answer.revokedDeviceIds !== undefined) await this.store.putMeta(REVOKED_DEVICES_KEY, answer.revokedDeviceIds)
     if (this.mesh !== undefined && Array.isArray(answer.peers)) await this.store.putMeta(SITE_PEERS_KEY, answer.peers)
     await this.mesh?.apply(answer)
     if (this.siteStatus !== undefined && typeof answer.statusTopic === 'string' && answer.statusTopic.length <= 300 && answer.statusTopic !== this.mesh?.statusGossip?.topic) {
@@ -385,7 +496,8 @@ export class Agent extends EventEmitter<AgentEvents> {
         if (signal.aborted) return
         this.logger.warn({ err: describeError(error), retryInMs: backoffMs }, 'cannot get assignments')
         const retryAfter = error instanceof CoordinatorError ? error.retryAfterMs : undefined
-        await sleep(retryAfter ?? backoffMs, undefined, { signal }).catch(() => {})
+        // Jitter: agents told to come back together (a busy or restarted coordinator) do not return together.
+        await sleep((retryAfter ?? backoffMs) * (1 + Math.random() / 2), undefined, { signal }).catch(() => {})
         backoffMs = Math.min(30_000, backoffMs * 2)
       }
     }
@@ -433,6 +545,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** Brings the running tasks in line with the coordinator's list. */
   private async reconcile (answer: AssignmentAnswer): Promise<void> {
     await this.followRotations(answer)
+    await this.acceptWindows(answer)
     const listed = new Set<string>()
     const assignments = Array.isArray(answer.assignments) ? answer.assignments : []
     for (const assignment of assignments) {
@@ -482,7 +595,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   /** Reports a manifest the agent will not act on, and keeps its state as it was. */
-  private async refuse (taskId: string, error: unknown): Promise<void> {
+  private async refuse (taskId: string, error: unknown, verifiedRevision?: number): Promise<void> {
     const reason = (error as { reason?: string }).reason ?? 'refused'
     const message = `manifest refused: ${describeError(error)}`
     this.refusals.refuse({ subject: 'manifest', reason, taskId, message: describeError(error) }, 'error')
@@ -493,7 +606,9 @@ export class Agent extends EventEmitter<AgentEvents> {
     const base: LocalTask = existing ?? {
       taskId, revision: 1, state: 'pending', attempt: 0, failures: 0, seq: 0, bytesFromPeers: 0, bytesFromOrigin: 0, updatedAt: this.now()
     }
-    const updated = await this.outbox.record(base, { state: 'failed', bytesTotal: 0, bytesDone: 0, bytesFromPeers: base.bytesFromPeers, bytesFromOrigin: base.bytesFromOrigin, message })
+    // An older revision that verified (a rollback) is reported under its own number: the coordinator knows no later one.
+    const reportAs = verifiedRevision !== undefined ? { revision: Math.min(verifiedRevision, base.revision) } : {}
+    const updated = await this.outbox.record(base, { state: 'failed', bytesTotal: 0, bytesDone: 0, bytesFromPeers: base.bytesFromPeers, bytesFromOrigin: base.bytesFromOrigin, message }, reportAs)
     await this.store.putTask({ ...base, seq: updated.seq, message })
   }
 
@@ -506,7 +621,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   private async consider (manifest: Manifest, envelope: SignedEnvelope, mode?: 'finish'): Promise<void> {
     let existing = await this.store.getTask(manifest.taskId)
     if (existing !== undefined && existing.revision > manifest.revision) {
-      await this.refuse(manifest.taskId, new StaleRevisionError(existing.revision, manifest.revision))
+      await this.refuse(manifest.taskId, new StaleRevisionError(existing.revision, manifest.revision), manifest.revision)
       return
     }
     if (existing?.manifest !== undefined && existing.revision === manifest.revision) {
@@ -603,6 +718,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       installRoot: this.installRoot,
       packageRoot: this.init.packageRoot !== undefined ? resolve(this.init.packageRoot) : this.installRoot,
       vpn: this.vpn,
+      windows: this.windows,
       now: this.now,
       ...(this.init.rebootCommand !== undefined ? { rebootCommand: this.init.rebootCommand } : {}),
       ...(this.init.retrySoonMs !== undefined ? { retrySoonMs: this.init.retrySoonMs } : {}),
@@ -617,6 +733,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       } else if (SETTLED_STATES.has(result.state) || result.final === true) {
         this.unpinTask(result.taskId)
       }
+      if (result.pendingReboot !== undefined && result.state === 'succeeded-reboot-pending') this.awaitRebootWindow(result)
     }, error => {
       // The attempt could not even record its failure (a full disk, say): the state stays as it was, and the task is tried again soon.
       this.logger.error({ taskId: task.taskId, err: describeError(error) }, 'task attempt could not complete')
@@ -647,6 +764,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     for (const { timer } of this.retryTimers.values()) clearTimeout(timer)
     await this.loop
     await Promise.all([...this.running.values()].map(async running => { await running.done }))
+    await Promise.all([...this.rebootWaits.values()])
     await this.prefetcher?.stop()
     await this.reporter?.stop()
     await this.siteStatus?.stop()

@@ -2,8 +2,10 @@ import { readFile } from 'node:fs/promises'
 import { Command, Option } from 'commander'
 import { normalizeFingerprint, splitRunArgs, type TlsTrust } from '../protocol/index.js'
 import { runAgent, type RunAgentOptions } from './main.js'
-import { parseMetricsListen } from './metrics.js'
+import { parseMetricsListen } from './metrics-listen.js'
 import { BYTES_PER_KB } from './tasks/runner.js'
+import { AGENT_VERSION } from './version.js'
+import { optionValuesOf, parseRunAs, readAgentConfig } from './config-file.js'
 
 function list (value: string): string[] {
   return value.split(',').map(item => item.trim()).filter(item => item !== '')
@@ -63,6 +65,21 @@ async function withDevice (options: { data: string, insecureHttp?: boolean }, bo
   }
 }
 
+/** Options whose default comes from the environment: a config file does not override them when set. */
+const ENVIRONMENT_BACKED = new Set(['coordinator', 'enrollToken', 'ca', 'pinSha256', 'swarmKey'])
+
+/** The options of `agent start` with a config file's settings under them: the command line and the environment win. */
+function withConfigFile (options: Record<string, any>, command: Command, fileValues: Record<string, unknown>): Record<string, any> {
+  const merged = { ...options }
+  for (const [key, value] of Object.entries(fileValues)) {
+    const source = command.getOptionValueSource(key)
+    if (source === 'cli' || source === 'env') continue
+    if (ENVIRONMENT_BACKED.has(key) && options[key] !== undefined) continue
+    merged[key] = value
+  }
+  return merged
+}
+
 function onOff (value: string): boolean {
   if (value === 'on') return true
   if (value === 'off') return false
@@ -74,10 +91,11 @@ function onOff (value: string): boolean {
  * reaches (a test wrapper uses them); the meshdeploy command passes none.
  */
 export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command {
-  const agent = new Command('agent').description('run the device agent; request self-service packages')
+  const agent = new Command('agent').description('run the device agent; request self-service packages').version(AGENT_VERSION)
   withTrustOptions(agent.command('start'))
     .description('enroll (first start) and run the agent until stopped')
-    .requiredOption('--data <dir>', 'data folder: identity, task state, chunk cache')
+    .option('--config <file>', 'YAML file with any of these options by their camelCase names (data, coordinator, enrollToken, site, listen, …; the agent packages install /etc/meshdeploy/agent.yaml); options given here or in the environment win')
+    .option('--data <dir>', 'data folder: identity, task state, chunk cache (needed here or in the config file)')
     .option('--coordinator <url>', 'coordinator URL (needed at enrollment; afterwards the enrolled one is used)', process.env.MESHDEPLOY_URL)
     .option('--enroll-token <token>', 'enrollment token, for the first start', process.env.MESHDEPLOY_ENROLL_TOKEN)
     .option('--site <name>', 'site this device belongs to')
@@ -93,18 +111,40 @@ export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command
     .addOption(new Option('--peer-list <on|off>', 'dial the site peers the coordinator lists').argParser(onOff).default(true, 'on'))
     .addOption(new Option('--status-gossip <on|off>', 'send status records up through the site\'s gossip and its elected relay; off: each to the coordinator directly').argParser(onOff).default(true, 'on'))
     .option('--upload-kbps <n>', 'cap on what this device uploads to peers, KB/s of 1024 bytes', positiveInteger)
+    .option('--max-peers <n>', 'connections to site peers kept at most (default 16): a bounded, rotating set rather than the whole site', positiveInteger)
     .option('--swarm-key <file>', 'private network: encrypt every peer connection with this pre-shared key (meshdeploy agent swarm-key); peers without it are refused (env MESHDEPLOY_SWARM_KEY)', environment('MESHDEPLOY_SWARM_KEY'))
     .option('--cache-max-mb <n>', 'bound on the chunk cache, MiB (default 10240); packages a task needs stay', positiveInteger)
     .option('--site-cache', 'act as the site\'s cache: fetch the packages of tasks that target the site ahead and keep them')
     .option('--metrics-listen <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (a bare PORT listens on 127.0.0.1); off unless given', parseMetricsListen)
     .option('--clock-skew-seconds <n>', 'tolerated difference between this clock and the coordinator\'s (at most 3600)', positiveInteger)
+    .option('--time-zone <zone>', 'IANA zone that maintenance windows without a zone of their own are evaluated in (default: the system\'s)')
     .option('--vpn-interfaces <prefixes>', 'name prefixes of VPN interfaces, comma separated (default tun,tap,wg,ppp,utun,ipsec,cscotun,gpd,fortissl,zt,nordlynx,tailscale)', list)
     .option('--vpn-check-seconds <n>', 'how often a task deferred by a VPN looks again', positiveInteger)
     .option('--reboot-command <command>', 'command that reboots this device; it gets MESHDEPLOY_REBOOT_DELAY_SECONDS, MESHDEPLOY_REBOOT_MESSAGE, MESHDEPLOY_REBOOT_FORCE_CLOSE_APPS (default: shutdown -r)', splitRunArgs)
     .option('--retry-soon-seconds <n>', 'wait after an installer asks to retry soon (exit 1618)', positiveInteger)
+    .option('--run-installers-as <user>', 'start installers, detection and reboot commands as this user (root, or UID[:GID]): for an agent that runs as its own user with CAP_SETUID and CAP_SETGID, as the agent packages\' unit does', parseRunAs)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
-    .addHelpText('after', '\nExample:\n  meshdeploy agent start --data /var/lib/meshdeploy --coordinator https://deploy.example.org:8650 --enroll-token mde_… --site berlin --ca /etc/meshdeploy/ca.pem\n  meshdeploy agent start --data /var/lib/meshdeploy --site-cache --upload-kbps 20480 --cache-max-mb 51200')
-    .action(async options => {
+    .addHelpText('after', '\nExample:\n  meshdeploy agent start --data /var/lib/meshdeploy --coordinator https://deploy.example.org:8650 --enroll-token mde_… --site berlin --ca /etc/meshdeploy/ca.pem\n  meshdeploy agent start --data /var/lib/meshdeploy --site-cache --upload-kbps 20480 --cache-max-mb 51200\n  meshdeploy agent start --config /etc/meshdeploy/agent.yaml')
+    .action(async (commandOptions, command: Command) => {
+      let options: Record<string, any> = commandOptions
+      if (commandOptions.config !== undefined) {
+        try {
+          options = withConfigFile(commandOptions, command, optionValuesOf(await readAgentConfig(commandOptions.config)))
+        } catch (error) {
+          process.stderr.write(`meshdeploy agent: ${(error as Error).message}\n`)
+          process.exitCode = 2
+          return
+        }
+      }
+      if (options.data === undefined) {
+        process.stderr.write('meshdeploy agent: a data folder is needed (--data, or data: in the config file)\n')
+        process.exitCode = 2
+        return
+      }
+      if (options.runInstallersAs !== undefined) {
+        const { runChildProcessesAs } = await import('./install/process.js')
+        runChildProcessesAs(options.runInstallersAs)
+      }
       let coordinatorUrl: string | undefined = options.coordinator
       if (coordinatorUrl === undefined) {
         const { loadIdentity } = await import('./identity.js')
@@ -134,6 +174,7 @@ export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command
         ...(tls !== undefined ? { tls } : {}),
         ...(options.insecureHttp === true ? { allowInsecureHttp: true } : {}),
         ...(options.clockSkewSeconds !== undefined ? { clockSkewMs: options.clockSkewSeconds * 1000 } : {}),
+        ...(options.timeZone !== undefined ? { timeZone: options.timeZone } : {}),
         coordinatorUrl,
         installRoot: options.installRoot,
         logLevel: options.logLevel,
@@ -160,6 +201,7 @@ export function agentCommand (overrides: Partial<RunAgentOptions> = {}): Command
               ...(options.listen !== undefined ? { listen: options.listen } : {}),
               ...(options.announce !== undefined ? { announce: options.announce } : {}),
               ...(options.uploadKbps !== undefined ? { uploadBytesPerSecond: options.uploadKbps * BYTES_PER_KB } : {}),
+              ...(options.maxPeers !== undefined ? { peerSet: { maxPeers: options.maxPeers } } : {}),
               ...(swarmKey !== undefined ? { swarmKey } : {})
             }
       })

@@ -1,7 +1,7 @@
 import http from 'node:http'
 import https from 'node:https'
 import {
-  InsecureTransportError, PROBLEM_CONTENT_TYPE, TooLargeError, TimeoutError, createHttpsAgent, trustFailureOf,
+  AGENT_SESSION_HEADER, InsecureTransportError, randomId, PROBLEM_CONTENT_TYPE, TooLargeError, TimeoutError, createHttpsAgent, trustFailureOf,
   type Problem, type SignedEnvelope, type TlsTrust
 } from '../protocol/index.js'
 import { CoordinatorError, CoordinatorUnreachableError } from './errors.js'
@@ -28,6 +28,8 @@ export interface EnrollAnswer {
   coordinatorKeyId: string
   /** Key rotations that led to the key; absent from coordinators that never rotated. */
   coordinatorKeySequence?: number
+  /** The device's first certificate, presented to its site peers (later ones come with assignments answers). */
+  certificate?: SignedEnvelope
 }
 
 export interface AssignmentAnswer {
@@ -36,9 +38,13 @@ export interface AssignmentAnswer {
   /** `mode: 'finish'`: the task is paused or deleted; finish what is under way, start nothing. */
   assignments: Array<{ taskId: string, revision: number, manifest: SignedEnvelope, mode?: 'finish' }>
   /** The site's other devices and their libp2p addresses. */
-  peers?: Array<{ deviceId: string, peerId: string, addresses: string[] }>
-  /** Peer ids of every enrolled device: nobody else may connect. */
-  allowedPeerIds?: string[]
+  peers?: Array<{ deviceId: string, peerId: string, addresses: string[], siteCache?: boolean }>
+  /** Active devices of the site, this one included. */
+  siteDevices?: number
+  /** This device's certificate, signed by the coordinator: presented to every peer it connects to. Verified by the peers. */
+  certificate?: SignedEnvelope
+  /** Devices whose certificates no longer count. */
+  revokedDeviceIds?: string[]
   /** For a site cache: tasks of its site to fetch ahead. */
   prefetch?: Array<{ taskId: string, revision: number, manifest: SignedEnvelope }>
   /** A clear-cache request not carried out yet. */
@@ -49,6 +55,8 @@ export interface AssignmentAnswer {
   keyRotations?: unknown[]
   /** The gossip topic of the device's site (status records, relay election). */
   statusTopic?: string
+  /** The device's maintenance windows, signed by the coordinator; verified before use. */
+  maintenanceWindows?: unknown
 }
 
 /** What the agent tells the coordinator about itself. */
@@ -108,6 +116,8 @@ export interface CoordinatorClientInit {
   tls?: TlsTrust
   /** Accept an http:// URL. @default false */
   allowInsecureHttp?: boolean
+  /** Names this client's requests, so that the coordinator tells two agents with one credential apart. @default a random id */
+  sessionId?: string
 }
 
 export interface RequestOptions {
@@ -133,6 +143,8 @@ export class CoordinatorClient {
   private credential?: string
   private readonly requestTimeoutMs: number
   private readonly maxJsonBytes: number
+  /** Sent with every request (AGENT_SESSION_HEADER): one agent, one session. */
+  readonly sessionId: string
   private readonly agent: http.Agent
 
   constructor (init: CoordinatorClientInit) {
@@ -142,6 +154,7 @@ export class CoordinatorClient {
     if (init.credential !== undefined) this.credential = init.credential
     this.requestTimeoutMs = init.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS
     this.maxJsonBytes = init.maxJsonBytes ?? DEFAULT_MAX_JSON_BYTES
+    this.sessionId = init.sessionId ?? randomId('ses')
     this.agent = this.baseUrl.protocol === 'https:'
       ? createHttpsAgent(init.tls ?? {}, { keepAlive: true, maxSockets: 16 })
       : new http.Agent({ keepAlive: true, maxSockets: 16 })
@@ -195,10 +208,13 @@ export class CoordinatorClient {
    * Fetches content bytes from the origin, optionally a byte range. The answer
    * may not be longer than `maxBytes`; `onData` sees each piece as it arrives
    * (for pacing and progress) and may return a promise to hold the stream.
+   * With `into` (at least `maxBytes` long) the bytes are written there as they
+   * arrive, and the answer is the view of it they fill: no buffer per answer.
    */
-  async fetchContent (sha256: string, range: { start: number, end: number } | undefined, maxBytes: number, options: RequestOptions & { onData?: (bytes: number) => Promise<void> | void } = {}): Promise<Buffer> {
+  async fetchContent (sha256: string, range: { start: number, end: number } | undefined, maxBytes: number, options: RequestOptions & { onData?: (bytes: number) => Promise<void> | void, into?: Uint8Array } = {}): Promise<Buffer> {
     const headers: Record<string, string> = {}
     if (range !== undefined) headers.range = `bytes=${range.start}-${range.end - 1}`
+    if (options.into !== undefined && options.into.byteLength < maxBytes) throw new RangeError(`the target holds ${options.into.byteLength} bytes, fewer than the ${maxBytes} allowed`)
     const answer = await this.request('GET', `/v1/content/${sha256}`, undefined, { ...options, headers, maxBytes })
     if (answer.status !== 200 && answer.status !== 206) throw this.errorOf(answer)
     return answer.body
@@ -229,12 +245,12 @@ export class CoordinatorClient {
     return new CoordinatorError(status, reason, message, retryAfter !== undefined && Number.isFinite(retryAfterSeconds) && retryAfterSeconds >= 0 ? Math.min(retryAfterSeconds, 3600) * 1000 : undefined)
   }
 
-  private async request (method: string, path: string, payload: unknown, options: RequestOptions & { headers?: Record<string, string>, maxBytes: number, anonymous?: boolean, onData?: (bytes: number) => Promise<void> | void }): Promise<Answer> {
+  private async request (method: string, path: string, payload: unknown, options: RequestOptions & { headers?: Record<string, string>, maxBytes: number, anonymous?: boolean, onData?: (bytes: number) => Promise<void> | void, into?: Uint8Array }): Promise<Answer> {
     const url = new URL(path, this.baseUrl)
     const signals = [AbortSignal.timeout(options.timeoutMs ?? this.requestTimeoutMs)]
     if (options.signal !== undefined) signals.push(options.signal)
     const signal = AbortSignal.any(signals)
-    const headers: Record<string, string> = { accept: 'application/json', ...options.headers }
+    const headers: Record<string, string> = { accept: 'application/json', [AGENT_SESSION_HEADER]: this.sessionId, ...options.headers }
     let data: Buffer | undefined
     if (payload !== undefined) {
       data = Buffer.from(JSON.stringify(payload))
@@ -251,13 +267,18 @@ export class CoordinatorClient {
       const request = transport.request(url, { method, headers, agent: this.agent, signal }, response => {
         const parts: Buffer[] = []
         let received = 0
+        // A success answer goes straight into the caller's buffer; anything else (a problem document) is collected.
+        const status = response.statusCode ?? 0
+        const into = options.into !== undefined && status >= 200 && status < 300 ? options.into : undefined
         response.on('data', (piece: Buffer) => {
-          received += piece.byteLength
-          if (received > options.maxBytes) {
+          if (received + piece.byteLength > options.maxBytes) {
+            received += piece.byteLength
             response.destroy(new TooLargeError(`answer to ${method} ${url.pathname}`, options.maxBytes))
             return
           }
-          parts.push(piece)
+          if (into !== undefined) into.set(piece, received)
+          else parts.push(piece)
+          received += piece.byteLength
           const held = options.onData?.(piece.byteLength)
           if (held instanceof Promise) {
             response.pause()
@@ -267,7 +288,8 @@ export class CoordinatorClient {
         response.on('end', () => {
           this.reachability.succeeded()
           const retryAfter = response.headers['retry-after']
-          resolve({ status: response.statusCode ?? 0, body: Buffer.concat(parts), contentType: response.headers['content-type'], ...(retryAfter !== undefined ? { retryAfter } : {}) })
+          const body = into !== undefined ? Buffer.from(into.buffer, into.byteOffset, received) : parts.length === 1 ? parts[0] : Buffer.concat(parts)
+          resolve({ status: response.statusCode ?? 0, body, contentType: response.headers['content-type'], ...(retryAfter !== undefined ? { retryAfter } : {}) })
         })
         response.on('error', error => {
           if (options.signal?.aborted !== true && !(error instanceof TooLargeError)) this.reachability.failed()

@@ -46,6 +46,16 @@ export class NotApplicableError extends MeshdeployError {
   }
 }
 
+/** Chunks in the cache failed their hash when the package file was assembled from them; they were dropped, to be fetched again. */
+export class CachedChunksCorruptError extends MeshdeployError {
+  readonly chunks: string[]
+  constructor (chunks: string[], options?: ErrorOptions) {
+    super(`${chunks.length} cached chunk(s) failed their hash when the package file was assembled; they were dropped`, 'cached-chunks-corrupt', options)
+    this.name = 'CachedChunksCorruptError'
+    this.chunks = chunks
+  }
+}
+
 /** An installer ran and failed. */
 export class InstallFailedError extends MeshdeployError {
   readonly exitCode: number | null

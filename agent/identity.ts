@@ -1,9 +1,8 @@
-import { randomBytes } from 'node:crypto'
-import { mkdir, open, readFile, rename } from 'node:fs/promises'
+import { mkdir, readFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { z } from 'zod'
-import { fromHex, generateKeyPair, keyIdOf, keyPairFromSecret, toHex, type Ed25519KeyPair, type FollowedChain, type TlsTrust } from '../protocol/index.js'
+import { fromHex, generateKeyPair, writeFileAtomic, keyIdOf, keyPairFromSecret, toHex, type Ed25519KeyPair, type FollowedChain, type TlsTrust } from '../protocol/index.js'
 import type { CoordinatorClient } from './coordinator-client.js'
 import { IdentityCorruptError, NotEnrolledError } from './errors.js'
 import { currentArch, currentPlatform } from './platform.js'
@@ -98,22 +97,7 @@ export async function loadIdentity (dataDir: string): Promise<Identity | undefin
 /** Replaces agent.json so that a crash leaves the old or the new file whole: temporary file, flush, rename, flush the folder. */
 async function saveIdentity (dataDir: string, stored: StoredIdentity): Promise<void> {
   await mkdir(dataDir, { recursive: true, mode: 0o700 })
-  const path = identityPath(dataDir)
-  const temporary = `${path}.${randomBytes(6).toString('hex')}.tmp`
-  const file = await open(temporary, 'wx', 0o600)
-  try {
-    await file.writeFile(JSON.stringify(stored, null, 2) + '\n')
-    await file.sync()
-  } finally {
-    await file.close()
-  }
-  await rename(temporary, path)
-  const folder = await open(dataDir, 'r')
-  try {
-    await folder.sync()
-  } finally {
-    await folder.close()
-  }
+  await writeFileAtomic(identityPath(dataDir), JSON.stringify(stored, null, 2) + '\n')
 }
 
 async function updateIdentity (dataDir: string, change: (stored: StoredIdentity) => void): Promise<void> {
@@ -164,7 +148,7 @@ export interface EnrollInit {
  * ed25519 device key (its libp2p peer id follows from it), a device
  * credential, and the coordinator's public key, pinned from then on.
  */
-export async function loadOrEnroll (init: EnrollInit): Promise<{ identity: Identity, enrolled: boolean }> {
+export async function loadOrEnroll (init: EnrollInit): Promise<{ identity: Identity, enrolled: boolean, certificate?: unknown }> {
   const existing = await loadIdentity(init.dataDir)
   if (existing !== undefined) return { identity: existing, enrolled: false }
   if (init.enrollToken === undefined) throw new NotEnrolledError()
@@ -196,5 +180,6 @@ export async function loadOrEnroll (init: EnrollInit): Promise<{ identity: Ident
   }
   if (init.tls !== undefined && (init.tls.caPem !== undefined || init.tls.pinSha256 !== undefined)) stored.tls = init.tls
   await saveIdentity(init.dataDir, stored)
-  return { identity: fromStored(stored), enrolled: true }
+  // The certificate is checked by the caller (and by every peer it is presented to) before it is kept.
+  return { identity: fromStored(stored), enrolled: true, ...(answer.certificate !== undefined ? { certificate: answer.certificate } : {}) }
 }

@@ -4,6 +4,9 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { ChunkOrigin } from './download/origin-source.js'
 import type { MeshNetwork } from './p2p/network.js'
 import type { PieceSource } from './protocols/chunk/index.js'
+import type { MetricsListen } from './metrics-listen.js'
+
+export { parseMetricsListen, type MetricsListen } from './metrics-listen.js'
 
 export type ByteSource = 'peer' | 'origin'
 
@@ -99,23 +102,13 @@ export class AgentMetrics {
         const bytes = await source.readPiece(request, options)
         this.bytesServed.inc(bytes.byteLength)
         return bytes
-      }
+      },
+      donePiece: bytes => { source.donePiece?.(bytes) }
     }
   }
 }
 
-export interface MetricsListen {
-  host: string
-  port: number
-}
 
-/** Parses `HOST:PORT` (or `PORT`, on loopback). */
-export function parseMetricsListen (value: string): MetricsListen {
-  const match = /^(?:(\[[0-9a-fA-F:]+\]|[^:]+):)?(\d{1,5})$/.exec(value)
-  const port = Number(match?.[2])
-  if (match === null || port > 65535) throw new Error(`${value} is not HOST:PORT`)
-  return { host: (match[1] ?? '127.0.0.1').replace(/^\[|\]$/g, ''), port }
-}
 
 /** Serves GET /metrics and nothing else. */
 export async function serveMetrics (metrics: AgentMetrics, listen: MetricsListen): Promise<{ server: Server, url: string }> {

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events'
 import { describeError, signStatusRecord, statusRecordKey, type SignedEnvelope, type StatusRecord } from '../protocol/index.js'
 import type { CoordinatorClient, StatusAnswer } from './coordinator-client.js'
 import type { Identity } from './identity.js'
-import type { AgentStore, LocalTask } from './state/store.js'
+import type { AgentStore, LocalTask, OutboxEntry } from './state/store.js'
 import type { Logger } from '../protocol/logger.js'
 import { RefusalLog } from './refusals.js'
 
@@ -21,6 +21,9 @@ export interface OutboxInit {
   maxBackoffMs?: number
   now?: () => number
 }
+
+/** Records kept in memory at most while the store cannot write (a full disk); the oldest give way. */
+export const MAX_UNSTORED_RECORDS = 1000
 
 export type StatusFields = Omit<StatusRecord, 'type' | 'deviceId' | 'taskId' | 'revision' | 'attempt' | 'seq' | 'at'>
 
@@ -73,6 +76,13 @@ export class Outbox extends EventEmitter<{ delivered: [count: number], rejected:
   private router?: StatusRouter
   /** Record key → its outbox id, for acknowledgements that name keys. */
   private index?: Map<string, string>
+  /**
+   * Records the store could not write (its disk is full): they are sent like
+   * the stored ones, so that the failure and its reason still reach the
+   * coordinator, but do not outlive the process.
+   */
+  private readonly unstored = new Map<string, OutboxEntry & { id: string }>()
+  private unstoredCounter = 0
   private indexing?: Promise<Map<string, string>>
 
   constructor (init: OutboxInit) {
@@ -109,12 +119,13 @@ export class Outbox extends EventEmitter<{ delivered: [count: number], rejected:
    * Issues the task's next status record: signs it, saves it with the task's
    * new state in one durable write, and starts delivery.
    */
-  async record (task: LocalTask, fields: StatusFields): Promise<LocalTask> {
+  async record (task: LocalTask, fields: StatusFields, options: { revision?: number } = {}): Promise<LocalTask> {
     const record: StatusRecord = {
       type: 'meshdeploy.status',
       deviceId: this.identity.deviceId,
       taskId: task.taskId,
-      revision: task.revision,
+      // The task keeps its revision; only the record may name another (an older one it refused).
+      revision: options.revision ?? task.revision,
       attempt: Math.max(1, task.attempt),
       seq: task.seq + 1,
       at: this.now(),
@@ -127,18 +138,45 @@ export class Outbox extends EventEmitter<{ delivered: [count: number], rejected:
     const envelope = signStatusRecord(record, this.identity.key)
     const key = statusRecordKey(record)
     const index = await this.keyIndex()
-    const id = await this.store.commitStatus(updated, { key, envelope, addedAt: record.at })
+    const entry: OutboxEntry = { key, envelope, addedAt: record.at }
+    let id: string
+    try {
+      id = await this.store.commitStatus(updated, entry)
+    } catch (error) {
+      if (this.stopped) throw error
+      id = this.keepUnstored(entry, error)
+    }
     index.set(key, id)
     this.emit('recorded')
     this.flushSoon()
     return updated
   }
 
+  /** Keeps a record the store could not write in memory, for delivery; returns its id there. */
+  private keepUnstored (entry: OutboxEntry, error: unknown): string {
+    const id = `unstored:${String(++this.unstoredCounter).padStart(12, '0')}`
+    this.unstored.set(id, { id, ...entry })
+    if (this.unstored.size > MAX_UNSTORED_RECORDS) {
+      const [oldest] = this.unstored.values()
+      this.unstored.delete(oldest.id)
+      this.index?.delete(oldest.key)
+    }
+    this.logger.error({ err: describeError(error), key: entry.key, unstored: this.unstored.size }, 'cannot write a status record to the store (is the disk full?); it is kept in memory and sent as it is')
+    return id
+  }
+
+  /** Records waiting, oldest first: those held in memory, then the outbox's. */
+  private async batch (limit: number): Promise<Array<{ id: string } & OutboxEntry>> {
+    const out = [...this.unstored.values()].slice(0, limit)
+    if (out.length < limit) out.push(...await this.store.outboxBatch(limit - out.length))
+    return out
+  }
+
   /** Records waiting, oldest first, at most `limit` of them and about `maxBytes` of envelopes. */
   async pending (limit: number, maxBytes = Number.POSITIVE_INFINITY): Promise<PendingRecord[]> {
     const out: PendingRecord[] = []
     let bytes = 0
-    for (const entry of await this.store.outboxBatch(limit)) {
+    for (const entry of await this.batch(limit)) {
       const size = entry.envelope.payload.length + entry.envelope.signature.length + 100
       if (out.length > 0 && bytes + size > maxBytes) break
       bytes += size
@@ -175,7 +213,17 @@ export class Outbox extends EventEmitter<{ delivered: [count: number], rejected:
       keys.push(refusal.key)
     }
     if (ids.length === 0) return 0
-    await this.store.removeFromOutbox(ids)
+    const storedIds = ids.filter(id => !this.unstored.delete(id))
+    try {
+      await this.store.removeFromOutbox(storedIds)
+    } catch (error) {
+      // The store cannot write (a full disk): the records stay and go again; the coordinator takes them as duplicates.
+      this.logger.warn({ err: describeError(error), records: storedIds.length }, 'cannot drop delivered status records from the store; they will be sent again')
+      for (const [at, id] of ids.entries()) if (!storedIds.includes(id)) index.delete(keys[at])
+      const dropped = ids.length - storedIds.length
+      if (dropped > 0) this.emit('delivered', dropped)
+      return dropped
+    }
     for (const key of keys) index.delete(key)
     this.emit('delivered', ids.length)
     return ids.length
@@ -223,7 +271,7 @@ export class Outbox extends EventEmitter<{ delivered: [count: number], rejected:
 
   private async deliver (): Promise<void> {
     while (!this.stopped) {
-      const batch = await this.store.outboxBatch(this.batchSize)
+      const batch = await this.batch(this.batchSize)
       if (batch.length === 0) {
         this.backoffMs = this.minBackoffMs
         return

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events'
 import type { Logger } from '../protocol/logger.js'
 
 /** What was refused: a manifest, a key rotation, a chunk's bytes, a peer, a status record (refused by the coordinator) or a status gossip message. */
-export type RefusalSubject = 'manifest' | 'key-rotation' | 'chunk' | 'peer' | 'status'
+export type RefusalSubject = 'manifest' | 'key-rotation' | 'chunk' | 'peer' | 'status' | 'maintenance-windows'
 
 export interface Refusal {
   subject: RefusalSubject

@@ -3,8 +3,7 @@ import { mkdir, rm } from 'node:fs/promises'
 import { dirname, join, posix } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { randomBytes } from 'node:crypto'
-import { list as listTar, extract as extractTar } from 'tar'
-import yauzl from 'yauzl'
+import type yauzl from 'yauzl'
 import { MeshdeployError, PathEscapeError } from '../../protocol/index.js'
 import { staysInside } from './paths.js'
 import { mergeTree, type MergeOptions, type MergeResult } from './distribute.js'
@@ -43,6 +42,7 @@ async function checkTar (file: string, destination: string): Promise<string[]> {
   const entries: string[] = []
   let problem: Error | undefined
   try {
+    const { list: listTar } = await import('tar')
     await listTar({
       file,
       strict: true,
@@ -68,6 +68,8 @@ const S_IFMT = 0o170000
 const S_IFLNK = 0o120000
 
 async function openZip (file: string): Promise<yauzl.ZipFile> {
+  // The archive readers load with the first archive: most agents never install one.
+  const { default: yauzl } = await import('yauzl')
   return await new Promise((resolve, reject) => {
     yauzl.open(file, { lazyEntries: true, validateEntrySizes: true, strictFileNames: true, decodeStrings: true }, (error, zip) => {
       if (error !== null || zip === undefined) reject(new CorruptArchiveError(`the zip archive cannot be read: ${error?.message ?? 'unknown error'}`, { cause: error }))
@@ -140,6 +142,7 @@ export async function extractArchive (file: string, kind: ArchiveKind, destinati
     if (kind === 'zip') {
       await walkZip(file, destination, staging)
     } else {
+      const { extract: extractTar } = await import('tar')
       await extractTar({ file, cwd: staging, strict: true, preservePaths: false, preserveOwner: false, unlink: true })
     }
     return { ...await mergeTree(staging, destination, options), entries: entries.length }

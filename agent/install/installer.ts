@@ -8,6 +8,7 @@ import { installCommand, type CommandLine } from './commands.js'
 import { runInstaller, type InstallOutcome } from './run.js'
 import { currentPlatform } from '../platform.js'
 import { ensureDpkgDatabase } from './linux-packages.js'
+import { installCapture } from './capture/index.js'
 
 export type { InstallOutcome }
 
@@ -18,6 +19,8 @@ export interface InstallContext {
   packageRoot: string
   /** Scratch folder of the task. */
   workDir: string
+  /** The agent's data folder: capture packages keep their undo journals there. */
+  dataDir?: string
   /** @default the running platform */
   platform?: Platform
   signal?: AbortSignal
@@ -109,13 +112,14 @@ async function installArchive (manifest: Manifest, packageFile: string, context:
  * Installs or distributes a verified package file as its manifest says.
  * Every kind has its installer: msiexec, the exe, cmd for batch files,
  * PowerShell, macOS installer, dpkg, rpm, sh, archive extraction with an
- * entry script, or a plain copy. Installers of another platform are refused.
+ * entry script, a plain copy, or a capture package's changes with an undo journal. Installers of another platform are refused.
  */
 export async function install (manifest: Manifest, packageFile: string, context: InstallContext): Promise<InstallOutcome> {
   const { kind } = manifest.package
   if (manifest.action === 'distribute-files') return await distribute(manifest, packageFile, context)
   if (manifest.action !== 'install') throw new UnsupportedKindError(`install() does not ${manifest.action}`)
   if (ARCHIVE_KINDS.has(kind)) return await installArchive(manifest, packageFile, context)
+  if (kind === 'capture') return await installCapture(manifest, packageFile, context)
   if (kind === 'file') throw new UnsupportedKindError('a plain file has no installer; distribute it with the distribute-files action')
   checkPlatform(kind, context)
   if (kind === 'shell' || kind === 'exe') await chmod(packageFile, 0o700)

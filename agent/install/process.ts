@@ -16,6 +16,19 @@ export interface RunInit {
   captureStdout?: boolean
 }
 
+/** The user and group child processes are started as; unset: the agent's own. */
+let childCredentials: { uid: number, gid: number } | undefined
+
+/**
+ * Starts every installer, detection command and reboot command as this user
+ * from now on. An agent that runs as its own user with CAP_SETUID, CAP_SETGID
+ * and CAP_KILL (the agent packages' systemd unit) starts them as root, which
+ * dpkg, rpm and most installers require, and can still stop them.
+ */
+export function runChildProcessesAs (credentials: { uid: number, gid: number } | undefined): void {
+  childCredentials = credentials
+}
+
 /** Bound on the standard output kept for parsing (reg query of every installed product, pkgutil --files). */
 export const MAX_CAPTURED_STDOUT_BYTES = 16 * 1024 * 1024
 
@@ -62,7 +75,8 @@ export async function runProcess (init: RunInit): Promise<RunResult> {
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: process.platform !== 'win32',
     windowsVerbatimArguments: init.verbatim === true,
-    windowsHide: true
+    windowsHide: true,
+    ...(childCredentials !== undefined && process.platform !== 'win32' ? childCredentials : {})
   })
   const captured: Buffer[] = []
   let capturedBytes = 0

@@ -15,6 +15,7 @@ import { findProducts, quietUninstallCommand } from './windows.js'
 import { parsePkgFiles, parsePkgInfo } from './macos.js'
 import { currentPlatform } from '../platform.js'
 import { ensureDpkgDatabase } from './linux-packages.js'
+import { undoCapture } from './capture/index.js'
 
 const NEEDS: Partial<Record<UninstallSpec['type'], string>> = { msi: 'windows', 'windows-registry': 'windows', 'macos-pkgutil': 'macos', 'linux-package': 'linux' }
 
@@ -115,6 +116,8 @@ export async function uninstall (manifest: Manifest, packageFile: string | undef
       }
       return done(`removed ${removed} of ${spec.paths.length} path(s)`)
     }
+    case 'capture':
+      return await undoCapture(manifest, context)
     case 'distributed-files': {
       if (packageFile === undefined) throw new UnsupportedKindError('removing distributed files needs the package content')
       const destination = underInstallRoot(context.installRoot, spec.destination)

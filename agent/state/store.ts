@@ -19,6 +19,8 @@ export interface LocalTask {
   rerun?: number
   /** The boot a pending reboot was reported in: a later boot means the reboot happened. */
   bootId?: string
+  /** A reboot the task's policy asks for, waiting for a maintenance window. */
+  pendingReboot?: { delaySeconds: number, message: string, forceCloseApps: boolean }
   /** Last status sequence number issued. */
   seq: number
   bytesFromPeers: number

@@ -8,8 +8,17 @@ export interface RelayElectionInit {
   salt: string
   /** A peer not heard for this long is gone. @default DEFAULT_LIVENESS_MS */
   livenessMs?: number
+  /**
+   * Agents besides the relay that keep saying they are there, ready to take
+   * over; the others stay quiet, so a site's heartbeats do not grow with it.
+   * @default DEFAULT_RELAY_STANDBYS
+   */
+  standbys?: number
   now: () => number
 }
+
+/** Relay candidates that heartbeat besides the relay. */
+export const DEFAULT_RELAY_STANDBYS = 2
 
 interface Candidate {
   reachesCoordinator: boolean
@@ -28,6 +37,7 @@ export class RelayElection {
   readonly self: string
   private readonly salt: string
   private readonly livenessMs: number
+  private readonly standbys: number
   private readonly now: () => number
   private readonly peers = new Map<string, Candidate>()
   private readonly scores = new Map<string, string>()
@@ -37,6 +47,7 @@ export class RelayElection {
     this.self = init.self
     this.salt = init.salt
     this.livenessMs = init.livenessMs ?? DEFAULT_LIVENESS_MS
+    this.standbys = init.standbys ?? DEFAULT_RELAY_STANDBYS
     this.now = init.now
   }
 
@@ -101,6 +112,25 @@ export class RelayElection {
       if (candidate.reachesCoordinator) consider(peer)
     }
     return best
+  }
+
+  /**
+   * Whether this agent's heartbeats matter: it reaches the coordinator and
+   * fewer than the relay and its standbys that are heard now would win
+   * before it. The others are quiet; when heartbeats of those ahead stop,
+   * the next in line hears fewer of them and speaks up, so the site always
+   * hears its relay and the standbys, and never more.
+   */
+  shouldHeartbeat (): boolean {
+    if (!this.selfReaches) return false
+    const now = this.now()
+    const own = this.score(this.self)
+    let ahead = 0
+    for (const [peer, candidate] of this.peers) {
+      if (candidate.reachesCoordinator && this.alive(candidate, now) && this.score(peer) < own) ahead++
+      if (ahead > this.standbys) return false
+    }
+    return true
   }
 
   isRelay (): boolean {

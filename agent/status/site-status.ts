@@ -26,6 +26,8 @@ export interface SiteStatusInit {
   heartbeatIntervalMs?: number
   /** @default DEFAULT_LIVENESS_MS */
   livenessMs?: number
+  /** Relay candidates that heartbeat besides the relay. @default DEFAULT_RELAY_STANDBYS */
+  relayStandbys?: number
   /** @default DEFAULT_REPUBLISH_INTERVAL_MS */
   republishIntervalMs?: number
   /** @default DEFAULT_DIRECT_FALLBACK_MS */
@@ -117,7 +119,8 @@ export class SiteStatus extends EventEmitter<SiteStatusEvents> implements Status
       self: this.gossip.selfId,
       salt: this.gossip.topic,
       now: this.now,
-      ...(this.init.livenessMs !== undefined ? { livenessMs: this.init.livenessMs } : {})
+      ...(this.init.livenessMs !== undefined ? { livenessMs: this.init.livenessMs } : {}),
+      ...(this.init.relayStandbys !== undefined ? { standbys: this.init.relayStandbys } : {})
     })
     election.setSelfReaches(this.init.reachability.reachable)
     return election
@@ -170,7 +173,8 @@ export class SiteStatus extends EventEmitter<SiteStatusEvents> implements Status
 
   private tick (): void {
     if (this.stopped) return
-    void this.heartbeat()
+    // Only the relay and its standbys heartbeat: the others would make every agent's traffic grow with the site.
+    if (this.election.shouldHeartbeat()) void this.heartbeat()
     this.evaluate()
     this.heartbeatTimer = setTimeout(() => { this.tick() }, this.heartbeatIntervalMs)
     this.heartbeatTimer.unref()

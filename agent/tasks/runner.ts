@@ -8,7 +8,7 @@ import type { Logger } from '../../protocol/logger.js'
 import type { ChunkCache } from '../cache.js'
 import type { DownloadProgress, PackageFetcher } from '../download/downloader.js'
 import { TokenBucket } from '../download/token-bucket.js'
-import { ChunkUnavailableError, DetectionFailedError, DiskFullError, InstallFailedError } from '../errors.js'
+import { CachedChunksCorruptError, ChunkUnavailableError, DetectionFailedError, DiskFullError, InstallFailedError, NotApplicableError } from '../errors.js'
 import { ensureFreeSpace, isNoSpaceError } from '../disk-space.js'
 import { detect, NO_RULE_DETAIL, type DetectionResult } from '../install/detection.js'
 import { install, type InstallContext } from '../install/installer.js'
@@ -19,17 +19,24 @@ import { applicabilityProblem, currentArch, currentPlatform } from '../platform.
 import type { AgentStore, LocalTask } from '../state/store.js'
 import { VpnDetector } from '../vpn.js'
 import { assemblePackage } from './assemble.js'
+import { DependencyFailedError, SupersededRemovalError, contentOf, dependencyManifest, neededInstallMs, planRollout, removalManifest, type RolloutPlan } from './rollout-steps.js'
+import { REBOOT_WINDOW_MS, type WindowWatch } from './window-gate.js'
+import type { ManifestPackage } from '../../protocol/index.js'
 import { systemBootId, type BootIdentity } from '../boot.js'
 
 const IN_PROGRESS_STATES: ReadonlySet<DeviceTaskState> = new Set(['downloading', 'verifying', 'installing'])
 
 /** Failures that another attempt cannot fix: the device fails for good at once. */
-const FINAL_ERRORS: ReadonlySet<string> = new Set(['BadSignatureError', 'UnsupportedKindError', 'PathEscapeError', 'UnsupportedEntryError'])
+const FINAL_ERRORS: ReadonlySet<string> = new Set(['BadSignatureError', 'UnsupportedKindError', 'PathEscapeError', 'UnsupportedEntryError', 'CapturePathError', 'MalformedCaptureError'])
+/** Failures that carry an installer's exit code and output. */
+const INSTALLER_ERRORS: ReadonlySet<string> = new Set(['InstallFailedError', 'DependencyFailedError', 'SupersededRemovalError'])
 
 /** Wait before retrying after an installer asked to (1618: another installation in progress). */
 export const RETRY_SOON_MS = 5 * 60 * 1000
 /** KB/s in a task's bandwidth cap are 1024 bytes per second. */
 export const BYTES_PER_KB = 1024
+/** Times an attempt fetches again the chunks that failed their hash at assembly, before the failure counts. */
+export const MAX_ASSEMBLY_REFETCHES = 2
 
 /** Why the agent withdrew a running attempt (the reason of the `withdrawn` signal). */
 export type WithdrawReason = 'cancelled' | 'expired' | 'held'
@@ -58,6 +65,8 @@ export interface RunnerInit {
   bootId?: BootIdentity
   /** Least time between two progress records of a download. @default 1000 */
   progressIntervalMs?: number
+  /** The device's maintenance windows; tasks that respect them install and reboot only inside one. @default none: any time */
+  windows?: WindowWatch
   /** @default the running platform and architecture */
   platform?: Platform
   arch?: Architecture
@@ -117,7 +126,7 @@ export class TaskRunner {
 
   private async report (fields: Partial<StatusFields> & Pick<StatusFields, 'state'>, progress?: DownloadProgress): Promise<void> {
     const full: StatusFields = {
-      bytesTotal: progress?.bytesTotal ?? (needsContent(this.manifest) ? this.manifest.package.sizeBytes : 0),
+      bytesTotal: progress?.bytesTotal ?? (this.bytesTotal > 0 ? this.bytesTotal : needsContent(this.manifest) ? this.manifest.package.sizeBytes : 0),
       bytesDone: progress?.bytesDone ?? 0,
       bytesFromPeers: this.task.bytesFromPeers,
       bytesFromOrigin: this.task.bytesFromOrigin,
@@ -131,6 +140,7 @@ export class TaskRunner {
       installRoot: this.init.installRoot,
       packageRoot: this.init.packageRoot ?? this.init.installRoot,
       workDir: join(this.init.dataDir, 'work', this.manifest.taskId),
+      dataDir: this.init.dataDir,
       platform: this.init.platform ?? currentPlatform(),
       signal: this.signal
     }
@@ -172,23 +182,26 @@ export class TaskRunner {
       }
       await rm(workDir, { recursive: true, force: true })
       await mkdir(workDir, { recursive: true, mode: 0o700 })
-      let file: string | undefined
-      if (needsContent(manifest)) {
-        this.phase = 'downloading'
-        await this.download()
-        await this.report({ state: 'verifying', bytesDone: manifest.package.sizeBytes })
-        file = await assemblePackage(manifest.package, this.init.cache, workDir, this.signal)
-        this.verifyPublisher()
+      const plan = await planRollout(manifest, async rule => await detect(rule, this.context))
+      const content = contentOf(plan, manifest, needsContent(manifest))
+      this.bytesTotal = content.reduce((sum, pkg) => sum + pkg.sizeBytes, 0)
+      let files = new Map<string, string>()
+      if (content.length > 0) {
+        // Content downloads at any time, so that the device is ready when its window opens.
+        files = await this.fetchAndAssemble(content, workDir)
         this.phase = 'waiting'
-        await this.waitWhileVpn(manifest.package.sizeBytes)
+        await this.waitWhileVpn(this.bytesTotal)
       }
+      await this.waitForWindow(neededInstallMs(plan, manifest))
       this.signal.throwIfAborted()
       this.phase = 'installing'
       this.installing = true
       const doing = manifest.action === 'uninstall' ? 'uninstalling' : manifest.action === 'distribute-files' ? 'placing files' : 'installing'
-      await this.report({ state: 'installing', message: doing, bytesDone: file !== undefined ? manifest.package.sizeBytes : 0 })
+      await this.report({ state: 'installing', message: doing, bytesDone: this.bytesTotal })
       // A running installer is never killed by a withdrawal or a stop: half an install is worse than a late one.
       const { signal: _signal, ...context } = this.context
+      const before_ = await this.prepare(plan, files, context)
+      const file = files.get(manifest.package.id)
       const outcome = manifest.action === 'uninstall' ? await uninstall(manifest, file, context) : await install(manifest, file!, context)
       if (outcome.outcome === 'failure') throw new InstallFailedError(outcome.message, outcome.exitCode, outcome.outputTail)
       if (outcome.outcome === 'retry') return await this.retrySoon(outcome.exitCode, outcome.message)
@@ -196,8 +209,9 @@ export class TaskRunner {
       if (after !== undefined && manifest.action === 'uninstall' && after.installed) throw new DetectionFailedError(`${outcome.message}, but the detection rule still holds: ${after.detail}`)
       if (after !== undefined && manifest.action !== 'uninstall' && !after.installed) throw new DetectionFailedError(`${outcome.message}, but the detection rule does not hold: ${after.detail}`)
       const detail = after?.detail ?? (manifest.action === 'distribute-files' ? undefined : NO_RULE_DETAIL)
-      const message = [outcome.message, detail].filter(part => part !== undefined).join('; ')
-      return await this.finish(outcome.outcome, outcome.exitCode, message)
+      const message = [before_, outcome.message, detail].filter(part => part !== undefined && part !== '').join('; ')
+      const rebootNeeded = outcome.outcome === 'success' && this.dependencyNeedsReboot ? 'success-reboot-required' : outcome.outcome
+      return await this.finish(rebootNeeded, outcome.exitCode, message)
     } catch (error) {
       if (this.shutdown.aborted) return this.task
       if (this.withdrawn.aborted && !this.installing) return await this.withdraw()
@@ -208,6 +222,100 @@ export class TaskRunner {
     }
   }
 
+  /** A dependency's installer asked for a reboot: the task's reboot policy applies as if the package's own had. */
+  private dependencyNeedsReboot = false
+  /** Bytes of every package this attempt needs: its own and those of missing dependencies and replaced packages. */
+  private bytesTotal = 0
+
+  /**
+   * Installs the missing dependencies in order and removes replaced packages,
+   * each checked by its detection rule; returns what was done, for the
+   * status message. A failure throws DependencyFailedError or
+   * SupersededRemovalError with the reason.
+   */
+  private async prepare (plan: RolloutPlan, files: ReadonlyMap<string, string>, context: Omit<InstallContext, 'signal'> & { packageRoot: string }): Promise<string> {
+    const done: string[] = []
+    for (const [index, dependency] of plan.missing.entries()) {
+      const label = `${dependency.package.name} ${dependency.package.version}`
+      await this.report({ state: 'installing', message: `installing dependency ${label} (${index + 1} of ${plan.missing.length})`, bytesDone: this.bytesTotal })
+      const outcome = await install(dependencyManifest(this.manifest, dependency), files.get(dependency.package.id)!, context)
+      if (outcome.outcome === 'failure' || outcome.outcome === 'retry') throw new DependencyFailedError(`the dependency ${label} failed: ${outcome.message}`, outcome.exitCode, outcome.outputTail)
+      const after = await detect(dependency.install.detection!, context)
+      if (!after.installed) throw new DependencyFailedError(`the dependency ${label} installed, but its detection rule does not hold: ${after.detail}`, outcome.exitCode)
+      if (outcome.outcome !== 'success') this.dependencyNeedsReboot = true
+      done.push(`dependency ${label} installed`)
+    }
+    for (const superseded of plan.replace) {
+      const label = `${superseded.package.name} ${superseded.package.version}`
+      await this.report({ state: 'installing', message: `removing ${label}, which this package replaces`, bytesDone: this.bytesTotal })
+      const outcome = await uninstall(removalManifest(this.manifest, superseded), superseded.content !== undefined ? files.get(superseded.content.id) : undefined, context)
+      if (outcome.outcome === 'failure' || outcome.outcome === 'retry') throw new SupersededRemovalError(`removing the superseded ${label} failed: ${outcome.message}`, outcome.exitCode, outcome.outputTail)
+      const after = await detect(superseded.detection, context)
+      if (after.installed) throw new SupersededRemovalError(`the superseded ${label} was removed, but its detection rule still holds: ${after.detail}`, outcome.exitCode)
+      done.push(`replaced ${label}`)
+    }
+    for (const superseded of plan.upgrade) done.push(`upgrading ${superseded.package.name} ${superseded.package.version}`)
+    return done.join('; ')
+  }
+
+  /**
+   * Waits, when the task respects maintenance windows, for one that stays
+   * open long enough for the installs; the device shows waiting-for-window
+   * with the next start. Devices without windows install at any time.
+   */
+  private async waitForWindow (neededMs: number): Promise<void> {
+    const windows = this.init.windows
+    if (this.manifest.conditions.maintenanceWindows !== 'respect' || windows === undefined) return
+    let reported: number | undefined | null = null
+    for (;;) {
+      const slot = windows.slotFor(neededMs)
+      const now = this.now()
+      if (slot !== undefined && slot.startMs <= now) return
+      const next = slot?.startMs
+      if (next !== reported) {
+        const minutes = Math.ceil(neededMs / 60_000)
+        const message = next !== undefined
+          ? `content ready; waiting for the maintenance window that opens at ${new Date(next).toISOString()} (needs ${minutes} minute(s) for the install)`
+          : `content ready; no maintenance window of this device in the next 400 days stays open the ${minutes} minute(s) the install may take; waiting for the windows to change`
+        this.init.logger.info({ taskId: this.task.taskId, windowAt: next }, 'waiting for a maintenance window')
+        await this.report({ state: 'waiting-for-window', message, bytesDone: this.bytesTotal, ...(next !== undefined ? { windowAt: next } : {}) })
+        reported = next
+      }
+      await windows.sleep(next, this.signal)
+    }
+  }
+
+  /**
+   * Downloads the packages and assembles their files. Chunks the cache held
+   * that fail their hash at assembly (bit rot, a damaged disk) are dropped
+   * and fetched again at once, within the attempt: the device is not at
+   * fault, and waiting a retry delay for them would help nothing.
+   */
+  private async fetchAndAssemble (packages: readonly ManifestPackage[], workDir: string): Promise<Map<string, string>> {
+    this.phase = 'downloading'
+    await this.download(packages)
+    await this.report({ state: 'verifying', bytesDone: this.bytesTotal })
+    const files = new Map<string, string>()
+    for (const [index, pkg] of packages.entries()) {
+      const folder = join(workDir, `package-${index}`)
+      await mkdir(folder, { recursive: true, mode: 0o700 })
+      for (let refetch = 0; ; refetch++) {
+        try {
+          files.set(pkg.id, await assemblePackage(pkg, this.init.cache, folder, this.signal))
+          break
+        } catch (error) {
+          if (!(error instanceof CachedChunksCorruptError) || refetch >= MAX_ASSEMBLY_REFETCHES) throw error
+          this.init.logger.warn({ taskId: this.task.taskId, chunks: error.chunks.length, refetch: refetch + 1 }, 'cached chunks failed their hash at assembly; fetching them again')
+          this.phase = 'downloading'
+          await this.download([pkg])
+        }
+      }
+      this.verifyPublisher(pkg)
+    }
+    return files
+  }
+
+
   /** Evaluates the detection rule; undefined when the package has none (the install state cannot be determined). */
   private async detect (): Promise<DetectionResult | undefined> {
     const rule = this.manifest.install.detection
@@ -216,10 +324,10 @@ export class TaskRunner {
   }
 
   /** The publisher signature the coordinator checked at upload, checked again against the file just assembled. */
-  private verifyPublisher (): void {
-    const signature = this.manifest.package.publisherSignature
+  private verifyPublisher (pkg: ManifestPackage): void {
+    const signature = pkg.publisherSignature
     if (signature === undefined) return
-    verifyPackageSignature(this.manifest.package.sha256, signature, publicKeyFromHex(signature.publicKey))
+    verifyPackageSignature(pkg.sha256, signature, publicKeyFromHex(signature.publicKey))
   }
 
   /** Waits while a VPN is connected, if the task says so; the device shows deferred-vpn meanwhile. */
@@ -256,6 +364,15 @@ export class TaskRunner {
       return this.task
     }
     let note = plan.reason
+    const windows = this.init.windows
+    if (plan.action === 'reboot' && this.manifest.conditions.maintenanceWindows === 'respect' && windows !== undefined && !windows.openNow()) {
+      // The reboot waits for a maintenance window; the agent makes it then (and after its own restart).
+      const slot = windows.slotFor(REBOOT_WINDOW_MS)
+      this.task = { ...this.task, bootId: await (this.init.bootId ?? systemBootId)(), pendingReboot: { delaySeconds: plan.delaySeconds, message: plan.message, forceCloseApps: plan.forceCloseApps } }
+      const when = slot !== undefined ? `the maintenance window at ${new Date(slot.startMs).toISOString()}` : 'a maintenance window (none fits yet)'
+      await this.report({ state: 'succeeded-reboot-pending', exitCode, message: `${message}; ${plan.reason.replace(/: restarting now$/, '')}; the reboot waits for ${when}`.slice(0, 3900), bytesDone, ...(slot !== undefined ? { windowAt: slot.startMs } : {}) })
+      return this.task
+    }
     if (plan.action === 'reboot') {
       const result = await requestReboot(plan, { platform: this.init.platform ?? currentPlatform(), ...(this.init.rebootCommand !== undefined ? { command: this.init.rebootCommand } : {}) })
       const at = new Date(this.now() + plan.delaySeconds * 1000).toISOString()
@@ -291,67 +408,80 @@ export class TaskRunner {
     return this.task
   }
 
-  /** Room for the chunks still missing and for the assembled file, before a byte is written. */
-  private async ensureSpace (): Promise<void> {
-    const pkg = this.manifest.package
+  /** Room for the chunks still missing and for the assembled files, before a byte is written. */
+  private async ensureSpace (packages: readonly ManifestPackage[]): Promise<void> {
     let missingBytes = 0
-    for (const [index, sha256] of pkg.chunks.entries()) if (!this.init.cache.has(sha256)) missingBytes += chunkLengthOf(pkg, index)
-    await ensureFreeSpace(this.init.dataDir, missingBytes + pkg.sizeBytes)
+    for (const pkg of packages) {
+      for (const [index, sha256] of pkg.chunks.entries()) if (!this.init.cache.has(sha256)) missingBytes += chunkLengthOf(pkg, index)
+      missingBytes += pkg.sizeBytes
+    }
+    await ensureFreeSpace(this.init.dataDir, missingBytes)
   }
 
-  private async download (): Promise<void> {
+  /** Brings every package of the attempt into the cache, one after the other, reporting progress over them all. */
+  private async download (packages: readonly ManifestPackage[]): Promise<void> {
     const { manifest } = this
-    await this.ensureSpace()
+    await this.ensureSpace(packages)
     const interval = this.init.progressIntervalMs ?? 1000
     let lastReport = 0
     let pending: Promise<void> = Promise.resolve()
-    const baseFromOrigin = this.task.bytesFromOrigin
-    const baseFromPeers = this.task.bytesFromPeers
     const bucket = manifest.limits.bandwidthKBps !== undefined
       ? new TokenBucket({ bytesPerSecond: manifest.limits.bandwidthKBps * BYTES_PER_KB })
       : undefined
     await this.report({ state: 'downloading' })
-    let progress: DownloadProgress
+    let doneBefore = 0
     try {
-      progress = await this.init.fetchPackage({
-        taskId: manifest.taskId,
-        pkg: manifest.package,
-        ...(bucket !== undefined ? { bucket } : {}),
-        signal: this.signal,
-        onProgress: current => {
-          this.task.bytesFromOrigin = baseFromOrigin + current.bytesFromOrigin
-          this.task.bytesFromPeers = baseFromPeers + current.bytesFromPeers
-          const now = this.now()
-          // Pieces that land after the attempt was stopped are not reported: the agent may be closing its store.
-          if (this.signal.aborted || now - lastReport < interval || current.chunksDone === current.chunksTotal) return
-          lastReport = now
-          pending = pending.then(async () => { await this.report({ state: 'downloading' }, current) })
-        }
-      })
-    } catch (error) {
+      for (const pkg of packages) {
+        const baseFromOrigin = this.task.bytesFromOrigin
+        const baseFromPeers = this.task.bytesFromPeers
+        const progress = await this.init.fetchPackage({
+          taskId: manifest.taskId,
+          pkg,
+          ...(bucket !== undefined ? { bucket } : {}),
+          signal: this.signal,
+          onProgress: current => {
+            this.task.bytesFromOrigin = baseFromOrigin + current.bytesFromOrigin
+            this.task.bytesFromPeers = baseFromPeers + current.bytesFromPeers
+            const now = this.now()
+            // Pieces that land after the attempt was stopped are not reported: the agent may be closing its store.
+            if (this.signal.aborted || now - lastReport < interval || current.chunksDone === current.chunksTotal) return
+            lastReport = now
+            const overall = { ...current, bytesTotal: this.bytesTotal, bytesDone: doneBefore + current.bytesDone }
+            pending = pending.then(async () => { await this.report({ state: 'downloading' }, overall) })
+          }
+        })
+        // A progress report under way replaces the task's local state when it is recorded: the final counts go in after it.
+        await pending.catch(() => {})
+        this.task.bytesFromOrigin = baseFromOrigin + progress.bytesFromOrigin
+        this.task.bytesFromPeers = baseFromPeers + progress.bytesFromPeers
+        doneBefore += pkg.sizeBytes
+      }
+    } finally {
       // A progress report still under way ends before the attempt does (and before the agent closes its store).
       await pending.catch(() => {})
-      throw error
     }
-    await pending
-    this.task.bytesFromOrigin = baseFromOrigin + progress.bytesFromOrigin
-    this.task.bytesFromPeers = baseFromPeers + progress.bytesFromPeers
   }
 
   private async fail (error: unknown): Promise<LocalTask> {
+    // An installer that finds the package is not for this device (a capture of another distribution) says so like the platform check.
+    if (error instanceof NotApplicableError) {
+      await this.report({ state: 'not-applicable', message: error.message.slice(0, 3900), bytesDone: this.manifest.package.sizeBytes })
+      return this.task
+    }
     if (error instanceof DiskFullError) return await this.transientFailure(error, `${error.message}; free some space`)
     if (isNoSpaceError(error)) return await this.transientFailure(error, `the disk holding ${this.init.dataDir} is full (${describeError(error)}); free some space`)
     if (error instanceof ChunkUnavailableError && isUnreachable(error.cause)) return await this.transientFailure(error, `the origin is out of reach and no site peer holds chunk ${error.index} (${describeError(error.cause)})`)
     const failures = this.task.failures + 1
     const maxAttempts = this.manifest.limits.maxAttempts
     const final = failures >= maxAttempts || isFinalError(error)
-    const exitCode = error instanceof InstallFailedError ? error.exitCode : undefined
+    const exitCode = error instanceof Error && INSTALLER_ERRORS.has(error.name) ? (error as { exitCode?: number | null }).exitCode : undefined
     const retryAt = final ? undefined : this.now() + this.manifest.limits.retryDelaySeconds * 1000
     const parts = [describeError(error), `attempt ${this.task.attempt} of ${maxAttempts}`]
     if (retryAt !== undefined) parts.push(`next try at ${new Date(retryAt).toISOString()}`)
     else if (failures < maxAttempts) parts.push('not retried: another attempt cannot fix this')
     else parts.push('no attempts left')
-    if (error instanceof InstallFailedError && error.outputTail !== '') parts.push(`output: ${error.outputTail.slice(-1500)}`)
+    const outputTail = error instanceof Error && INSTALLER_ERRORS.has(error.name) ? (error as InstallFailedError).outputTail : ''
+    if (outputTail !== '') parts.push(`output: ${outputTail.slice(-1500)}`)
     this.init.logger.warn({ taskId: this.task.taskId, err: describeError(error), attempt: this.task.attempt, final }, 'task attempt failed')
     this.task = { ...this.task, failures }
     const fields: Partial<StatusFields> & Pick<StatusFields, 'state'> = { state: 'failed', message: parts.join('; ').slice(0, 3900), final }
