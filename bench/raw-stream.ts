@@ -1,8 +1,8 @@
 // The baseline of the mesh throughput figure: the same bytes over one raw
 // libp2p stream (tcp + noise + yamux, the agents' configuration) between
 // two processes, with nothing else done to them.
-//   node raw-stream.js receive            prints its address, counts what arrives, answers the total
-//   node raw-stream.js send ADDRESS BYTES prints { bytes, ms }
+//   node raw-stream.js receive            prints its address, counts what arrives, answers the total and its CPU time
+//   node raw-stream.js send ADDRESS BYTES prints { bytes, ms, senderCpuSeconds, receiverCpuSeconds }
 import '../protocol/polyfill.js'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Stream } from '@libp2p/interface'
@@ -25,8 +25,10 @@ if (mode === 'receive') {
   const receiver = await node()
   await receiver.handle(PROTOCOL, async (stream: Stream) => {
     let total = 0
+    const cpu = process.cpuUsage()
     for await (const piece of stream) total += piece.byteLength
-    stream.send(new TextEncoder().encode(String(total)))
+    const used = process.cpuUsage(cpu)
+    stream.send(new TextEncoder().encode(JSON.stringify({ total, cpuSeconds: (used.user + used.system) / 1e6 })))
     await stream.close()
   })
   process.stdout.write(receiver.getMultiaddrs()[0].toString() + '\n')
@@ -38,13 +40,16 @@ if (mode === 'receive') {
   const stream = await sender.dialProtocol(multiaddr(address), PROTOCOL, { signal: AbortSignal.timeout(10_000) })
   const block = new Uint8Array(BLOCK_BYTES)
   const started = performance.now()
+  const cpu = process.cpuUsage()
   for (let sent = 0; sent < total; sent += BLOCK_BYTES) await sendBytes(stream, block.subarray(0, Math.min(BLOCK_BYTES, total - sent)), { signal: AbortSignal.timeout(60_000) })
   await stream.close()
   let answer = ''
   for await (const piece of stream) answer += new TextDecoder().decode(piece.subarray())
   const ms = performance.now() - started
-  if (Number(answer) !== total) throw new Error(`the receiver counted ${answer} bytes, not ${total}`)
-  process.stdout.write(JSON.stringify({ bytes: total, ms }) + '\n')
+  const used = process.cpuUsage(cpu)
+  const counted = JSON.parse(answer) as { total: number, cpuSeconds: number }
+  if (counted.total !== total) throw new Error(`the receiver counted ${counted.total} bytes, not ${total}`)
+  process.stdout.write(JSON.stringify({ bytes: total, ms, senderCpuSeconds: (used.user + used.system) / 1e6, receiverCpuSeconds: counted.cpuSeconds }) + '\n')
   await sender.stop()
 } else {
   process.stderr.write('usage: raw-stream receive | raw-stream send ADDRESS BYTES\n')

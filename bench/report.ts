@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process'
 import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { cpus, totalmem, release } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
+import { basename, dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { TopLevelSpec } from 'vega-lite'
 import { renderSvg } from './charts.js'
@@ -73,25 +73,31 @@ export interface ScenarioResult {
   chart?: TopLevelSpec
 }
 
-/** Prints the table, saves the JSON under bench/results/ and appends the table to bench/RESULTS.md. */
+/**
+ * Prints the table, saves the summary (figures, parameters, machine; no raw samples) as
+ * `bench/results/<scenario>-<stamp>.json`, the raw samples beside it as `….raw.json` (kept out of
+ * git: they run to megabytes), and appends the table to bench/RESULTS.md.
+ */
 export async function publish (result: ScenarioResult): Promise<string> {
   const resultsDir = join(BENCH_DIR, 'results')
   await mkdir(resultsDir, { recursive: true })
   const stamp = result.startedAt.replace(/[:.]/g, '-')
   const file = join(resultsDir, `${result.scenario}-${stamp}.json`)
+  const rawFile = join(resultsDir, `${result.scenario}-${stamp}.raw.json`)
   const charts = [...(result.charts ?? [])]
   if (result.chart !== undefined) {
     const chartFile = `${result.scenario}-${stamp}.svg`
     await writeFile(join(resultsDir, chartFile), await renderSvg(result.chart))
     charts.push(`results/${chartFile}`)
   }
-  const { chart: _spec, ...rest } = result
-  const document = { ...rest, charts, machine: machine(), commit: gitCommit() }
+  const { chart: _spec, raw, ...rest } = result
+  const document = { ...rest, charts, machine: machine(), commit: gitCommit(), rawFile: basename(rawFile) }
   await writeFile(file, JSON.stringify(document, null, 2) + '\n')
+  await writeFile(rawFile, JSON.stringify({ scenario: result.scenario, startedAt: result.startedAt, raw }) + '\n')
   const table = renderTable(result.figures)
-  process.stdout.write(`\n${result.scenario} (${(result.durationMs / 1000).toFixed(0)} s)\n${table}\n\nsaved ${file}${charts.map(chart => `\nchart ${join(BENCH_DIR, chart)}`).join('')}\n`)
+  process.stdout.write(`\n${result.scenario} (${(result.durationMs / 1000).toFixed(0)} s)\n${table}\n\nsaved ${file} (raw samples: ${rawFile})${charts.map(chart => `\nchart ${join(BENCH_DIR, chart)}`).join('')}\n`)
   const markdown = join(BENCH_DIR, 'RESULTS.md')
-  const existing = await readFile(markdown, 'utf8').catch(() => '# Benchmark results\n\nEach run appends its table here; the raw figures are in `bench/results/`.\n')
+  const existing = await readFile(markdown, 'utf8').catch(() => '# Benchmark results\n\nEach run appends its table here; summaries and charts are in `bench/results/`, raw samples in `*.raw.json` beside them (not in git).\n')
   const m = document.machine
   const section = `\n## ${result.scenario} — ${result.startedAt}\n\n${m.cores} cores (${m.cpuModel}), ${(m.memoryBytes / 2 ** 30).toFixed(0)} GiB, kernel ${m.kernel}, node ${m.node}, commit ${document.commit}. Parameters: ${JSON.stringify(result.parameters)}\n\n${table}\n${charts.map(chart => `\n![${result.scenario}](${chart})\n`).join('')}`
   await writeFile(markdown, existing.endsWith('\n') ? existing : existing + '\n')

@@ -8,6 +8,11 @@ import { meshOriginShare } from './scenarios/mesh-origin-share.js'
 import { meshThroughput } from './scenarios/mesh-throughput.js'
 import { statusIngest } from './scenarios/status-ingest.js'
 import { statusWan } from './scenarios/status-wan.js'
+import { captureScenario } from './scenarios/capture.js'
+import { simScenario } from './scenarios/sim.js'
+import { agentCost } from './scenarios/agent-cost.js'
+import { storeBackends } from './scenarios/store-backends.js'
+import { scaleScenario } from './scenarios/scale.js'
 
 interface Scenario {
   description: string
@@ -16,6 +21,13 @@ interface Scenario {
 
 /** Every benchmark, by name: `npm run bench -- --scenario NAME`. */
 export const SCENARIOS: Record<string, Scenario> = {
+  'store-backends': {
+    description: 'enroll/s, wake p99 and status records/s of a coordinator on level, on PostgreSQL, and of two coordinators on one PostgreSQL, in one run (--devices, --records-per-device)',
+    run: async options => await storeBackends({
+      ...(options.devices !== undefined ? { devices: Number(options.devices) } : {}),
+      ...(options['records-per-device'] !== undefined ? { recordsPerDevice: Number(options['records-per-device']) } : {})
+    })
+  },
   'ingest-origin': {
     description: 'upload ingest of a 1 GiB file against sha256sum, and one agent fetching it from the origin on loopback (--size-mib)',
     run: async options => await ingestOrigin(options['size-mib'] !== undefined ? { sizeMiB: Number(options['size-mib']) } : {})
@@ -48,6 +60,58 @@ export const SCENARIOS: Record<string, Scenario> = {
       ...(options.devices !== undefined ? { devices: Number(options.devices) } : {}),
       ...(options.batch !== undefined ? { batch: Number(options.batch) } : {}),
       ...(options.concurrency !== undefined ? { concurrency: Number(options.concurrency) } : {})
+    })
+  },
+  capture: {
+    description: 'capture start on a root of 100,000 small files (time, CPU, memory against 10,000 files) against find | xargs sha256sum, capture diff after 1,000 changes, and the capture package against the changed content (--files, --changed)',
+    run: async options => await captureScenario({
+      ...(options.files !== undefined ? { files: Number(options.files) } : {}),
+      ...(options.changed !== undefined ? { changed: Number(options.changed) } : {})
+    })
+  },
+  sim: {
+    description: 'discrete-event simulation of one site (the agent\'s picker, election, token bucket and peer set over modelled links): WAN copies, last device ÷ bound, control bytes per device (--devices 100,1000, --size-mib, --wan-mbit, --lan-mbit, --delay-ms, --cap-mbit, --max-peers, --churn, --sample-size, --origin-streams, --seed)',
+    run: async options => {
+      const number = (name: string): number | undefined => {
+        const text = options[name]
+        if (text === undefined) return undefined
+        const value = Number(text)
+        if (!Number.isFinite(value) || value < 0) throw new RangeError(`--${name} must be a number ≥ 0, not ${text}`)
+        return value
+      }
+      const devices = options.devices?.split(',').map(Number)
+      if (devices?.some(count => !Number.isInteger(count) || count < 1) === true) throw new RangeError(`--devices takes site sizes, not ${options.devices}`)
+      return await simScenario({
+        ...(devices !== undefined ? { devices } : {}),
+        ...(number('size-mib') !== undefined ? { sizeMiB: number('size-mib') } : {}),
+        ...(number('wan-mbit') !== undefined ? { wanMbit: number('wan-mbit') } : {}),
+        ...(number('lan-mbit') !== undefined ? { lanMbit: number('lan-mbit') } : {}),
+        ...(number('delay-ms') !== undefined ? { wanDelayMs: number('delay-ms') } : {}),
+        ...(number('cap-mbit') !== undefined ? { capMbit: number('cap-mbit') } : {}),
+        ...(number('max-peers') !== undefined ? { maxPeers: number('max-peers') } : {}),
+        ...(number('churn') !== undefined ? { churn: number('churn') } : {}),
+        ...(number('sample-size') !== undefined ? { sampleSize: number('sample-size') } : {}),
+        ...(number('origin-streams') !== undefined ? { originStreams: number('origin-streams') } : {}),
+        ...(number('seed') !== undefined ? { seed: number('seed') } : {})
+      })
+    }
+  },
+  'agent-cost': {
+    description: 'agent CPU-seconds per 64 MiB on loopback, a site of running agents with the mesh and with --p2p off, beside sha256sum and a raw libp2p stream of the same bytes; start-up CPU, idle CPU, peak RSS (--size-mib, --agents N, --idle-seconds)',
+    run: async options => await agentCost({
+      ...(options['size-mib'] !== undefined ? { sizeMiB: Number(options['size-mib']) } : {}),
+      ...(options.agents !== undefined ? { agents: Number(options.agents) } : {}),
+      ...(options['idle-seconds'] !== undefined ? { idleSeconds: Number(options['idle-seconds']) } : {})
+    })
+  },
+  scale: {
+    description: 'one coordinator, simulated devices over HTTP (own key and credential each): enrollments/s, polls/s, answer size, CPU per unchanged poll, task → held device p50/p99, RSS; at each fleet size in one run (--devices 1000,10000, --held, --sites, --concurrency, --stores level,postgres)',
+    run: async options => await scaleScenario({
+      ...(options.devices !== undefined ? { devices: options.devices.split(',').map(Number) } : {}),
+      ...(options.held !== undefined ? { held: Number(options.held) } : {}),
+      ...(options.sites !== undefined ? { sites: Number(options.sites) } : {}),
+      ...(options.concurrency !== undefined ? { concurrency: Number(options.concurrency) } : {}),
+      ...(options.stores !== undefined ? { stores: options.stores.split(',').map(store => { if (store !== 'level' && store !== 'postgres') throw new RangeError(`--stores takes level and postgres, not ${store}`); return store }) } : {})
     })
   },
   'status-wan': {
@@ -118,6 +182,8 @@ async function main (): Promise<void> {
       agents: { type: 'string' },
       'cap-kbps': { type: 'string' },
       records: { type: 'string' },
+      stores: { type: 'string' },
+      'records-per-device': { type: 'string' },
       devices: { type: 'string' },
       batch: { type: 'string' },
       concurrency: { type: 'string' },
@@ -128,7 +194,17 @@ async function main (): Promise<void> {
       'delay-ms': { type: 'string' },
       loss: { type: 'string' },
       'lan-mbit': { type: 'string' },
-      baseline: { type: 'string' }
+      baseline: { type: 'string' },
+      files: { type: 'string' },
+      changed: { type: 'string' },
+      'idle-seconds': { type: 'string' },
+      'cap-mbit': { type: 'string' },
+      'max-peers': { type: 'string' },
+      churn: { type: 'string' },
+      'sample-size': { type: 'string' },
+      seed: { type: 'string' },
+      'origin-streams': { type: 'string' },
+      held: { type: 'string' }
     },
     allowPositionals: false
   })

@@ -2,12 +2,16 @@ import pLimit from 'p-limit'
 import type { LabAgent, LabFleet } from './fleet.js'
 import { counterAt, counterRates, type CounterSample } from './rates.js'
 import { CounterSampler } from './sampler.js'
+import { DEFAULT_MAX_PEERS } from '../../agent/p2p/peer-set.js'
 
 /** Agents started at once: more only slows each start on a small machine. */
 const START_CONCURRENCY = 8
 const POLL_INTERVAL_MS = 250
 
 /** Agents that join after the task began, and agents killed in the middle of their download. */
+/** Time between the site being connected and the idle window. */
+const IDLE_SETTLE_MS = 10_000
+
 export interface ChurnPlan {
   /** Agents per site (the last hosts of each site) that start only once a device of their site has received `lateAtFraction` of the package (by its interface counters). */
   lateAgentsPerSite: number
@@ -124,7 +128,8 @@ export async function runPhase (init: PhaseInit): Promise<PhaseResult> {
 
   let discoveryMs: number | undefined
   if (p2p) {
-    const startedPerSite = (agent: LabAgent): number => initial.filter(other => other.site === agent.site).length - 1
+    // Every other agent of a small site; in a site larger than the peer set, the connections an agent dials itself (3/8 of its bound).
+    const startedPerSite = (agent: LabAgent): number => Math.min(initial.filter(other => other.site === agent.site).length - 1, Math.ceil(DEFAULT_MAX_PEERS * 3 / 8))
     discoveryMs = await fleet.connected(initial, startedPerSite)
   }
 
@@ -139,6 +144,8 @@ export async function runPhase (init: PhaseInit): Promise<PhaseResult> {
   sampler.start()
   let idleReceiveBytesPerSecond: number | undefined
   if ((init.idleMs ?? 0) > 0) {
+    // Idle is the steady state: the last agents' start-up (their first mDNS queries, dials, peer lists) settles first.
+    await new Promise(resolve => setTimeout(resolve, IDLE_SETTLE_MS))
     const from = Date.now()
     await new Promise(resolve => setTimeout(resolve, init.idleMs))
     sampler.sample()

@@ -14,8 +14,20 @@ export interface MeshThroughputOptions {
   repeats?: number
 }
 
+export interface RawStreamRun {
+  ms: number
+  /** CPU of each side while the bytes moved. */
+  senderCpuSeconds: number
+  receiverCpuSeconds: number
+}
+
 /** The same bytes over one raw libp2p stream between two processes: the transport's own rate. */
 export async function rawStreamMs (bytes: number): Promise<number> {
+  return (await rawStream(bytes)).ms
+}
+
+/** The same bytes over one raw libp2p stream between two processes: the transport's own rate and CPU. */
+export async function rawStream (bytes: number): Promise<RawStreamRun> {
   const receiver = spawn(process.execPath, [RAW_STREAM, 'receive'], { stdio: ['pipe', 'pipe', 'inherit'] })
   try {
     const address = await new Promise<string>((resolve, reject) => {
@@ -27,7 +39,7 @@ export async function rawStreamMs (bytes: number): Promise<number> {
       sender.once('exit', code => { if (code !== 0) reject(new Error(`the raw sender exited with ${code}`)) })
       createInterface({ input: sender.stdout! }).once('line', resolve)
     })
-    return (JSON.parse(line) as { ms: number }).ms
+    return JSON.parse(line) as RawStreamRun
   } finally {
     receiver.stdin!.end()
   }

@@ -1,0 +1,329 @@
+import http from 'node:http'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { generateKeyPair, toHex } from '../../protocol/index.js'
+import { adminClient, startMeshdeploy, temporaryFolder, type BenchProcess } from '../processes.js'
+import { cpuSeconds, figure, peakRssBytes, type Figure, type ScenarioResult } from '../report.js'
+import { TestPostgres } from '../../test/helpers/postgres.js'
+
+export interface ScaleOptions {
+  /** Fleet sizes measured one after the other, each against a fresh coordinator. @default [1000, 10000] */
+  devices?: number[]
+  /** Requests held open at each size (at most the fleet). @default the whole fleet, up to 10,000 */
+  held?: number
+  /** Sites the devices are spread over. @default one per 250 devices */
+  sites?: number
+  /** Requests in flight while enrolling and polling. @default 64 */
+  concurrency?: number
+  /** Store backends measured one after the other in the same run: `level`, `postgres` (a private cluster this run starts). @default ['level'] */
+  stores?: Array<'level' | 'postgres'>
+}
+
+interface SimulatedDevice {
+  id: string
+  credential: string
+  etag?: string
+}
+
+export interface Answer {
+  status: number
+  body: string
+  retryAfter?: string
+}
+
+/** One JSON request of a simulated device (or operator) over a shared keep-alive agent: its status and body as text. */
+export function request (agent: http.Agent, url: URL, options: { method: string, path: string, credential?: string, body?: unknown, signal?: AbortSignal }): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const body = options.body !== undefined ? Buffer.from(JSON.stringify(options.body)) : undefined
+    const outgoing = http.request(new URL(options.path, url), {
+      method: options.method,
+      agent,
+      ...(options.signal !== undefined ? { signal: options.signal } : {}),
+      headers: {
+        ...(body !== undefined ? { 'content-type': 'application/json', 'content-length': String(body.byteLength) } : {}),
+        ...(options.credential !== undefined ? { authorization: `Bearer ${options.credential}` } : {})
+      }
+    }, response => {
+      const parts: Buffer[] = []
+      response.on('data', (part: Buffer) => parts.push(part))
+      response.on('end', () => {
+        const retryAfter = response.headers['retry-after']
+        resolve({ status: response.statusCode ?? 0, body: Buffer.concat(parts).toString('utf8'), ...(typeof retryAfter === 'string' ? { retryAfter } : {}) })
+      })
+      response.on('error', reject)
+    })
+    outgoing.on('error', reject)
+    outgoing.end(body)
+  })
+}
+
+/** Sends with retries on 503/429 (as agents do: after Retry-After, with jitter); counts the overload answers. */
+async function withRetry (send: () => Promise<Answer>, overloads: { count: number }): Promise<Answer> {
+  for (let attempt = 0; ; attempt++) {
+    const answer = await send()
+    if ((answer.status !== 503 && answer.status !== 429) || attempt >= 20) return answer
+    overloads.count++
+    await new Promise(resolve => setTimeout(resolve, 1000 * Number(answer.retryAfter ?? 1) * (0.5 + Math.random())))
+  }
+}
+
+async function pool<T> (items: T[], concurrency: number, work: (item: T, index: number) => Promise<void>): Promise<void> {
+  let next = 0
+  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, async () => {
+    while (next < items.length) {
+      const index = next++
+      await work(items[index], index)
+    }
+  }))
+}
+
+function percentile (sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]
+}
+
+interface SizeResult {
+  devices: number
+  held: number
+  enrollPerSecond: number
+  healthPerSecond: number
+  firstPollPerSecond: number
+  answerBytesMax: number
+  unchangedPollCpuMs: number
+  taskCreateMs: number
+  wakeMs: { p50: number, p99: number, max: number }
+  everyDeviceMs: number
+  coordinatorPeakRssBytes: number
+  coordinatorCpuSeconds: number
+  overloadAnswers: number
+  resetConnections: number
+}
+
+/** One fleet size against a fresh coordinator. */
+async function measure (size: number, options: Required<Omit<ScaleOptions, 'devices' | 'stores'>>, root: string, store?: string): Promise<SizeResult> {
+  const held = Math.min(size, options.held)
+  const dataDir = join(root, `coordinator-${size}-${store === undefined ? 'level' : 'postgres'}`)
+  let coordinator: BenchProcess | undefined
+  const agent = new http.Agent({ keepAlive: true, maxSockets: options.concurrency })
+  const holdAgent = new http.Agent({ keepAlive: false, maxSockets: Infinity })
+  const overloads = { count: 0 }
+  try {
+    // The generator is one address standing for a whole fleet: the per-address limit of unauthenticated requests (enrollment) is lifted.
+    coordinator = await startMeshdeploy(['coordinator', 'start', '--data', dataDir, '--port', '0', '--log-level', 'warn', '--anonymous-requests-per-second', '1000000', ...(store !== undefined ? ['--store', store] : [])], `${dataDir}.log`, 'coordinator-started')
+    const url = new URL(coordinator.event.url as string)
+    const api = await adminClient(dataDir, url.toString())
+    const { token } = await api.post('/v1/enrollment-tokens', { maxUses: size })
+    const cpuAtStart = await cpuSeconds(coordinator.pid)
+
+    // Baseline, same coordinator, same run: the cheapest authenticated-free round trip.
+    const healthCount = 2000
+    let started = process.hrtime.bigint()
+    await pool(Array.from({ length: healthCount }), options.concurrency, async () => {
+      const answer = await request(agent, url, { method: 'GET', path: '/v1/health' })
+      if (answer.status !== 200) throw new Error(`health: HTTP ${answer.status}`)
+    })
+    const healthPerSecond = healthCount / (Number(process.hrtime.bigint() - started) / 1e9)
+
+    // Each simulated device has its own ed25519 key and credential.
+    const keys = Array.from({ length: size }, () => generateKeyPair())
+    const devices: SimulatedDevice[] = new Array(size)
+    const sites = Math.max(1, options.sites > 0 ? options.sites : Math.ceil(size / 250))
+    started = process.hrtime.bigint()
+    await pool(keys, options.concurrency, async (key, index) => {
+      const answer = await withRetry(async () => await request(agent, url, {
+        method: 'POST',
+        path: '/v1/agents/enroll',
+        body: { token, publicKey: toHex(key.publicKey), hostname: `sim-${index}`, platform: 'linux', arch: 'x64', site: `site-${index % sites}` }
+      }), overloads)
+      if (answer.status !== 201) throw new Error(`enroll: HTTP ${answer.status} ${answer.body.slice(0, 200)}`)
+      const parsed = JSON.parse(answer.body) as { deviceId: string, credential: string }
+      devices[index] = { id: parsed.deviceId, credential: parsed.credential }
+    })
+    const enrollPerSecond = size / (Number(process.hrtime.bigint() - started) / 1e9)
+
+    // Every device reports addresses, so site samples have something to sample.
+    await pool(devices, options.concurrency, async (device, index) => {
+      const answer = await withRetry(async () => await request(agent, url, {
+        method: 'PUT', path: '/v1/agents/self', credential: device.credential, body: { peerAddresses: [`/ip4/127.0.0.1/tcp/${10_000 + (index % 50_000)}`] }
+      }), overloads)
+      if (answer.status !== 200) throw new Error(`self report: HTTP ${answer.status} ${answer.body.slice(0, 200)}`)
+    })
+
+    let answerBytesMax = 0
+    started = process.hrtime.bigint()
+    await pool(devices, options.concurrency, async device => {
+      const answer = await withRetry(async () => await request(agent, url, { method: 'GET', path: '/v1/agents/assignments', credential: device.credential }), overloads)
+      if (answer.status !== 200) throw new Error(`first poll: HTTP ${answer.status} ${answer.body.slice(0, 200)}`)
+      answerBytesMax = Math.max(answerBytesMax, Buffer.byteLength(answer.body))
+      device.etag = (JSON.parse(answer.body) as { etag: string }).etag
+    })
+    const firstPollPerSecond = size / (Number(process.hrtime.bigint() - started) / 1e9)
+
+    // Polls with a current etag and no wait: what the coordinator spends on one.
+    const unchangedPolls = Math.min(size, 5000)
+    const cpuBeforeUnchanged = await cpuSeconds(coordinator.pid)
+    await pool(devices.slice(0, unchangedPolls), options.concurrency, async device => {
+      const answer = await withRetry(async () => await request(agent, url, { method: 'GET', path: `/v1/agents/assignments?etag=${device.etag!}`, credential: device.credential }), overloads)
+      if (answer.status !== 200) throw new Error(`unchanged poll: HTTP ${answer.status}`)
+    })
+    const unchangedPollCpuMs = (await cpuSeconds(coordinator.pid) - cpuBeforeUnchanged) * 1000 / unchangedPolls
+
+    // Held requests, then one install task for all.
+    await writeFile(join(root, 'tool.sh'), '#!/bin/sh\nexit 0\n')
+    const pkg = await api.uploadPackage(join(root, 'tool.sh'), { name: `scale-${size}`, version: '1' })
+    const woken: number[] = []
+    let createdAt = 0n
+    const resets = { count: 0 }
+    const holders: Array<Promise<void>> = []
+    for (const [index, device] of devices.slice(0, held).entries()) {
+      // Connections open 200 at a time, as agents spread over a poll interval would: no SYN burst beyond the listen backlog.
+      if (index > 0 && index % 200 === 0) await new Promise(resolve => setTimeout(resolve, 25))
+      holders.push((async () => {
+        for (let attempt = 0; attempt < 10; attempt++) {
+          let answer: Answer
+          try {
+            answer = await request(holdAgent, url, { method: 'GET', path: `/v1/agents/assignments?waitSeconds=60&etag=${device.etag!}`, credential: device.credential })
+          } catch {
+            // A reset connection: counted (the issue's failure mode), then tried again as an agent would.
+            resets.count++
+            await new Promise(resolve => setTimeout(resolve, 1000 * (0.5 + Math.random())))
+            continue
+          }
+          if (answer.status === 503 || answer.status === 429) {
+            overloads.count++
+            await new Promise(resolve => setTimeout(resolve, 1000 * Number(answer.retryAfter ?? 1) * (0.5 + Math.random())))
+            continue
+          }
+          if (answer.status !== 200) throw new Error(`held request: HTTP ${answer.status} ${answer.body.slice(0, 200)}`)
+          const list = JSON.parse(answer.body) as { assignments: unknown[] }
+          if (list.assignments.length > 0 && createdAt > 0n) {
+            woken.push(Number(process.hrtime.bigint() - createdAt) / 1e6)
+            return
+          }
+          device.etag = (JSON.parse(answer.body) as { etag: string }).etag
+        }
+      })())
+    }
+    // Give every held request time to reach the coordinator and be registered.
+    await new Promise(resolve => setTimeout(resolve, Math.min(15_000, 2000 + held / 2)))
+    createdAt = process.hrtime.bigint()
+    await api.post('/v1/tasks', { packageId: pkg.id, action: 'install', targets: { all: true } })
+    const taskCreateMs = Number(process.hrtime.bigint() - createdAt) / 1e6
+    await Promise.all(holders)
+    // The others poll on their interval: each once, spread as agents spread their polls.
+    await pool(devices.slice(held), options.concurrency, async device => {
+      const answer = await withRetry(async () => await request(agent, url, { method: 'GET', path: `/v1/agents/assignments?etag=${device.etag!}`, credential: device.credential }), overloads)
+      if (answer.status !== 200 || (JSON.parse(answer.body) as { assignments: unknown[] }).assignments.length === 0) throw new Error(`a polling device did not get the task: HTTP ${answer.status}`)
+    })
+    const everyDeviceMs = Number(process.hrtime.bigint() - createdAt) / 1e6
+    if (woken.length !== held) throw new Error(`${woken.length} of ${held} held devices got the task`)
+    woken.sort((a, b) => a - b)
+    api.close()
+    return {
+      devices: size,
+      held,
+      enrollPerSecond,
+      healthPerSecond,
+      firstPollPerSecond,
+      answerBytesMax,
+      unchangedPollCpuMs,
+      taskCreateMs,
+      wakeMs: { p50: percentile(woken, 0.5), p99: percentile(woken, 0.99), max: woken[woken.length - 1] },
+      everyDeviceMs,
+      coordinatorPeakRssBytes: await peakRssBytes(coordinator.pid),
+      coordinatorCpuSeconds: await cpuSeconds(coordinator.pid) - cpuAtStart,
+      overloadAnswers: overloads.count,
+      resetConnections: resets.count
+    }
+  } finally {
+    agent.destroy()
+    holdAgent.destroy()
+    await coordinator?.stop()
+  }
+}
+
+/**
+ * One coordinator and a fleet of simulated devices over HTTP: each with its
+ * own ed25519 key and credential, enrolled, reporting addresses, polling,
+ * then holding assignments requests open while one install task for all is
+ * created. Run at several fleet sizes in the same run: the figures of the
+ * larger fleet are given as ratios to the smaller (an answer that does not
+ * grow with the fleet stays at 1×), and rates beside the coordinator's
+ * plain health round trip measured in the same run.
+ */
+export async function scaleScenario (options: ScaleOptions = {}): Promise<ScenarioResult> {
+  const sizes = options.devices ?? [1000, 10_000]
+  const resolved = { held: options.held ?? 10_000, sites: options.sites ?? 0, concurrency: options.concurrency ?? 64 }
+  const stores = options.stores ?? ['level']
+  const startedAt = new Date().toISOString()
+  const started = Date.now()
+  const root = await temporaryFolder('scale')
+  try {
+    const figures: Figure[] = []
+    const byStore = new Map<string, SizeResult[]>()
+    for (const backend of stores) {
+      const cluster = backend === 'postgres' ? await TestPostgres.start() : undefined
+      try {
+        const results: SizeResult[] = []
+        for (const size of sizes) results.push(await measure(size, resolved, root.path, cluster !== undefined ? await cluster.createDatabase('scale') : undefined))
+        byStore.set(backend, results)
+      } finally {
+        await cluster?.stop()
+      }
+    }
+    for (const [backend, results] of byStore) {
+    const first = results[0]
+    const on = stores.length > 1 ? `[${backend}] ` : ''
+    for (const result of results) {
+      const n = on + result.devices.toLocaleString('en')
+      figures.push(
+        figure(`${n} devices: enrollments per second`, result.enrollPerSecond, '/s', { atLeast: 1000 }, `${(result.enrollPerSecond / result.healthPerSecond).toFixed(3)} × the health round trip (${result.healthPerSecond.toFixed(0)}/s, same run)`),
+        figure(`${n} devices: first polls per second`, result.firstPollPerSecond, '/s', undefined, `${(result.firstPollPerSecond / result.healthPerSecond).toFixed(3)} × the health round trip`),
+        figure(`${n} devices: largest assignments answer`, result.answerBytesMax / 1024, 'KiB', { atMost: 16 }, 'one task, a site sample of 32 peers'),
+        figure(`${n} devices: coordinator CPU per poll with a current etag`, result.unchangedPollCpuMs, 'ms', { atMost: 1 }),
+        figure(`${n} devices: task create (all devices)`, result.taskCreateMs, 'ms'),
+        figure(`${n} devices, ${result.held.toLocaleString('en')} held: task → held device p50`, result.wakeMs.p50, 'ms', { atMost: 250 }),
+        figure(`${n} devices, ${result.held.toLocaleString('en')} held: task → held device p99`, result.wakeMs.p99, 'ms', { atMost: 1000 }),
+        figure(`${n} devices: task → held device max`, result.wakeMs.max, 'ms'),
+        figure(`${n} devices: task → every device (held, then each of the others polling once)`, result.everyDeviceMs, 'ms'),
+        figure(`${n} devices: coordinator peak RSS`, result.coordinatorPeakRssBytes / 2 ** 20, 'MiB'),
+        figure(`${n} devices: coordinator CPU, whole run`, result.coordinatorCpuSeconds, 'CPU-s'),
+        figure(`${n} devices: overload answers (503/429, retried)`, result.overloadAnswers, ''),
+        figure(`${n} devices: held requests whose connection was reset (retried)`, result.resetConnections, '', { atMost: 0 })
+      )
+      if (result !== first) {
+        const ratio = result.devices / first.devices
+        figures.push(
+          figure(`${on}answer size at ${result.devices.toLocaleString('en')} ÷ at ${first.devices.toLocaleString('en')} devices`, result.answerBytesMax / first.answerBytesMax, '×', { atMost: 1.1 }, `fleet ${ratio}× larger`),
+          figure(`${on}wake p99 at ${result.devices.toLocaleString('en')} ÷ at ${first.devices.toLocaleString('en')} devices`, result.wakeMs.p99 / first.wakeMs.p99, '×', undefined, `${(result.held / first.held).toFixed(1)}× the held requests`),
+          figure(`${on}enrollments per second at ${result.devices.toLocaleString('en')} ÷ at ${first.devices.toLocaleString('en')} devices`, result.enrollPerSecond / first.enrollPerSecond, '×', { atLeast: 0.8 })
+        )
+      }
+    }
+    }
+    // The same run's level figures are the baseline of PostgreSQL's.
+    const level = byStore.get('level')
+    const postgres = byStore.get('postgres')
+    if (level !== undefined && postgres !== undefined) {
+      for (const [at, result] of postgres.entries()) {
+        const base = level[at]
+        const n = result.devices.toLocaleString('en')
+        figures.push(
+          figure(`postgres ÷ level, ${n} devices: enrollments per second`, result.enrollPerSecond / base.enrollPerSecond, '×'),
+          figure(`postgres ÷ level, ${n} devices: task → held device p99`, result.wakeMs.p99 / base.wakeMs.p99, '×'),
+          figure(`postgres ÷ level, ${n} devices: coordinator CPU, whole run`, result.coordinatorCpuSeconds / base.coordinatorCpuSeconds, '×', undefined, 'PostgreSQL\'s own CPU not included')
+        )
+      }
+    }
+    return {
+      scenario: 'scale',
+      startedAt,
+      durationMs: Date.now() - started,
+      parameters: { devices: sizes, stores, ...resolved },
+      figures,
+      raw: { results: Object.fromEntries(byStore) }
+    }
+  } finally {
+    await root.removeNow()
+  }
+}
