@@ -231,12 +231,17 @@ test('the origin serves chunks whole or by range to authenticated callers', asyn
   const { body: shown } = await c.http.get(`/v1/packages/${pkg.id}?chunks=true`).set('authorization', `Bearer ${c.adminToken}`)
   const sha = shown.chunks[0]
   const auth = `Bearer ${device.credential}`
+  // A device is served only the chunks of packages it is assigned.
+  const bystander = await enrollDevice(c)
+  await c.http.post('/v1/tasks').set('authorization', `Bearer ${c.adminToken}`).send({ packageId: pkg.id, action: 'install', targets: { deviceIds: [device.deviceId] } }).expect(201)
+  t.is((await c.http.get(`/v1/content/${sha}`).set('authorization', `Bearer ${bystander.credential}`).expect(403)).body.reason, 'content-not-assigned')
   const whole = await c.http.get(`/v1/content/${sha}`).set('authorization', auth).buffer(true).parse((res, cb) => { const parts: Buffer[] = []; res.on('data', (d: Buffer) => parts.push(d)); res.on('end', () => cb(null, Buffer.concat(parts))) }).expect(200)
   t.is(createHash('sha256').update(whole.body).digest('hex'), sha)
   const part = await c.http.get(`/v1/content/${sha}`).set('authorization', auth).set('range', 'bytes=10-19').buffer(true).parse((res, cb) => { const parts: Buffer[] = []; res.on('data', (d: Buffer) => parts.push(d)); res.on('end', () => cb(null, Buffer.concat(parts))) }).expect(206)
   t.deepEqual(part.body, whole.body.subarray(10, 20))
   t.is(part.headers['content-range'], `bytes 10-19/${whole.body.byteLength}`)
-  await c.http.get(`/v1/content/${'0'.repeat(64)}`).set('authorization', auth).expect(404)
+  await c.http.get(`/v1/content/${'0'.repeat(64)}`).set('authorization', `Bearer ${c.adminToken}`).expect(404)
+  await c.http.get(`/v1/content/${'0'.repeat(64)}`).set('authorization', auth).expect(403)
   await c.http.get('/v1/content/not-a-hash').set('authorization', auth).expect(400)
   t.deepEqual(fromHex(sha).byteLength, 32)
   await c.close()

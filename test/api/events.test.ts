@@ -74,6 +74,7 @@ test('GET /v1/events needs an operator token and is in the OpenAPI document as a
 
 test('operators see status, task and device changes live, filtered by task, and resume after a restart', async t => {
   const c = await openTestCoordinator()
+  t.teardown(async () => { await c.close() })
   let { server, url } = await listen(createApp(c.services).callback())
   t.teardown(async () => { await closeServer(server) })
   const client = new ApiClient({ url, token: c.adminToken })
@@ -102,7 +103,7 @@ test('operators see status, task and device changes live, filtered by task, and 
   const lastSeen = messages.find(message => message.event === 'status')!.id!
   await closeServer(server)
   await c.services.close()
-  c.services = await openServices({ dataDir: c.dataDir, logger: silentLogger(), chunkSizeBytes: 64 * 1024 })
+  c.services = await openServices({ dataDir: c.dataDir, ...(c.store !== undefined ? { store: c.store } : {}), logger: silentLogger(), chunkSizeBytes: 64 * 1024 })
   ;({ server, url } = await listen(createApp(c.services).callback()))
   const after = new ApiClient({ url, token: c.adminToken })
   t.teardown(() => { after.close() })

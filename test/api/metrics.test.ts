@@ -35,5 +35,15 @@ test('metrics count devices, task states, status records and origin bytes', asyn
   t.is(metric(text, 'meshdeploy_task_devices', '{state="pending"}'), 1)
   t.is(metric(text, 'meshdeploy_tasks', '{status="active"}'), 1)
   t.truthy(metric(text, 'meshdeploy_coordinator_process_resident_memory_bytes'))
+  t.is(metric(text, 'meshdeploy_assignment_requests_held'), 0)
+  t.is(metric(text, 'meshdeploy_assignment_requests_woken_total'), 0)
+
+  // A third device, blocked: counted by status from the store's index, never online.
+  const third = await enrollDevice(c, { hostname: 'pc-3' })
+  await c.http.post(`/v1/devices/${third.deviceId}/block`).set('authorization', auth).send({}).expect(200)
+  const after = (await c.http.get('/metrics').set('authorization', auth).expect(200)).text
+  t.is(metric(after, 'meshdeploy_devices', '{status="active",online="true"}'), 2)
+  t.is(metric(after, 'meshdeploy_devices', '{status="blocked",online="false"}'), 1)
+  t.is(metric(after, 'meshdeploy_devices', '{status="blocked",online="true"}'), undefined)
   await c.close()
 })

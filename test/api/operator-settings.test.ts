@@ -101,12 +101,18 @@ test('self-service: a device requests an approved package; an operator approves 
   const { body: winOnly } = await c.http.post('/v1/packages').set('authorization', auth).field('metadata', JSON.stringify({ name: 'WinTool', version: '1', selfService: true }))
     .attach('file', Buffer.concat([Buffer.from([0xd0, 0xcf, 0x11, 0xe0, 0xa1, 0xb1, 0x1a, 0xe1]), randomBytes(600)]), 'wintool.msi').expect(201)
   t.is(winOnly.platform, 'windows')
-  const refused = await c.http.post('/v1/agents/requests').set('authorization', dev(device)).send({ package: 'tool' }).expect(409)
-  t.is(refused.body.reason, 'not-self-service')
+  // A device learns only that its catalog has no such package; an operator learns why.
+  const refused = await c.http.post('/v1/agents/requests').set('authorization', dev(device)).send({ package: 'tool' }).expect(404)
+  t.is(refused.body.reason, 'not-found')
+  t.is((await c.http.post('/v1/requests').set('authorization', auth).send({ package: 'tool', deviceId: device.deviceId }).expect(409)).body.reason, 'not-self-service')
   await c.http.patch(`/v1/packages/${tool.id}`).set('authorization', auth).send({ selfService: true }).expect(200)
   const { body: catalog } = await c.http.get('/v1/agents/catalog').set('authorization', dev(device)).expect(200)
   t.deepEqual(catalog.packages.map((p: any) => p.name), ['Tool'], 'only packages for the device\'s platform')
-  t.is((await c.http.post('/v1/agents/requests').set('authorization', dev(device)).send({ package: 'WinTool' })).body.reason, 'not-applicable')
+  t.is((await c.http.post('/v1/agents/requests').set('authorization', dev(device)).send({ package: 'WinTool' })).body.reason, 'not-found')
+  t.is((await c.http.post('/v1/requests').set('authorization', auth).send({ package: 'WinTool', deviceId: device.deviceId })).body.reason, 'not-applicable')
+  // An operator names the device by host name too (any case); a name no active device has is not found.
+  t.is((await c.http.post('/v1/requests').set('authorization', auth).send({ package: 'WinTool', deviceId: 'PC-1' })).body.reason, 'not-applicable')
+  t.is((await c.http.post('/v1/requests').set('authorization', auth).send({ package: 'Tool', deviceId: 'pc-nowhere' }).expect(404)).body.reason, 'not-found')
 
   const { body: request } = await c.http.post('/v1/agents/requests').set('authorization', dev(device)).send({ package: 'tool', user: 'alice', reason: 'need it' }).expect(201)
   t.like(request, { status: 'pending', packageId: tool.id, hostname: 'pc-1', user: 'alice', requestedBy: 'device' })

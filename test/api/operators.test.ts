@@ -118,9 +118,12 @@ test('enrollment tokens carry expiry, uses, preset site and groups, and can be r
   t.like(created, { maxUses: 2, uses: 0, site: 'lyon', groups: ['kiosk'], active: true })
   t.true(Math.abs(Date.parse(created.expiresAt) - Date.now() - 3600_000) < 60_000)
   const enroll = async (extra: object = {}) => await c.http.post('/v1/agents/enroll').send({ token: created.token, publicKey: randomBytes(32).toString('hex'), hostname: 'kiosk', platform: 'linux', arch: 'x64', ...extra })
-  const first = await enroll({ groups: ['lobby'] })
+  // The presets bind: another site or a group the token does not grant is refused, and spends no use.
+  t.is((await enroll({ groups: ['lobby'] }).then(answer => answer.body.reason)), 'enrollment-groups-not-granted')
+  t.is((await enroll({ site: 'paris' }).then(answer => answer.body.reason)), 'enrollment-site-mismatch')
+  const first = await enroll({ groups: ['kiosk'], site: 'lyon' })
   t.is(first.body.site, 'lyon')
-  t.deepEqual(first.body.groups, ['kiosk', 'lobby'])
+  t.deepEqual(first.body.groups, ['kiosk'])
   await enroll()
   const { body: listed } = await c.http.get('/v1/enrollment-tokens').set('authorization', operator).expect(200)
   t.like(listed.enrollmentTokens[0], { uses: 2, active: false })
@@ -207,7 +210,7 @@ test('key rotation: the statement verifies with the old key, manifests go out re
 
   // A restart keeps the new key and the chain.
   await c.services.close()
-  const reopened = await openServices({ dataDir: c.dataDir, logger: silentLogger() })
+  const reopened = await openServices({ dataDir: c.dataDir, ...(c.store !== undefined ? { store: c.store } : {}), logger: silentLogger() })
   t.is(reopened.keyring.current.keyId, rotated.keyId)
   t.deepEqual(reopened.keyring.rotations, answer.keyRotations)
   t.is(reopened.manifests.current(await reopened.tasks.get(taskId)).keyId, rotated.keyId, 'tasks signed before the rotation still go out re-signed')

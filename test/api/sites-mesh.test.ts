@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { parseCidr, AddressRange, InvalidCidrError } from '../../coordinator/sites/cidr.js'
 import { placeDevice } from '../../coordinator/sites/placement.js'
 import { enrollDevice, openTestCoordinator, type TestCoordinator } from '../helpers/coordinator.js'
+import { openDeviceCertificate, trustKeys } from '../../protocol/index.js'
 
 const admin = (c: TestCoordinator): string => `Bearer ${c.adminToken}`
 
@@ -88,22 +89,25 @@ test('a device whose site follows its address changes site when it roams', async
   }
 })
 
-test('assignments carry the site peers with their addresses, the allow-list, and a pending cache clear', async t => {
+test('assignments carry the site peers with their addresses, the device certificate, and a pending cache clear', async t => {
   const c = await openTestCoordinator()
   try {
     const a = await enrollDevice(c, { hostname: 'a', site: 'berlin' })
     const b = await enrollDevice(c, { hostname: 'b', site: 'berlin' })
     const other = await enrollDevice(c, { hostname: 'x', site: 'paris' })
     const self = (device: { credential: string }, body: object) => c.http.put('/v1/agents/self').set('authorization', `Bearer ${device.credential}`).send(body)
-    await self(b, { peerAddresses: ['/ip4/10.0.0.2/tcp/8651'], connectedPeers: 1, cache: { usedBytes: 10, limitBytes: 100, pinnedBytes: 0, packages: 1 } }).expect(204)
-    await self(other, { peerAddresses: ['/ip4/10.9.0.2/tcp/8651'] }).expect(204)
+    await self(b, { peerAddresses: ['/ip4/127.0.0.2/tcp/8651'], connectedPeers: 1, cache: { usedBytes: 10, limitBytes: 100, pinnedBytes: 0, packages: 1 } }).expect(200)
+    await self(other, { peerAddresses: ['/ip4/127.0.0.9/tcp/8651'] }).expect(200)
     t.is((await self(b, { peerAddresses: ['not a multiaddr'] }).expect(400)).body.reason, 'invalid-request')
     await c.http.put('/v1/agents/self').set('authorization', admin(c)).send({ peerAddresses: [] }).expect(403)
 
     const { body: first } = await c.http.get('/v1/agents/assignments').set('authorization', `Bearer ${a.credential}`).expect(200)
-    t.deepEqual(first.peers.map((peer: any) => [peer.deviceId, peer.addresses]), [[b.deviceId, ['/ip4/10.0.0.2/tcp/8651']]])
+    t.deepEqual(first.peers.map((peer: any) => [peer.deviceId, peer.addresses]), [[b.deviceId, ['/ip4/127.0.0.2/tcp/8651']]])
     const devices = (await c.http.get('/v1/devices').set('authorization', admin(c)).expect(200)).body.devices
-    t.deepEqual(first.allowedPeerIds, devices.map((device: any) => device.peerId).sort())
+    t.is(first.allowedPeerIds, undefined, 'no list of the organisation\'s devices')
+    const certificate = openDeviceCertificate(first.certificate, { keys: trustKeys(c.services.key.publicKey), now: Date.now(), peerId: devices.find((device: any) => device.id === a.deviceId).peerId })
+    t.like(certificate, { deviceId: a.deviceId, site: 'berlin' })
+    t.deepEqual(first.revokedDeviceIds, [])
     t.deepEqual(first.prefetch, [])
     t.is(first.clearCacheRequest, undefined)
     const shown = (await c.http.get(`/v1/devices/${b.deviceId}`).set('authorization', admin(c)).expect(200)).body
@@ -112,16 +116,16 @@ test('assignments carry the site peers with their addresses, the allow-list, and
 
     // A held request returns when a site peer's addresses change.
     const held = c.http.get(`/v1/agents/assignments?waitSeconds=20&etag=${first.etag as string}`).set('authorization', `Bearer ${a.credential}`)
-    setTimeout(() => { void self(b, { peerAddresses: ['/ip4/10.0.0.3/tcp/8651'] }).then(() => {}) }, 200)
+    setTimeout(() => { void self(b, { peerAddresses: ['/ip4/127.0.0.3/tcp/8651'] }).then(() => {}) }, 200)
     const { body: second } = await held.expect(200)
     t.not(second.etag, first.etag)
-    t.deepEqual(second.peers[0].addresses, ['/ip4/10.0.0.3/tcp/8651'])
+    t.deepEqual(second.peers[0].addresses, ['/ip4/127.0.0.3/tcp/8651'])
 
     const { body: request } = await c.http.post(`/v1/devices/${a.deviceId}/clear-cache`).set('authorization', admin(c)).expect(202)
     t.is(request.clearCacheRequest.id, 1)
     const { body: third } = await c.http.get('/v1/agents/assignments').set('authorization', `Bearer ${a.credential}`).expect(200)
     t.is(third.clearCacheRequest, 1)
-    await self(a, { peerAddresses: [], clearedCacheRequest: 1 }).expect(204)
+    await self(a, { peerAddresses: [], clearedCacheRequest: 1 }).expect(200)
     const { body: fourth } = await c.http.get('/v1/agents/assignments').set('authorization', `Bearer ${a.credential}`).expect(200)
     t.is(fourth.clearCacheRequest, undefined)
     t.is((await c.http.get(`/v1/devices/${a.deviceId}`).set('authorization', admin(c)).expect(200)).body.cacheClearedRequest, 1)
@@ -136,7 +140,10 @@ test('a site cache is handed the tasks that target its site, beyond its own assi
     const cacheDevice = await enrollDevice(c, { hostname: 'dp', site: 'berlin' })
     const worker = await enrollDevice(c, { hostname: 'pc', site: 'berlin', groups: ['finance'] })
     await enrollDevice(c, { hostname: 'far', site: 'paris', groups: ['hr'] })
-    await c.http.put('/v1/agents/self').set('authorization', `Bearer ${cacheDevice.credential}`).send({ peerAddresses: ['/ip4/10.0.0.1/tcp/1'], siteCache: true }).expect(204)
+    // The agent offers the role; an operator grants it.
+    await c.http.put('/v1/agents/self').set('authorization', `Bearer ${cacheDevice.credential}`).send({ peerAddresses: ['/ip4/127.0.0.1/tcp/1'], siteCache: true }).expect(200)
+    const { body: granted } = await c.http.patch(`/v1/devices/${cacheDevice.deviceId}`).set('authorization', admin(c)).send({ siteCache: true }).expect(200)
+    t.like(granted, { siteCache: true, siteCacheOffered: true })
     const file = Buffer.from('#!/bin/sh\n: ' + randomBytes(1000).toString('hex') + '\n')
     const { body: pkg } = await c.http.post('/v1/packages').set('authorization', admin(c)).field('metadata', JSON.stringify({ name: 'tool', version: '1' })).attach('file', file, 'tool.sh').expect(201)
     const { body: forFinance } = await c.http.post('/v1/tasks').set('authorization', admin(c)).send({ packageId: pkg.id, action: 'install', targets: { groups: ['finance'] } }).expect(201)
@@ -176,3 +183,27 @@ test('the new routes refuse callers without a token, and devices may not manage 
     await c.close()
   }
 })
+
+test('past the bound of held assignments requests a new one is answered 503 with Retry-After, as problem+json; a held one still answers', async t => {
+  const c = await openTestCoordinator({ services: { maxHeldAssignmentRequests: 1 } })
+  try {
+    const a = await enrollDevice(c, { hostname: 'held-a', site: 'busy' })
+    const b = await enrollDevice(c, { hostname: 'held-b', site: 'busy' })
+    const etagOf = async (device: { credential: string }): Promise<string> => (await c.http.get('/v1/agents/assignments').set('authorization', `Bearer ${device.credential}`).expect(200)).body.etag
+    const first = await etagOf(a)
+    const second = await etagOf(b)
+    const held = c.http.get(`/v1/agents/assignments?waitSeconds=2&etag=${first}`).set('authorization', `Bearer ${a.credential}`).then(response => response)
+    await waitUntil(() => c.services.assignments.heldRequests === 1)
+    const refused = await c.http.get(`/v1/agents/assignments?waitSeconds=2&etag=${second}`).set('authorization', `Bearer ${b.credential}`).expect(503)
+    t.is(refused.body.reason, 'coordinator-busy')
+    t.regex(refused.headers['content-type'], /application\/problem\+json/)
+    t.true(Number(refused.headers['retry-after']) >= 1)
+    t.is((await held).status, 200)
+  } finally {
+    await c.close()
+  }
+})
+
+async function waitUntil (condition: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !condition(); i++) await new Promise(resolve => setTimeout(resolve, 10))
+}

@@ -21,7 +21,7 @@ test('an operator deploys with the CLI alone, and scripts can rely on its exit c
     const shown = await cli(['package', 'show', pkg.id.slice(0, 10), '--json'], env)
     t.is(JSON.parse(shown.stdout).id, pkg.id, 'a unique prefix names the package')
 
-    const token = (await cli(['enrollment-token', 'create', '--max-uses', '1'], env)).stdout.trim()
+    const token = (await cli(['enrollment-token', 'create', '--max-uses', '1', '--groups', 'lab'], env)).stdout.trim()
     t.regex(token, /^mde_/)
     agent = await startAgentProcess({ coordinatorUrl: coordinator.url, enrollToken: token, hostname: 'cli-pc', groups: ['lab'] })
 

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { chromium, type BrowserContext, type Page } from 'playwright-core'
 import { buildSamplePackage } from '../../coordinator/cli/demo.js'
+import { captureTool } from '../helpers/capture.js'
 import { startAgentProcess, startCoordinatorProcess, type AgentProcess, type CoordinatorProcess } from '../helpers/processes.js'
 
 /** Debian's browser; `.ci/run` installs it. MESHDEPLOY_TEST_CHROMIUM names another build of it. */
@@ -101,6 +102,15 @@ browserTest(available ? title : `${title} — ${inCi ? 'FAILED' : 'SKIPPED'}: ${
   await page.getByRole('button', { name: 'Upload', exact: true }).click()
   const packageRow = page.locator('tr', { hasText: 'sample-app' })
   await packageRow.waitFor()
+
+  // A capture package shows what it changes before anyone distributes it.
+  await coordinator.api.uploadPackage((await captureTool(join(work, 'capture'))).packageFile, { name: 'captured-tool', version: '2.0' })
+  await page.getByRole('link', { name: 'Tasks' }).or(page.getByRole('link', { name: 'Distribution records' })).click()
+  await page.getByRole('link', { name: 'Software' }).click()
+  const captureRow = page.locator('tr', { hasText: 'captured-tool' })
+  await captureRow.getByText('What it changes: 6 added, 1 modified, 1 removed, 1 mode/owner only').click()
+  await captureRow.getByRole('cell', { name: '/opt/tool', exact: true }).waitFor()
+  await captureRow.getByText('/etc/tool/unused.conf').waitFor()
 
   // The task form: the server's own messages appear next to the fields they concern.
   await packageRow.getByRole('button', { name: 'Distribute' }).click()

@@ -8,6 +8,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { generateKeyPair, sha256OfFile, toHex } from '../../protocol/index.js'
 import { createMeshNode, mdnsServiceTagOf } from '../../agent/p2p/node.js'
 import { PeerGate } from '../../agent/p2p/gater.js'
+import { presentCertificate, type EnrolledTrust } from '../helpers/certified-node.js'
 import * as chunk from '../../agent/protocols/chunk/index.js'
 import { asError } from '../../agent/protocols/frames.js'
 import { runCli, startAgentProcess, startCoordinatorProcess, waitFor, type AgentProcess, type CoordinatorProcess } from '../helpers/processes.js'
@@ -39,7 +40,7 @@ async function randomFile (folder: string, name: string, bytes: number): Promise
 }
 
 async function site (coordinator: CoordinatorProcess, count: number, prefix: string, extra: Partial<Parameters<typeof startAgentProcess>[0]> = {}): Promise<AgentProcess[]> {
-  const { token } = await coordinator.api.post('/v1/enrollment-tokens', { maxUses: count })
+  const { token } = await coordinator.api.post('/v1/enrollment-tokens', { maxUses: count, ...(extra.groups !== undefined ? { groups: extra.groups } : {}) })
   return await Promise.all(Array.from({ length: count }, async (_, index) => await startAgentProcess({
     coordinatorUrl: coordinator.url, enrollToken: token, hostname: `${prefix}-${index + 1}`, site: 'branch', ...extra
   })))
@@ -162,11 +163,12 @@ test.serial('a peer id that is not an enrolled device cannot connect; an enrolle
     agents.push(agent)
     const address = multiaddr(`${agent.event.peerAddresses[0] as string}/p2p/${agent.event.peerId as string}`)
     const keyId = JSON.parse(await readFile(join(agent.dataDir, 'agent.json'), 'utf8')).coordinatorPublicKey
-    const dialer = async (key: ReturnType<typeof generateKeyPair>): Promise<Awaited<ReturnType<typeof createMeshNode>>> => {
+    const dialer = async (key: ReturnType<typeof generateKeyPair>, enrolled?: EnrolledTrust): Promise<Awaited<ReturnType<typeof createMeshNode>>> => {
       const gate = new PeerGate()
       gate.setAllowed([agent.event.peerId as string])
       const node = await createMeshNode({ key, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, mdnsServiceTag: mdnsServiceTagOf(keyId), gater: gate.connectionGater() })
       nodes.push(node)
+      if (enrolled !== undefined) await presentCertificate(node, gate, enrolled)
       return node
     }
     const request = { packageId: 'ab'.repeat(32), index: 0, offsetBytes: 0, lengthBytes: 10 }
@@ -188,14 +190,14 @@ test.serial('a peer id that is not an enrolled device cannot connect; an enrolle
     await new Promise(resolve => setTimeout(resolve, 200))
     t.is(stranger.getConnections().length, 0, 'the agent dropped the connection')
 
-    // The same key once enrolled: the agent learns of it with its next assignments answer.
+    // The same key once enrolled: it presents the device certificate the coordinator signed at enrollment.
     const { token } = await coordinator.api.post('/v1/enrollment-tokens', {})
-    await fetch(`${coordinator.url}/v1/agents/enroll`, {
+    const trust = await fetch(`${coordinator.url}/v1/agents/enroll`, {
       method: 'POST', headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ token, publicKey: toHex(strangerKey.publicKey), hostname: 'now-enrolled', platform: 'linux', arch: 'x64', site: 'branch' })
-    }).then(response => { if (response.status !== 201) throw new Error(`enroll: ${response.status}`) })
+    }).then(async response => { if (response.status !== 201) throw new Error(`enroll: ${response.status}`); return await response.json() as EnrolledTrust })
     await stranger.stop()
-    const enrolled = await dialer(strangerKey)
+    const enrolled = await dialer(strangerKey, trust)
     const answer = await waitFor(async () => {
       try {
         await ask(enrolled)
@@ -260,6 +262,9 @@ test.serial('a site cache fetches its site\'s packages ahead; devices then fetch
     await Promise.all(laptops.map(async laptop => { await laptop.stop() }))
     const [cacheAgent] = await site(coordinator, 1, 'dp', { extraArgs: ['--site-cache'] })
     agents.push(cacheAgent)
+    // The agent offers the role; an operator grants it.
+    await waitFor(async () => (await coordinator.api.get(`/v1/devices/${cacheAgent.deviceId}`)).siteCacheOffered === true ? true : undefined, 'the agent to offer the site-cache role', 30_000, 100)
+    t.like(await coordinator.api.patch(`/v1/devices/${cacheAgent.deviceId}`, { siteCache: true }), { siteCache: true, siteCacheOffered: true })
     const file = await randomFile(work, 'payload.bin', 4 * MIB)
     const pkg = await coordinator.api.uploadPackage(file, { name: 'payload', version: '1' })
     const task = await coordinator.api.post('/v1/tasks', { packageId: pkg.id, action: 'distribute-files', destination: '/srv/payload', targets: { groups: ['laptops'] }, maxAttempts: 1 })

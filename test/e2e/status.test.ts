@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import type { GossipSub, Message } from '@libp2p/gossipsub'
 import { multiaddr } from '@multiformats/multiaddr'
 import { PeerGate } from '../../agent/p2p/gater.js'
+import { presentCertificate } from '../helpers/certified-node.js'
 import { createMeshNode } from '../../agent/p2p/node.js'
 import { statusGossipOptions } from '../../agent/p2p/status-gossip.js'
 import { decodeStatusMessage, encodeStatusMessage } from '../../agent/protocols/status/index.js'
@@ -67,7 +68,7 @@ test.serial('an enrolled device turned hostile: a receipt it signs itself, a rec
     const { token } = await coordinator.api.post('/v1/enrollment-tokens', { maxUses: 1 })
     const enrolled = await (await fetch(new URL('/v1/agents/enroll', coordinator.url), {
       method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token, publicKey: toHex(key.publicKey), hostname: 'hostile', platform: 'linux', arch: 'x64', site: 'branch' })
-    })).json() as { deviceId: string, credential: string }
+    })).json() as { deviceId: string, credential: string, certificate: SignedEnvelope, coordinatorPublicKey: string }
     const asHostile = async (method: string, path: string, body?: unknown): Promise<any> => await (await fetch(new URL(path, coordinator.url), {
       method, headers: { 'content-type': 'application/json', authorization: `Bearer ${enrolled.credential}` }, ...(body !== undefined ? { body: JSON.stringify(body) } : {})
     })).json()
@@ -76,6 +77,7 @@ test.serial('an enrolled device turned hostile: a receipt it signs itself, a rec
     const gate = new PeerGate({ isBanned: () => false })
     gate.setAllowed(devices.map((device: any) => device.peerId))
     hostile = await createMeshNode({ key, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, mdnsServiceTag: '_hostile._udp.local', gater: gate.connectionGater(), gossip: statusGossipOptions({ topic: statusTopic, isAllowed: () => true }) })
+    await presentCertificate(hostile, gate, enrolled)
     const pubsub = (hostile.services as { pubsub: GossipSub }).pubsub
     const captured: SignedEnvelope[] = []
     pubsub.addEventListener('message', (event: CustomEvent<Message>) => {
@@ -85,7 +87,7 @@ test.serial('an enrolled device turned hostile: a receipt it signs itself, a rec
       if (decoded.type === 'records') captured.push(...decoded.records)
     })
     pubsub.subscribe(statusTopic)
-    // The honest agents learn of the new device from the coordinator, then admit its connections.
+    // The honest agents admit its connections on the certificate it enrolled with.
     await waitFor(async () => {
       for (const device of devices.filter((candidate: any) => agents.some(agent => agent.deviceId === candidate.id))) {
         await hostile!.dial(multiaddr(`${device.peerAddresses[0] as string}/p2p/${device.peerId as string}`), { signal: AbortSignal.timeout(2000) }).catch(() => {})

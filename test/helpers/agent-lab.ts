@@ -79,10 +79,18 @@ export async function openAgentLab (init: AgentLabInit = {}): Promise<AgentLab> 
     },
     task: async body => await api.post('/v1/tasks', body),
     row,
-    waitRow: async (taskId, check = isSettledRow, what = 'the device to settle') => await waitFor(async () => {
-      const current = await row(taskId)
-      return current !== undefined && check(current) ? current : undefined
-    }, `${what} in task ${taskId}`, 60_000, 50),
+    waitRow: async (taskId, check = isSettledRow, what = 'the device to settle') => {
+      let seen: any
+      try {
+        return await waitFor(async () => {
+          seen = await row(taskId)
+          return seen !== undefined && check(seen) ? seen : undefined
+        }, `${what} in task ${taskId}`, 60_000, 50)
+      } catch (error) {
+        // The row the device last reported tells why it never got there.
+        throw new Error(`${(error as Error).message}; the device's row was ${JSON.stringify(seen)}`)
+      }
+    },
     restartAgent: async extra => {
       await lab.agent.stop()
       lab.agent = await startAgent(extra)

@@ -16,6 +16,7 @@ import { createMeshNode, mdnsServiceTagOf } from '../../agent/p2p/node.js'
 import * as chunk from '../../agent/protocols/chunk/index.js'
 import { FrameReader, asError, encodeVarint, sendBytes } from '../../agent/protocols/frames.js'
 import * as have from '../../agent/protocols/have/index.js'
+import { presentCertificate, type EnrolledTrust } from './certified-node.js'
 
 /** One frame as it goes on the wire: its bytes, after a length prefix that claims their length — or what the lie says. */
 export interface WireFrame {
@@ -105,6 +106,8 @@ export interface MaliciousPeerInit {
   swarmKey?: Uint8Array
   /** Peers its own gate admits. */
   allowedPeerIds: string[]
+  /** The device certificate it enrolled with, presented to the agents it connects to; absent: it has none. */
+  enrolled?: EnrolledTrust
   /** The package it claims to hold, with the honest bytes of its chunks. */
   pkg?: { id: string, chunks: Uint8Array[] }
   /** @default behaviours.honest */
@@ -148,6 +151,7 @@ export class MaliciousPeer {
       ...(init.swarmKey !== undefined ? { swarmKey: init.swarmKey } : {})
     })
     const peer = new MaliciousPeer(node, key, init)
+    if (init.enrolled !== undefined) await presentCertificate(node, gate, init.enrolled)
     await peer.listen()
     return peer
   }

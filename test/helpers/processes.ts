@@ -8,6 +8,7 @@ import { createInterface } from 'node:readline'
 import { promisify } from 'node:util'
 import { ApiClient } from '../../coordinator/cli/api-client.js'
 import type { TlsTrust } from '../../protocol/index.js'
+import { sharedTestDatabase, testStoreFromEnvironment } from './postgres.js'
 
 export const BIN = resolve(import.meta.dirname, '../../bin/meshdeploy.js')
 
@@ -78,11 +79,20 @@ export interface CoordinatorProcess extends ManagedProcess {
   api: ApiClient
 }
 
+/** The database of each data folder, when the suites run on PostgreSQL. */
+const databases = new Map<string, string>()
+
 export async function startCoordinatorProcess (options: { dataDir?: string, port?: number, chunkSizeKiB?: number, host?: string, prefix?: string[], extraArgs?: string[], apiTls?: TlsTrust } = {}): Promise<CoordinatorProcess> {
   const dataDir = options.dataDir ?? await mkdtemp(join(tmpdir(), 'md-e2e-coordinator-'))
   const args = ['coordinator', 'start', '--data', dataDir, '--port', String(options.port ?? 0), '--host', options.host ?? '127.0.0.1', '--log-level', 'info']
   if (options.chunkSizeKiB !== undefined) args.push('--chunk-size-kib', String(options.chunkSizeKiB))
   args.push(...(options.extraArgs ?? []))
+  // The suites that run once more on PostgreSQL: a fresh database for a new data folder (a restart on the same folder keeps its database).
+  if (testStoreFromEnvironment() === 'postgres' && !args.includes('--store')) {
+    let store = databases.get(dataDir)
+    if (store === undefined) databases.set(dataDir, store = await sharedTestDatabase())
+    args.push('--store', store)
+  }
   const managed = await startMeshdeploy(args, join(dataDir, '..', `${dataDir.split('/').pop()}.log`), 'coordinator-started', options.prefix !== undefined ? { prefix: options.prefix } : {})
   const adminToken = (await readFile(join(dataDir, 'admin-token'), 'utf8')).trim()
   const url = managed.event.url as string
@@ -106,6 +116,8 @@ export interface AgentOptions {
   prefix?: string[]
   /** Runs another entry point than the meshdeploy command (a test wrapper), e.g. [node, --import, tsx, file]. */
   command?: string[]
+  /** The agent's environment. @default process.env */
+  env?: NodeJS.ProcessEnv
   /**
    * `loopback` (default): the libp2p node listens on 127.0.0.1 and mDNS is
    * off, as nothing may multicast in the host namespace; peers are found
@@ -127,7 +139,8 @@ export async function startAgentProcess (options: AgentOptions): Promise<AgentPr
   args.push(...(options.extraArgs ?? []))
   const managed = await startMeshdeploy(args, `${dataDir}.log`, 'agent-started', {
     ...(options.prefix !== undefined ? { prefix: options.prefix } : {}),
-    ...(options.command !== undefined ? { command: options.command } : {})
+    ...(options.command !== undefined ? { command: options.command } : {}),
+    ...(options.env !== undefined ? { env: options.env } : {})
   })
   return { ...managed, dataDir, installRoot, deviceId: managed.event.deviceId as string }
 }

@@ -67,7 +67,7 @@ const refusedStarts: Array<{ name: string, error: string, start: (c: Context, da
     name: 'the coordinator is down at enrollment',
     error: 'CoordinatorUnreachableError',
     coordinator: c => c.lab.coordinator,
-    start: async (c, dataDir) => await Agent.start({ dataDir, coordinatorUrl: `http://127.0.0.1:${await freePort()}`, allowInsecureHttp: true, enrollToken: c.lab.enrollToken, logger: silentLogger() })
+    start: async (c, dataDir) => await Agent.start({ dataDir, coordinatorUrl: `http://127.0.0.1:${await freePort()}`, allowInsecureHttp: true, enrollToken: c.lab.enrollToken, enrollRetryMs: 2000, logger: silentLogger() })
   },
   {
     name: 'a plain http:// coordinator without --insecure-http',

@@ -89,3 +89,22 @@ test('the package id changes with any part of the chunk list', t => {
   t.not(packageIdOf({ ...pkgBase, chunks: [...chunks].reverse() }), base)
   t.is(packageIdOf({ ...pkgBase }), base)
 })
+
+test('dependencies and superseded packages travel signed, and are checked like the package itself', t => {
+  const depList = { sizeBytes: 1048576, chunkSizeBytes: 1048576, sha256: 'e'.repeat(64), chunks: ['f'.repeat(64)] }
+  const dependency = {
+    package: { id: packageIdOf(depList), name: 'runtime', version: '2.1', platform: 'linux' as const, arch: 'any' as const, kind: 'shell' as const, fileName: 'runtime.sh', ...depList },
+    install: { runArgs: [], timeoutSeconds: 60, detection: { type: 'file' as const, path: '/opt/runtime/VERSION' } }
+  }
+  const superseded = { mode: 'replace' as const, package: { id: 'a'.repeat(64), name: 'tool', version: '0.9' }, detection: { type: 'file' as const, path: '/opt/tool-0.9' }, uninstall: { type: 'files' as const, paths: ['/opt/tool-0.9'] } }
+  const full = manifest({ dependencies: [dependency], supersedes: [superseded], conditions: { deferWhileVpn: false, maintenanceWindows: 'respect' } })
+  t.deepEqual(openManifest(signManifest(full, key), { keys, now: NOW }).manifest, full)
+
+  const mixed = manifest({ dependencies: [{ ...dependency, package: { ...dependency.package, chunks: ['0'.repeat(64)] } }] })
+  t.regex(t.throws(() => validateManifest(mixed))?.message ?? '', /hashes to/, 'a dependency\'s chunk list must hash to its id')
+  const undetectable = manifest({ dependencies: [{ ...dependency, install: { runArgs: [], timeoutSeconds: 60 } }] })
+  t.regex(t.throws(() => validateManifest(undetectable))?.message ?? '', /detection rule/)
+  const { uninstall: _uninstall, ...withoutUninstall } = superseded
+  t.regex(t.throws(() => validateManifest(manifest({ supersedes: [withoutUninstall] })))?.message ?? '', /uninstall spec/)
+  t.regex(t.throws(() => validateManifest(manifest({ action: 'distribute-files', install: { runArgs: [], timeoutSeconds: 60, destination: '/srv' }, dependencies: [dependency] })))?.message ?? '', /only an install/)
+})

@@ -190,3 +190,49 @@ test('a downloader that joins late learns what the others already hold and fetch
     await site.close()
   }
 })
+
+test('a site of 12 downloaders past the origin-fetcher threshold: only the package\'s fetchers ask the origin, about one copy in all', async t => {
+  const { isOriginFetcher } = await import('../../agent/download/election.js')
+  const { pkg, chunks } = makePackage(120, 16 * 1024)
+  // The agent's own gather: a loaded machine must not end it before the fetchers heard each other.
+  const site = await stubSite(12, chunks, { picker: { gatherMs: 2000, electionTimeoutMs: 5000, originFetchers: 4 } })
+  try {
+    const ids = site.nodes.map(node => node.id)
+    for (const node of site.nodes) {
+      node.fetcher['init'].knownPeers = () => 11
+      node.fetcher['init'].sitePeers = () => ids.filter(id => id !== node.id)
+    }
+    site.hub.connectAll()
+    const fetchers = ids.filter(id => isOriginFetcher(pkg.id, id, 4, 12))
+    t.true(fetchers.length > 0 && fetchers.length < 12, `${fetchers.length} fetchers`)
+    const results = await Promise.all(site.nodes.map(async node => await fetch(node, pkg)))
+    for (const result of results) t.is(result.chunksDone, 120)
+    t.true(site.origin.bytesServed <= pkg.sizeBytes * 1.05, `origin served ${site.origin.bytesServed / pkg.sizeBytes} copies`)
+    for (const [index, result] of results.entries()) {
+      if (!fetchers.includes(ids[index])) t.is(result.bytesFromOrigin, 0, `${ids[index]} is no fetcher and asked the origin for nothing`)
+    }
+    t.is(site.nodes[0].fetcher.downloaders(pkg.id), 12, 'every connected peer took part')
+  } finally {
+    await site.close()
+  }
+})
+
+test('a task for 3 devices of a site of 12: they count 3 downloaders and elect among themselves as a small site does, with no wait for fetchers that do not download', async t => {
+  const { pkg, chunks } = makePackage(60, 16 * 1024)
+  const site = await stubSite(12, chunks, { picker: { gatherMs: 300, electionTimeoutMs: 20_000, originFetchers: 4 } })
+  try {
+    const ids = site.nodes.map(node => node.id)
+    for (const node of site.nodes) {
+      node.fetcher['init'].knownPeers = () => 11
+      node.fetcher['init'].sitePeers = () => ids.filter(id => id !== node.id)
+    }
+    site.hub.connectAll()
+    const started = Date.now()
+    const results = await Promise.all(site.nodes.slice(0, 3).map(async node => await fetch(node, pkg)))
+    for (const result of results) t.is(result.chunksDone, 60)
+    t.true(Date.now() - started < 15_000, 'nobody waited out the election timeout')
+    t.true(site.origin.bytesServed <= pkg.sizeBytes * 1.02, `origin served ${site.origin.bytesServed / pkg.sizeBytes} copies`)
+  } finally {
+    await site.close()
+  }
+})

@@ -4,14 +4,14 @@ import { PeerGate } from '../../agent/p2p/gater.js'
 
 function book (): { book: PeerBook, advance: (ms: number) => void } {
   let time = 0
-  return { book: new PeerBook({ now: () => time, random: () => 0, firstRetryMs: 1000, maxRetryMs: 8000, mdnsDialAttempts: 2, minConnectionMs: 5000 }), advance: ms => { time += ms } }
+  return { book: new PeerBook({ now: () => time, random: () => 0, firstRetryMs: 1000, maxRetryMs: 8000, maxAddressRetryMs: 8000, mdnsDialAttempts: 2, minConnectionMs: 5000 }), advance: ms => { time += ms } }
 }
 const all = (): boolean => true
 
 test('listed peers are due at once; failed dials back off doubling up to the ceiling', t => {
   const { book: peers, advance } = book()
   peers.setListed([{ peerId: 'a', addresses: ['/ip4/10.0.0.1/tcp/1'] }])
-  t.deepEqual(peers.due(all), [{ peer: 'a', addresses: ['/ip4/10.0.0.1/tcp/1'] }])
+  t.deepEqual(peers.due(all), [{ peer: 'a', addresses: ['/ip4/10.0.0.1/tcp/1'], failing: [] }])
   const waits: number[] = []
   for (let failure = 0; failure < 5; failure++) {
     peers.dialing('a')

@@ -131,3 +131,42 @@ test('relay election: the next expiry is the earliest live peer\'s', t => {
   t.is(election.nextExpiryAt(), 1300)
   t.deepEqual(election.livePeers(), ['b'])
 })
+
+/**
+ * Heartbeats that matter: only the relay and its standbys speak; when those
+ * ahead go quiet (their heartbeats age out) or leave, the next in line
+ * speaks up. The table runs the same clock for the agent ranked fourth.
+ */
+const heartbeats: Array<{ name: string, at: number, heard?: Array<[string, boolean]>, left?: string[], selfReaches?: boolean, speaks: boolean }> = [
+  { name: 'alone and reaching the coordinator: it speaks', at: 0, speaks: true },
+  { name: 'two ahead of it heard: still among the relay and its two standbys', at: 100, heard: [[LOW, true], [SECOND, true]], speaks: true },
+  { name: 'a third ahead that does not reach the coordinator does not count', at: 200, heard: [[THIRD, false]], speaks: true },
+  { name: 'three ahead that reach it: quiet', at: 300, heard: [[THIRD, true]], speaks: false },
+  { name: 'the relay leaves: the fourth speaks up at once', at: 400, left: [LOW], speaks: true },
+  { name: 'the relay is heard again: quiet', at: 500, heard: [[LOW, true]], speaks: false },
+  { name: 'heartbeats of those ahead age out: it speaks up', at: 5350, heard: [[LOW, true], [SECOND, true]], speaks: true },
+  { name: 'an agent that does not reach the coordinator never heartbeats on its own', at: 5400, selfReaches: false, speaks: false }
+]
+test('heartbeats: only the relay and its standbys speak, and the next in line takes over when they go quiet', t => {
+  let now = 0
+  const election = new RelayElection({ self: HIGH, salt: SALT, livenessMs: 5000, now: () => now })
+  election.setSelfReaches(true)
+  for (const step of heartbeats) {
+    now = step.at
+    for (const [peer, reaches] of step.heard ?? []) election.heard(peer, reaches)
+    for (const peer of step.left ?? []) election.left(peer)
+    if (step.selfReaches !== undefined) election.setSelfReaches(step.selfReaches)
+    t.is(election.shouldHeartbeat(), step.speaks, step.name)
+  }
+})
+
+test('heartbeats: in a site of 1,000 agents that heard each other once, three keep speaking', t => {
+  const now = 0
+  const peers = Array.from({ length: 1000 }, (_, i) => `peer-${i}`)
+  const elections = peers.map(self => new RelayElection({ self, salt: SALT, now: () => now }))
+  for (const election of elections) {
+    election.setSelfReaches(true)
+    for (const peer of peers) election.heard(peer, true)
+  }
+  t.is(elections.filter(election => election.shouldHeartbeat()).length, 3)
+})

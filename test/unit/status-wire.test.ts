@@ -71,7 +71,7 @@ test('a receipt opens against the coordinator key only; one signed by a relay, o
 
 test('gossip messages decode strictly and stay within their bound', t => {
   const records = [signStatusRecord(record(1), device), signStatusRecord(record(2), device)]
-  for (const message of [{ type: 'records', records }, { type: 'heartbeat', reachesCoordinator: true, relay: 'peer' }, { type: 'heartbeat', reachesCoordinator: false }, { type: 'receipt', receipt: records[0] }] as const) {
+  for (const message of [{ type: 'records', records }, { type: 'heartbeat', reachesCoordinator: true, relay: 'peer' }, { type: 'heartbeat', reachesCoordinator: false }, { type: 'heartbeat', reachesCoordinator: true, relay: 'p'.repeat(100) }, { type: 'receipt', receipt: records[0] }] as const) {
     t.deepEqual(decodeStatusMessage(encodeStatusMessage(message)), message)
   }
   const refused = [
@@ -79,6 +79,14 @@ test('gossip messages decode strictly and stay within their bound', t => {
     utf8(JSON.stringify({ type: 'records', records: [] })),
     utf8(JSON.stringify({ type: 'heartbeat', reachesCoordinator: 'yes' })),
     utf8(JSON.stringify({ type: 'heartbeat', reachesCoordinator: true, extra: 1 })),
+    // Heartbeats are checked without the schema: the same rules hold.
+    utf8(JSON.stringify({ type: 'heartbeat' })),
+    utf8(JSON.stringify({ type: 'heartbeat', reachesCoordinator: true, relay: '' })),
+    utf8(JSON.stringify({ type: 'heartbeat', reachesCoordinator: true, relay: 'p'.repeat(101) })),
+    utf8(JSON.stringify({ type: 'heartbeat', reachesCoordinator: true, relay: 7 })),
+    utf8(JSON.stringify({ type: 'heartbeat', reachesCoordinator: null })),
+    utf8(JSON.stringify([{ type: 'heartbeat', reachesCoordinator: true }])),
+    utf8('null'),
     utf8(JSON.stringify({ type: 'unknown' })),
     new Uint8Array(MAX_MESSAGE_BYTES + 1)
   ]
