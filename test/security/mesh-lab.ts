@@ -10,7 +10,8 @@ import { generateSwarmKey } from '../../agent/p2p/private-network.js'
 import type { Refusal } from '../../agent/refusals.js'
 import { ApiClient } from '../../coordinator/cli/api-client.js'
 import { startCoordinator, type RunningCoordinator } from '../../coordinator/main.js'
-import { generateKeyPair, sha256OfFile, toHex, type StatusRecord } from '../../protocol/index.js'
+import type { HttpLimitsInit } from '../../coordinator/http/request-limits.js'
+import { generateKeyPair, sha256OfFile, toHex, type SignedEnvelope, type StatusRecord } from '../../protocol/index.js'
 import { silentLogger } from '../../protocol/logger.js'
 import { MaliciousPeer, type MaliciousPeerInit } from '../helpers/malicious-peer.js'
 import { waitFor } from '../helpers/processes.js'
@@ -51,7 +52,7 @@ export interface MeshLab {
   address: Multiaddr
   refusals: Refusal[]
   /** Starts a malicious peer (enrolled unless told otherwise) and waits until the agent's gate knows of it. */
-  startPeer: (init?: Partial<Omit<MaliciousPeerInit, 'coordinatorKeyId' | 'allowedPeerIds'>> & { enrolled?: boolean }) => Promise<MaliciousPeer>
+  startPeer: (init?: Partial<Omit<MaliciousPeerInit, 'coordinatorKeyId' | 'allowedPeerIds' | 'enrolled'>> & { enrolled?: boolean }) => Promise<MaliciousPeer>
   /** Connects a peer to the agent and waits until both count the other as connected. */
   connect: (peer: MaliciousPeer, options?: { persistent?: boolean }) => Promise<void>
   /** Uploads a package of random chunks. */
@@ -65,9 +66,9 @@ export interface MeshLab {
   close: () => Promise<void>
 }
 
-export async function openMeshLab (init: { exchange?: ExchangeLimits, node?: MeshSettings['node'] } = {}): Promise<MeshLab> {
+export async function openMeshLab (init: { exchange?: ExchangeLimits, node?: MeshSettings['node'], limits?: HttpLimitsInit } = {}): Promise<MeshLab> {
   const root = await mkdtemp(join(tmpdir(), 'md-mesh-security-'))
-  const coordinator = await startCoordinator({ dataDir: join(root, 'coordinator'), port: 0, logger: silentLogger(), chunkSizeBytes: CHUNK_BYTES })
+  const coordinator = await startCoordinator({ dataDir: join(root, 'coordinator'), port: 0, logger: silentLogger(), chunkSizeBytes: CHUNK_BYTES, ...(init.limits !== undefined ? { limits: init.limits } : {}) })
   const api = new ApiClient({ url: coordinator.url, token: coordinator.services.bootstrapAdminToken! })
   const { token } = await api.post('/v1/enrollment-tokens', { maxUses: 1000 })
   const swarmKey = Buffer.from(generateSwarmKey())
@@ -106,24 +107,26 @@ export async function openMeshLab (init: { exchange?: ExchangeLimits, node?: Mes
     swarmKey,
     address,
     refusals,
-    startPeer: async (options = {}) => {
+    startPeer: async ({ enrolled: isEnrolled, ...options } = {}) => {
       const key = options.key ?? generateKeyPair()
-      if (options.enrolled !== false) {
+      let enrolled: { certificate: SignedEnvelope, coordinatorPublicKey: string } | undefined
+      if (isEnrolled !== false) {
         const response = await fetch(`${coordinator.url}/v1/agents/enroll`, {
           method: 'POST',
           headers: { 'content-type': 'application/json' },
           body: JSON.stringify({ token, publicKey: toHex(key.publicKey), hostname: `peer-${toHex(key.publicKey).slice(0, 8)}`, platform: 'linux', arch: 'x64', site: 'branch' })
         })
         if (response.status !== 201) throw new Error(`enrolling the peer: ${response.status} ${await response.text()}`)
+        enrolled = await response.json() as { certificate: SignedEnvelope, coordinatorPublicKey: string }
       }
       const peer = await MaliciousPeer.start({
         swarmKey,
         ...options,
         key,
         coordinatorKeyId: agent.identity.coordinatorKeyId,
-        allowedPeerIds: [agent.identity.peerId]
+        allowedPeerIds: [agent.identity.peerId],
+        ...(enrolled !== undefined ? { enrolled } : {})
       })
-      if (options.enrolled !== false) await waitFor(async () => agent.mesh!.gate.allows(peer.peerId) ? true : undefined, 'the agent to admit the enrolled peer', 30_000, 20)
       return peer
     },
     connect: async (peer, options = {}) => {
