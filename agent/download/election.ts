@@ -71,6 +71,13 @@ export interface OriginElectionInit {
    * fetcher's gather may end early. @default () => Infinity (the whole gather)
    */
   siteFetchers?: () => number
+  /**
+   * Connected peers that could pass a chunk on to this device. With none, a
+   * device that is no origin fetcher has nobody to wait for: it falls back
+   * to the origin after the election timeout, not the fetch timeout.
+   * @default () => Infinity
+   */
+  peersInSight?: () => number
 }
 
 export type OriginDecision =
@@ -104,6 +111,7 @@ export class OriginElection {
   private readonly originFetchers: number
   private readonly siteSize: () => number
   private readonly siteFetchers: () => number
+  private readonly peersInSight: () => number
   private fetchersFor = 0
   private readonly fetchers = new Map<string, boolean>()
 
@@ -117,6 +125,7 @@ export class OriginElection {
     this.originFetchers = init.originFetchers ?? DEFAULT_ORIGIN_FETCHERS
     this.siteSize = init.siteSize ?? (() => 1)
     this.siteFetchers = init.siteFetchers ?? (() => Number.POSITIVE_INFINITY)
+    this.peersInSight = init.peersInSight ?? (() => Number.POSITIVE_INFINITY)
   }
 
   /** Whether the peer is one of this package's origin fetchers at the site's current size. */
@@ -197,9 +206,15 @@ export class OriginElection {
     if (this.stalled.delete(peer)) this.clearWinners()
   }
 
-  /** The chunk is held by someone now: nothing to decide for it. */
-  settled (index: number): void {
-    this.lastSiteProgress = this.now()
+  /**
+   * The chunk is held by someone now: nothing to decide for it. `bySite`
+   * says whether the site brought it (a peer's holding, or this device's
+   * fetch from a peer): a chunk this device fetched from the origin itself
+   * is no sign that the site's fetchers are at work, and must not put off
+   * the fallback of the chunks still waiting.
+   */
+  settled (index: number, bySite = true): void {
+    if (bySite) this.lastSiteProgress = this.now()
     this.announced.delete(index)
     this.waitingSince.delete(index)
   }
@@ -290,7 +305,8 @@ export class OriginElection {
     // sends it to the origin itself.
     // A fetch takes long on a slow WAN shared by every fetcher (a wave of 1 MiB chunks at 20 Mbit/s takes
     // seconds each), so without a fetcher in sight the wait is an origin fetch's, not an election's.
-    const until = winner === undefined || !this.isFetcher(this.self)
+    // A device with no peer in sight has nobody to bring it the chunk: it waits as for an election only.
+    const until = (winner === undefined || !this.isFetcher(this.self)) && this.peersInSight() > 0
       ? Math.max(since, this.lastSiteProgress) + this.fetchTimeoutMs
       : since + this.electionTimeoutMs
     if (now < until) return { action: 'wait', until }

@@ -297,7 +297,8 @@ export class MeshFetcher {
         ...this.init.swarm?.picker,
         ...(alone ? { gatherMs: 0 } : {}),
         siteSize: () => this.downloaders(packageId),
-        siteFetchers: () => this.knownFetchers(packageId)
+        siteFetchers: () => this.knownFetchers(packageId),
+        peersInSight: () => this.network.connectedPeers().filter(peer => !bans.has(peer)).length
       },
       pkg: options.pkg,
       network: this.network,

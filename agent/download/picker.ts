@@ -123,7 +123,7 @@ export class PiecePicker {
     this.election = new OriginElection({ ...init, now: init.now })
     this.held = new Uint8Array(Math.ceil(init.chunkCount / 8))
     this.availability = new Int32Array(init.chunkCount)
-    for (const index of init.held ?? []) this.markHeld(index)
+    for (const index of init.held ?? []) this.markHeld(index, false)
   }
 
   get complete (): boolean {
@@ -160,11 +160,12 @@ export class PiecePicker {
     this.election.endGather()
   }
 
-  private markHeld (index: number): void {
+  /** `bySite`: the chunk came through the site (a peer), not from this device's own origin fetch or its cache. */
+  private markHeld (index: number, bySite: boolean): void {
     if (index < 0 || index >= this.chunkCount || hasBit(this.held, index)) return
     setBit(this.held, index)
     this.heldCount++
-    this.election.settled(index)
+    this.election.settled(index, bySite)
   }
 
   private peer (id: string): PeerState | undefined {
@@ -437,7 +438,7 @@ export class PiecePicker {
       const state = this.peers.get(request.source.peer)
       if (state !== undefined) state.failures = 0
     }
-    this.markHeld(request.index)
+    this.markHeld(request.index, request.source.kind === 'peer')
     const others = [...(this.byChunk.get(request.index) ?? [])].map(other => this.requests.get(other)!)
     for (const other of others) this.release(other)
     this.originNotBefore.delete(request.index)

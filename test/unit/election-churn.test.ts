@@ -91,6 +91,37 @@ test('large site: a device that is no origin fetcher is never elected and falls 
   }
 })
 
+test('large site: a device that is no origin fetcher and has no peer in sight falls back after the election timeout, not the fetch timeout', t => {
+  const time = clock()
+  const size = 1000
+  const self = range(size).map(index => `device-${index}`).find(peer => !isOriginFetcher(PACKAGE, peer, 8, size))!
+  let inSight = 0
+  const election = new OriginElection({ packageId: PACKAGE, self, now: time.now, gatherMs: 0, electionTimeoutMs: 1000, fetchTimeoutMs: 60_000, siteSize: () => size, peersInSight: () => inSight })
+  // A peer that claimed the chunk and was then banned or left: the site looked busy a moment ago.
+  election.settled(1)
+  t.like(election.decide(0, true), { action: 'wait', until: time.now() + 1000 }, 'nobody can bring the chunk: an election timeout only')
+  time.advance(1000)
+  t.deepEqual(election.decide(0, true), { action: 'fetch', reason: 'fallback' })
+  inSight = 1
+  t.like(election.decide(2, true), { action: 'wait', until: time.now() + 60_000 }, 'with a peer in sight, the chunk may come through it')
+})
+
+test('large site: the chunks a device fetched from the origin by fallback do not put off the fallback of the others', t => {
+  const time = clock()
+  const size = 1000
+  const self = range(size).map(index => `device-${index}`).find(peer => !isOriginFetcher(PACKAGE, peer, 8, size))!
+  const picker = new PiecePicker({ packageId: PACKAGE, self, chunkCount: 8, now: time.now, random: () => 0.5, gatherMs: 0, electionTimeoutMs: 1000, fetchTimeoutMs: 60_000, maxOriginRequests: 2, siteSize: () => size, peersInSight: () => 1 })
+  t.deepEqual(picker.next(), [], 'the site\'s fetchers are given the time of an origin fetch')
+  time.advance(60_000)
+  const first = picker.next()
+  t.deepEqual(first.map(pick => pick.source), [{ kind: 'origin', reason: 'fallback' }, { kind: 'origin', reason: 'fallback' }])
+  time.advance(500)
+  for (const pick of first) picker.completed(pick.id)
+  const second = picker.next()
+  t.is(second.length, 2, 'the next two start at once: this device\'s own fetches are no progress of the site')
+  t.true(second.every(pick => pick.source.kind === 'origin'))
+})
+
 test('large site: an origin fetcher gathers until every fellow fetcher it knows of is a candidate', t => {
   const time = clock()
   const size = 1000
