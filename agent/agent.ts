@@ -12,6 +12,7 @@ import type { Mesh, MeshSettings } from './p2p/mesh.js'
 import { Prefetcher } from './site-cache.js'
 import { SelfReporter } from './self-report.js'
 import { CoordinatorClient, type AssignmentAnswer } from './coordinator-client.js'
+import { reconnectDelayMs, spreadOfAnswer } from './reconnect.js'
 import { AssignmentMismatchError, CoordinatorError, CoordinatorUnreachableError, RetiredKeyError, RevisionConflictError } from './errors.js'
 import { enrollWithRetry } from './enrollment.js'
 import { loadIdentity, loadOrEnroll, pinCoordinatorKey, saveTlsTrust, type Identity } from './identity.js'
@@ -479,11 +480,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     const signal = this.stopController.signal
     const waitSeconds = this.init.waitSeconds ?? 25
     let etag: string | undefined
-    let backoffMs = 1000
+    let failures = 0
     while (!signal.aborted) {
       try {
         const answer = await this.client.assignments(etag, waitSeconds, { signal })
-        backoffMs = 1000
+        failures = 0
         if (answer.etag !== etag) {
           etag = answer.etag
           this.lastAnswer = answer
@@ -494,11 +495,12 @@ export class Agent extends EventEmitter<AgentEvents> {
         this.outbox.flushSoon()
       } catch (error) {
         if (signal.aborted) return
-        this.logger.warn({ err: describeError(error), retryInMs: backoffMs }, 'cannot get assignments')
-        const retryAfter = error instanceof CoordinatorError ? error.retryAfterMs : undefined
-        // Jitter: agents told to come back together (a busy or restarted coordinator) do not return together.
-        await sleep((retryAfter ?? backoffMs) * (1 + Math.random() / 2), undefined, { signal }).catch(() => {})
-        backoffMs = Math.min(30_000, backoffMs * 2)
+        const retryAfterMs = error instanceof CoordinatorError ? error.retryAfterMs : undefined
+        // Agents told to come back together (a busy or restarted coordinator) do not return together.
+        const retryInMs = reconnectDelayMs({ attempt: failures, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}), spreadMs: spreadOfAnswer(this.lastAnswer) })
+        failures++
+        this.logger.warn({ err: describeError(error), retryInMs }, 'cannot get assignments')
+        await sleep(retryInMs, undefined, { signal }).catch(() => {})
       }
     }
   }

@@ -50,6 +50,8 @@ export interface AssignmentAnswer {
   /** A clear-cache request not carried out yet. */
   clearCacheRequest?: number
   pollIntervalSeconds: number
+  /** Over how many seconds agents spread their return after losing the coordinator (it grows with the fleet). */
+  reconnectSpreadSeconds?: number
   coordinatorKey?: { keyId: string, sequence: number }
   /** Key rotation statements, oldest first; verified by the agent before use. */
   keyRotations?: unknown[]

@@ -40,6 +40,8 @@ export interface CoordinatorInit {
   now?: () => number
   /** Where push installs find the agent packages. @default dist-packages/ of this checkout */
   agentPackagesDir?: string
+  /** Reconnects per second the agents' return after a restart is spread to. @default DEFAULT_RECONNECTS_PER_SECOND */
+  reconnectsPerSecond?: number
 }
 
 export const DEFAULT_PORT = 8650
@@ -68,7 +70,8 @@ export async function startCoordinator (init: CoordinatorInit): Promise<RunningC
     ...(init.maxPackageBytes !== undefined ? { maxPackageBytes: init.maxPackageBytes } : {}),
     ...(init.chunkSizeBytes !== undefined ? { chunkSizeBytes: init.chunkSizeBytes } : {}),
     ...(init.now !== undefined ? { now: init.now } : {}),
-    ...(init.agentPackagesDir !== undefined ? { agentPackagesDir: init.agentPackagesDir } : {})
+    ...(init.agentPackagesDir !== undefined ? { agentPackagesDir: init.agentPackagesDir } : {}),
+    ...(init.reconnectsPerSecond !== undefined ? { reconnectsPerSecond: init.reconnectsPerSecond } : {})
   })
   const adminTokenPath = join(init.dataDir, 'admin-token')
   if (services.bootstrapAdminToken !== undefined) {

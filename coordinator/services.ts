@@ -58,6 +58,8 @@ export interface ServicesInit {
   pollIntervalSeconds?: number
   /** Assignments requests held open at most; past it, 503 with Retry-After. @default DEFAULT_MAX_HELD_REQUESTS */
   maxHeldAssignmentRequests?: number
+  /** Reconnects per second the fleet's return after a restart is spread to. @default DEFAULT_RECONNECTS_PER_SECOND */
+  reconnectsPerSecond?: number
   /** Events kept for operators' clients that resume. @default DEFAULT_RETAINED_EVENTS */
   retainedEvents?: number
   /** The scheduler ticks by itself; tests with a fake clock call `scheduler.tick()` instead. @default true */
@@ -184,7 +186,7 @@ export async function openServices (init: ServicesInit): Promise<Services> {
     : new SoleLeadership()
   lease.on('changed', leader => { init.logger.info({ leader }, leader ? 'this coordinator runs the scheduler' : 'this coordinator no longer runs the scheduler') })
   const scheduler = new Scheduler({ tasks, devices, directory, logger: init.logger, autoTick: init.autoTick ?? true, leadership: lease })
-  const assignments = new AssignmentService({ store, tasks, devices, manifests, keyring, certificates, windows, directory, installations, now, ...(init.pollIntervalSeconds !== undefined ? { pollIntervalSeconds: init.pollIntervalSeconds } : {}), ...(init.maxHeldAssignmentRequests !== undefined ? { maxHeldRequests: init.maxHeldAssignmentRequests } : {}) })
+  const assignments = new AssignmentService({ store, tasks, devices, manifests, keyring, certificates, windows, directory, installations, now, ...(init.pollIntervalSeconds !== undefined ? { pollIntervalSeconds: init.pollIntervalSeconds } : {}), ...(init.maxHeldAssignmentRequests !== undefined ? { maxHeldRequests: init.maxHeldAssignmentRequests } : {}), ...(init.reconnectsPerSecond !== undefined ? { reconnectsPerSecond: init.reconnectsPerSecond } : {}) })
   const contentAccess = new ContentAccess({
     findPackage: async id => await packages.find(id),
     openTasks: () => tasks.openTasks(),

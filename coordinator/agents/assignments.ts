@@ -79,6 +79,12 @@ export interface AssignmentList {
   clearCacheRequest?: number
   /** Seconds the agent should wait before polling again when it cannot hold a request open. */
   pollIntervalSeconds: number
+  /**
+   * Over how many seconds agents that lose the coordinator spread their
+   * return: the fleet over the rate the coordinator takes reconnects at,
+   * at most a poll interval. Not part of the etag (it moves with the fleet).
+   */
+  reconnectSpreadSeconds: number
   /** The key that signs the manifests, and how many rotations led to it. */
   coordinatorKey: { keyId: string, sequence: number }
   /** Every key rotation statement, oldest first: agents follow them from the key they pinned. */
@@ -101,6 +107,8 @@ export interface AssignmentServiceInit {
   certificates: DeviceCertificates
   /** @default 30 */
   pollIntervalSeconds?: number
+  /** Reconnects per second the fleet's return after a restart is spread to (see reconnectSpreadSeconds). @default DEFAULT_RECONNECTS_PER_SECOND */
+  reconnectsPerSecond?: number
   /** Maintenance windows handed to each device; absent: none. */
   windows?: MaintenanceWindowService
   /** The people using devices: a site cache prefetches the packages of tasks targeting them. */
@@ -146,6 +154,18 @@ const SAMPLE_REUSE_MS = ONLINE_WINDOW_MS
 const MAX_KNOWN_ANSWERS = 200_000
 
 /**
+ * Reconnects per second a coordinator is taken to absorb after a restart:
+ * about half the first polls per second measured on two cores, leaving room
+ * for the enrollments and status records that come back with them.
+ */
+export const DEFAULT_RECONNECTS_PER_SECOND = 1000
+
+/** Seconds over which `devices` agents spread their return: at `perSecond`, at most a poll interval; whole milliseconds. */
+export function reconnectSpreadSeconds (devices: number, perSecond: number, pollIntervalSeconds: number): number {
+  return Math.min(pollIntervalSeconds, Math.ceil(Math.max(0, devices) / Math.max(1, perSecond) * 1000) / 1000)
+}
+
+/**
  * Works out which task revisions a device must act on, and lets an agent
  * hold its request open until that changes. A held request is woken only by
  * the changes that concern it (see AssignmentDispatcher), and a poll whose
@@ -160,6 +180,7 @@ export class AssignmentService {
   private readonly keyring: CoordinatorKeyring
   private readonly certificates: DeviceCertificates
   private readonly pollIntervalSeconds: number
+  private readonly reconnectsPerSecond: number
   private readonly windows?: MaintenanceWindowService
   private readonly directory?: DirectoryService
   private readonly installations?: InstallationIndex
@@ -196,6 +217,7 @@ export class AssignmentService {
     this.keyring = init.keyring
     this.certificates = init.certificates
     this.pollIntervalSeconds = init.pollIntervalSeconds ?? 30
+    this.reconnectsPerSecond = Math.max(1, init.reconnectsPerSecond ?? DEFAULT_RECONNECTS_PER_SECOND)
     if (init.windows !== undefined) this.windows = init.windows
     if (init.directory !== undefined) this.directory = init.directory
     if (init.installations !== undefined) this.installations = init.installations
@@ -373,6 +395,7 @@ export class AssignmentService {
       certificate,
       revokedDeviceIds,
       pollIntervalSeconds: this.pollIntervalSeconds,
+      reconnectSpreadSeconds: reconnectSpreadSeconds(this.registry.size, this.reconnectsPerSecond, this.pollIntervalSeconds),
       coordinatorKey: { keyId: this.manifests.keyId, sequence: this.manifests.sequence },
       keyRotations: this.manifests.rotations,
       statusTopic: statusTopicOf(this.manifests.originKeyId, device.site),

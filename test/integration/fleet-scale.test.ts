@@ -80,14 +80,17 @@ test('2,000 simulated devices: answers do not grow with the fleet, a task for on
   }
 
   /** The largest answer among the first devices, each asked without an etag. */
+  /** The reconnect spread the last answers named: it grows with the fleet, as the answer does not. */
+  let spreadSeconds = 0
   const largestAnswer = async (sample: readonly SimulatedDevice[]): Promise<number> => {
     let largest = 0
     await pool(sample, 16, async device => {
       const answer = await send(agent, base, { method: 'GET', path: '/v1/agents/assignments', credential: device.credential })
       if (answer.status !== 200) throw new Error(`assignments: ${answer.status} ${answer.body}`)
-      const body = JSON.parse(answer.body) as { assignments: unknown[], peers: unknown[] }
+      const body = JSON.parse(answer.body) as { assignments: unknown[], peers: unknown[], reconnectSpreadSeconds: number }
       if (body.assignments.length !== 1) throw new Error(`expected one assignment, got ${body.assignments.length}`)
       largest = Math.max(largest, Buffer.byteLength(answer.body))
+      spreadSeconds = body.reconnectSpreadSeconds
     })
     return largest
   }
@@ -98,6 +101,7 @@ test('2,000 simulated devices: answers do not grow with the fleet, a task for on
   t.is(task.resolvedDevices, SMALL_FLEET)
   const watched = devices.slice(0, 40)
   const small = await largestAnswer(watched)
+  const smallSpread = spreadSeconds
 
   await enroll(FLEET - SMALL_FLEET)
   t.is(new Set(devices.map(device => device.id)).size, FLEET)
@@ -107,6 +111,10 @@ test('2,000 simulated devices: answers do not grow with the fleet, a task for on
   t.true(large <= MAX_ANSWER_BYTES, `${large} bytes`)
   // The same task and a full site sample (32 peers) either way: a few bytes of ids may differ, never a share of the fleet.
   t.true(large <= small * 1.05, `${large} bytes at ${FLEET} devices against ${small} at ${SMALL_FLEET}`)
+  // Agents that lose the coordinator spread their return over the fleet at 1,000 reconnects per second.
+  t.log(`reconnect spread: ${smallSpread} s at ${SMALL_FLEET} devices, ${spreadSeconds} s at ${FLEET}`)
+  t.true(smallSpread >= SMALL_FLEET / 1000 && smallSpread < SMALL_FLEET / 1000 + 0.01, `${smallSpread} s`)
+  t.true(spreadSeconds >= FLEET / 1000 && spreadSeconds < FLEET / 1000 + 0.01, `${spreadSeconds} s`)
 
   // Every simulated device holds a request with its current etag.
   await pool(devices, 64, async device => {

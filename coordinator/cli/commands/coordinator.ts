@@ -29,6 +29,7 @@ export const coordinatorConfigSchema = z.object({
   operatorRequestsPerSecond: requestsPerSecond.optional(),
   deviceRequestsPerSecond: requestsPerSecond.optional(),
   anonymousRequestsPerSecond: requestsPerSecond.optional(),
+  reconnectsPerSecond: requestsPerSecond.optional(),
   agentPackages: z.string().min(1).optional()
 }).strict()
 
@@ -61,6 +62,7 @@ export function coordinatorCommand (): Command {
     .option('--operator-requests-per-second <n>', 'request rate allowed per operator token (default 50, bursts of 4×)', positiveInteger)
     .option('--device-requests-per-second <n>', 'request rate allowed per device, chunk fetches included (default 1000, bursts of 2×)', positiveInteger)
     .option('--anonymous-requests-per-second <n>', 'request rate allowed per address without credentials, failed authentications included (default 10, bursts of 5×)', positiveInteger)
+    .option('--reconnects-per-second <n>', 'rate the agents\' return after a restart is spread to: agents spread it over fleet ÷ n seconds, at most a poll interval (default 1000)', positiveInteger)
     .option('--agent-packages <dir>', 'where push installs find the agent packages (default: dist-packages/ of this checkout, as npm run package:agent writes it)')
     .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
     .addHelpText('after', '\nExamples:\n  meshdeploy coordinator start --data /var/lib/meshdeploy-coordinator --host 0.0.0.0 --port 8650 \\\n    --tls-cert /etc/meshdeploy/cert.pem --tls-key /etc/meshdeploy/key.pem\n  meshdeploy coordinator start --config /etc/meshdeploy/coordinator.yaml\n  meshdeploy coordinator start --data /var/lib/meshdeploy-a --store postgres://meshdeploy@db.internal:5432/meshdeploy \\\n    --content-dir /srv/meshdeploy-content')
@@ -111,7 +113,8 @@ export function coordinatorCommand (): Command {
         logger,
         ...(settings.tlsCert !== undefined ? { tlsCertPath: settings.tlsCert, tlsKeyPath: settings.tlsKey } : {}),
         ...(settings.publicUrl !== undefined ? { publicUrl: settings.publicUrl } : {}),
-        ...(settings.agentPackages !== undefined ? { agentPackagesDir: settings.agentPackages } : {})
+        ...(settings.agentPackages !== undefined ? { agentPackagesDir: settings.agentPackages } : {}),
+        ...(settings.reconnectsPerSecond !== undefined ? { reconnectsPerSecond: settings.reconnectsPerSecond } : {})
       })
       process.stdout.write(JSON.stringify({ event: 'coordinator-started', url: running.url, adminTokenPath: `${settings.data}/admin-token` }) + '\n')
       await new Promise<void>(resolve => {
