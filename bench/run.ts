@@ -105,12 +105,13 @@ export const SCENARIOS: Record<string, Scenario> = {
     })
   },
   scale: {
-    description: 'one coordinator, simulated devices over HTTP (own key and credential each): enrollments/s, polls/s, answer size, CPU per unchanged poll, task → held device p50/p99, RSS; at each fleet size in one run (--devices 1000,10000, --held, --sites, --concurrency, --stores level,postgres)',
+    description: 'one coordinator, simulated devices over HTTP (own key and credential each): enrollments/s, polls/s, answer size, CPU per unchanged poll, task → held device p50/p99, RSS; then the coordinator killed and restarted under the held devices, coming back with backoff only (baseline) and with the answers\' spread; at each fleet size in one run (--devices 1000,10000, --held, --sites, --concurrency, --stores level,postgres, --restart off)',
     run: async options => await scaleScenario({
       ...(options.devices !== undefined ? { devices: options.devices.split(',').map(Number) } : {}),
       ...(options.held !== undefined ? { held: Number(options.held) } : {}),
       ...(options.sites !== undefined ? { sites: Number(options.sites) } : {}),
       ...(options.concurrency !== undefined ? { concurrency: Number(options.concurrency) } : {}),
+      ...(options.restart !== undefined ? { restart: options.restart !== 'off' } : {}),
       ...(options.stores !== undefined ? { stores: options.stores.split(',').map(store => { if (store !== 'level' && store !== 'postgres') throw new RangeError(`--stores takes level and postgres, not ${store}`); return store }) } : {})
     })
   },
@@ -204,7 +205,8 @@ async function main (): Promise<void> {
       'sample-size': { type: 'string' },
       seed: { type: 'string' },
       'origin-streams': { type: 'string' },
-      held: { type: 'string' }
+      held: { type: 'string' },
+      restart: { type: 'string' }
     },
     allowPositionals: false
   })

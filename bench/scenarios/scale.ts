@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events'
 import http from 'node:http'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -5,6 +6,7 @@ import { generateKeyPair, toHex } from '../../protocol/index.js'
 import { adminClient, startMeshdeploy, temporaryFolder, type BenchProcess } from '../processes.js'
 import { cpuSeconds, figure, peakRssBytes, type Figure, type ScenarioResult } from '../report.js'
 import { TestPostgres } from '../../test/helpers/postgres.js'
+import { reconnectDelayMs, spreadOfAnswer } from '../../agent/reconnect.js'
 
 export interface ScaleOptions {
   /** Fleet sizes measured one after the other, each against a fresh coordinator. @default [1000, 10000] */
@@ -17,12 +19,21 @@ export interface ScaleOptions {
   concurrency?: number
   /** Store backends measured one after the other in the same run: `level`, `postgres` (a private cluster this run starts). @default ['level'] */
   stores?: Array<'level' | 'postgres'>
+  /**
+   * After the wake, the coordinator is killed and started again twice under
+   * the held devices: they come back as agents did before (backoff and
+   * jitter only: the baseline) and as they do now (plus the spread the
+   * answers name). @default true
+   */
+  restart?: boolean
 }
 
 interface SimulatedDevice {
   id: string
   credential: string
   etag?: string
+  /** The reconnect spread its last answer named, in milliseconds. */
+  spreadMs?: number
 }
 
 export interface Answer {
@@ -97,9 +108,134 @@ interface SizeResult {
   coordinatorCpuSeconds: number
   overloadAnswers: number
   resetConnections: number
+  restarts?: Record<ReconnectPolicy, RestartResult>
+}
+
+/** How the held devices come back after the coordinator restarts: `backoff` as agents did before (the baseline), `spread` as they do now. */
+type ReconnectPolicy = 'backoff' | 'spread'
+
+interface RestartResult {
+  /** What the answers told the devices, in seconds. */
+  spreadSeconds: number
+  /** From the kill until the new coordinator listened. */
+  downMs: number
+  /** From the kill until every held device had an answer from the new coordinator. */
+  allBackMs: number
+  /** Requests sent in all. */
+  attempts: number
+  /** Requests refused or reset (the coordinator not yet listening, or overrun). */
+  failedConnections: number
+  /** 503/429 answers. */
+  overloadAnswers: number
+  /** Most requests sent within one second. */
+  peakPerSecond: number
+  /** Requests answered per second by the new coordinator, at most, within one second. */
+  peakAnsweredPerSecond: number
+  /** The new coordinator's CPU from its start until every device was back. */
+  coordinatorCpuSeconds: number
 }
 
 /** One fleet size against a fresh coordinator. */
+/** Bounds of a restart measurement: it ends by itself. */
+const RESTART_ATTEMPTS = 40
+const RESTART_TIMEOUT_MS = 240_000
+
+/**
+ * The held devices hold their requests open; the coordinator is killed
+ * (SIGKILL: every held request fails at once) and started again on the
+ * same port and data. Each device comes back as `policy` says and asks for
+ * its assignments once; the phase ends when every one has an answer.
+ */
+async function measureRestart (coordinator: BenchProcess, restart: () => Promise<BenchProcess>, devices: SimulatedDevice[], url: URL, policy: ReconnectPolicy): Promise<{ result: RestartResult, next: BenchProcess }> {
+  const holdAgent = new http.Agent({ keepAlive: false, maxSockets: Infinity })
+  const stopHolding = new AbortController()
+  const deadline = AbortSignal.timeout(RESTART_TIMEOUT_MS)
+  // One listener per request in flight, thousands at once.
+  setMaxListeners(0, stopHolding.signal, deadline)
+  const sent: number[] = []
+  const answered: number[] = []
+  let failedConnections = 0
+  let overloadAnswers = 0
+  let killedAt = 0
+  let backAt = 0
+  let next: BenchProcess | undefined
+  try {
+    const returns = devices.map(async (device, index) => {
+      // Connections open 200 at a time, as agents spread over a poll interval would.
+      await new Promise(resolve => setTimeout(resolve, Math.floor(index / 200) * 25))
+      try {
+        const answer = await request(holdAgent, url, { method: 'GET', path: `/v1/agents/assignments?waitSeconds=60&etag=${device.etag!}`, credential: device.credential, signal: stopHolding.signal })
+        throw new Error(`a held request was answered before the coordinator was killed: HTTP ${answer.status} ${answer.body.slice(0, 200)}`)
+      } catch (error) {
+        if (killedAt === 0) throw error
+      }
+      let retryAfterMs: number | undefined
+      for (let attempt = 0; attempt < RESTART_ATTEMPTS; attempt++) {
+        const delay = reconnectDelayMs({ attempt, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}), spreadMs: policy === 'spread' ? device.spreadMs ?? 0 : 0 })
+        await new Promise(resolve => setTimeout(resolve, delay))
+        deadline.throwIfAborted()
+        sent.push(Date.now() - killedAt)
+        let answer: Answer
+        try {
+          answer = await request(holdAgent, url, { method: 'GET', path: `/v1/agents/assignments?etag=${device.etag!}`, credential: device.credential, signal: deadline })
+        } catch {
+          failedConnections++
+          retryAfterMs = undefined
+          continue
+        }
+        if (answer.status === 503 || answer.status === 429) {
+          overloadAnswers++
+          retryAfterMs = 1000 * Number(answer.retryAfter ?? 1)
+          continue
+        }
+        if (answer.status !== 200) throw new Error(`after the restart: HTTP ${answer.status} ${answer.body.slice(0, 200)}`)
+        const list = JSON.parse(answer.body) as { etag: string, reconnectSpreadSeconds?: number }
+        device.etag = list.etag
+        device.spreadMs = spreadOfAnswer(list)
+        answered.push(Date.now() - killedAt)
+        backAt = Math.max(backAt, Date.now())
+        return
+      }
+      throw new Error(`a device was not back after ${RESTART_ATTEMPTS} attempts`)
+    })
+    // Handled from now on: a device that fails before the kill fails the phase, not the process.
+    const allBack = Promise.all(returns)
+    allBack.catch(() => {})
+    // Every held request reaches the coordinator and is registered before the kill.
+    await new Promise(resolve => setTimeout(resolve, Math.min(15_000, 2000 + devices.length / 2)))
+    killedAt = Date.now()
+    await coordinator.kill()
+    next = await restart()
+    const downMs = Date.now() - killedAt
+    await allBack
+    const perSecond = (times: number[]): number => {
+      const buckets = new Map<number, number>()
+      for (const at of times) buckets.set(Math.floor(at / 1000), (buckets.get(Math.floor(at / 1000)) ?? 0) + 1)
+      return Math.max(0, ...buckets.values())
+    }
+    return {
+      next,
+      result: {
+        spreadSeconds: Math.max(0, ...devices.map(device => device.spreadMs ?? 0)) / 1000,
+        downMs,
+        allBackMs: backAt - killedAt,
+        attempts: sent.length,
+        failedConnections,
+        overloadAnswers,
+        peakPerSecond: perSecond(sent),
+        peakAnsweredPerSecond: perSecond(answered),
+        coordinatorCpuSeconds: await cpuSeconds(next.pid)
+      }
+    }
+  } catch (error) {
+    await next?.kill()
+    throw error
+  } finally {
+    stopHolding.abort()
+    holdAgent.destroy()
+  }
+}
+
 async function measure (size: number, options: Required<Omit<ScaleOptions, 'devices' | 'stores'>>, root: string, store?: string): Promise<SizeResult> {
   const held = Math.min(size, options.held)
   const dataDir = join(root, `coordinator-${size}-${store === undefined ? 'level' : 'postgres'}`)
@@ -109,7 +245,8 @@ async function measure (size: number, options: Required<Omit<ScaleOptions, 'devi
   const overloads = { count: 0 }
   try {
     // The generator is one address standing for a whole fleet: the per-address limit of unauthenticated requests (enrollment) is lifted.
-    coordinator = await startMeshdeploy(['coordinator', 'start', '--data', dataDir, '--port', '0', '--log-level', 'warn', '--anonymous-requests-per-second', '1000000', ...(store !== undefined ? ['--store', store] : [])], `${dataDir}.log`, 'coordinator-started')
+    const args = ['coordinator', 'start', '--data', dataDir, '--port', '0', '--log-level', 'warn', '--anonymous-requests-per-second', '1000000', ...(store !== undefined ? ['--store', store] : [])]
+    coordinator = await startMeshdeploy(args, `${dataDir}.log`, 'coordinator-started')
     const url = new URL(coordinator.event.url as string)
     const api = await adminClient(dataDir, url.toString())
     const { token } = await api.post('/v1/enrollment-tokens', { maxUses: size })
@@ -195,12 +332,13 @@ async function measure (size: number, options: Required<Omit<ScaleOptions, 'devi
             continue
           }
           if (answer.status !== 200) throw new Error(`held request: HTTP ${answer.status} ${answer.body.slice(0, 200)}`)
-          const list = JSON.parse(answer.body) as { assignments: unknown[] }
+          const list = JSON.parse(answer.body) as { assignments: unknown[], etag: string, reconnectSpreadSeconds?: number }
+          device.etag = list.etag
+          device.spreadMs = spreadOfAnswer(list)
           if (list.assignments.length > 0 && createdAt > 0n) {
             woken.push(Number(process.hrtime.bigint() - createdAt) / 1e6)
             return
           }
-          device.etag = (JSON.parse(answer.body) as { etag: string }).etag
         }
       })())
     }
@@ -219,6 +357,19 @@ async function measure (size: number, options: Required<Omit<ScaleOptions, 'devi
     if (woken.length !== held) throw new Error(`${woken.length} of ${held} held devices got the task`)
     woken.sort((a, b) => a - b)
     api.close()
+    const coordinatorPeakRssBytes = await peakRssBytes(coordinator.pid)
+    const coordinatorCpuSeconds = await cpuSeconds(coordinator.pid) - cpuAtStart
+    let restarts: Record<ReconnectPolicy, RestartResult> | undefined
+    if (options.restart) {
+      const heldDevices = devices.slice(0, held)
+      const restartedArgs = [...args.slice(0, args.indexOf('--port') + 1), url.port, ...args.slice(args.indexOf('--port') + 2)]
+      const restartOnce = async (policy: ReconnectPolicy): Promise<RestartResult> => {
+        const { result, next } = await measureRestart(coordinator!, async () => await startMeshdeploy(restartedArgs, `${dataDir}.${policy}.log`, 'coordinator-started'), heldDevices, url, policy)
+        coordinator = next
+        return result
+      }
+      restarts = { backoff: await restartOnce('backoff'), spread: await restartOnce('spread') }
+    }
     return {
       devices: size,
       held,
@@ -230,10 +381,11 @@ async function measure (size: number, options: Required<Omit<ScaleOptions, 'devi
       taskCreateMs,
       wakeMs: { p50: percentile(woken, 0.5), p99: percentile(woken, 0.99), max: woken[woken.length - 1] },
       everyDeviceMs,
-      coordinatorPeakRssBytes: await peakRssBytes(coordinator.pid),
-      coordinatorCpuSeconds: await cpuSeconds(coordinator.pid) - cpuAtStart,
+      coordinatorPeakRssBytes,
+      coordinatorCpuSeconds,
       overloadAnswers: overloads.count,
-      resetConnections: resets.count
+      resetConnections: resets.count,
+      ...(restarts !== undefined ? { restarts } : {})
     }
   } finally {
     agent.destroy()
@@ -253,7 +405,7 @@ async function measure (size: number, options: Required<Omit<ScaleOptions, 'devi
  */
 export async function scaleScenario (options: ScaleOptions = {}): Promise<ScenarioResult> {
   const sizes = options.devices ?? [1000, 10_000]
-  const resolved = { held: options.held ?? 10_000, sites: options.sites ?? 0, concurrency: options.concurrency ?? 64 }
+  const resolved = { held: options.held ?? 10_000, sites: options.sites ?? 0, concurrency: options.concurrency ?? 64, restart: options.restart ?? true }
   const stores = options.stores ?? ['level']
   const startedAt = new Date().toISOString()
   const started = Date.now()
@@ -291,6 +443,24 @@ export async function scaleScenario (options: ScaleOptions = {}): Promise<Scenar
         figure(`${n} devices: overload answers (503/429, retried)`, result.overloadAnswers, ''),
         figure(`${n} devices: held requests whose connection was reset (retried)`, result.resetConnections, '', { atMost: 0 })
       )
+      if (result.restarts !== undefined) {
+        const { backoff, spread } = result.restarts
+        const h = result.held.toLocaleString('en')
+        const side = (name: string, pick: (restart: RestartResult) => number, unit: string, note?: string): Figure[] => [
+          figure(`${n} devices, restart under ${h} held, backoff only (baseline): ${name}`, pick(backoff), unit),
+          figure(`${n} devices, restart under ${h} held, with the spread: ${name}`, pick(spread), unit, undefined, note)
+        ]
+        figures.push(
+          ...side('busiest second of reconnects', restart => restart.peakPerSecond, '/s', `spread told by the answers: ${spread.spreadSeconds} s`),
+          ...side('refused or reset reconnects', restart => restart.failedConnections, ''),
+          ...side('overload answers (503/429)', restart => restart.overloadAnswers, ''),
+          ...side('kill → every held device answered again', restart => restart.allBackMs, 'ms', `the coordinator listened again ${spread.downMs} ms after the kill (baseline run: ${backoff.downMs} ms)`),
+          ...side('coordinator CPU from its start until all back', restart => restart.coordinatorCpuSeconds, 'CPU-s'),
+          figure(`${n} devices, restart: busiest second, spread ÷ baseline`, spread.peakPerSecond / backoff.peakPerSecond, '×', undefined, 'same run, same fleet, same coordinator data'),
+          figure(`${n} devices, restart: failed reconnects and overload answers, spread ÷ baseline`, (spread.failedConnections + spread.overloadAnswers) / Math.max(1, backoff.failedConnections + backoff.overloadAnswers), '×'),
+          figure(`${n} devices, restart: every device back, spread ÷ baseline`, spread.allBackMs / backoff.allBackMs, '×', undefined, `spread ${(spread.allBackMs / 1000).toFixed(1)} s against a poll interval of 30 s`)
+        )
+      }
       if (result !== first) {
         const ratio = result.devices / first.devices
         figures.push(
