@@ -10,26 +10,31 @@ export interface ReconnectInput {
   attempt: number
   /** The coordinator's Retry-After (a 503 or 429), in milliseconds. */
   retryAfterMs?: number
-  /** Over how long the fleet's returns are spread (the last answer's `reconnectSpreadSeconds`); 0 for none. */
+  /** Over how long the fleet's returns are spread (the last answer's `reconnectSpreadSeconds`); 0 for none. Only the first failure is spread. */
   spreadMs: number
 }
 
 /**
  * How long an agent waits before it asks the coordinator again after a
  * failed request: an exponential backoff (or the Retry-After it was told)
- * with up to half again as jitter, plus a uniform share of the spread. A
- * coordinator that restarts under a large fleet sees every held request
- * fail at the same instant; without the spread all of them come back
- * within the same half second. The coordinator sizes the spread to its
- * fleet (a few milliseconds for ten devices, its poll interval for a
- * hundred thousand), so small fleets come back at once.
+ * with up to half again as jitter, plus, on the first failure after a
+ * request that worked, a uniform share of the spread. A coordinator that
+ * restarts under a large fleet sees every held request fail at the same
+ * instant; without the spread all of them come back within the same half
+ * second. The coordinator sizes the spread to its fleet (a few milliseconds
+ * for ten devices, its poll interval for a hundred thousand), so small
+ * fleets come back at once. Only the first wait is spread: the fleet is
+ * spread by then, and later failures (the coordinator still starting) keep
+ * their places in it, while a spread on every wait would leave the unlucky
+ * a long tail of backoffs that each add a spread.
  *
  * Pure: `random` returns numbers in [0, 1) and is drawn twice.
  */
 export function reconnectDelayMs (input: ReconnectInput, random: () => number = Math.random): number {
   const backoff = input.retryAfterMs ?? Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** Math.min(Math.max(0, input.attempt), 16))
   const jitter = backoff * random() / 2
-  const spread = Math.min(MAX_SPREAD_MS, Math.max(0, Number.isFinite(input.spreadMs) ? input.spreadMs : 0)) * random()
+  const spreadMs = input.attempt === 0 && Number.isFinite(input.spreadMs) ? Math.min(MAX_SPREAD_MS, Math.max(0, input.spreadMs)) : 0
+  const spread = spreadMs * random()
   return Math.round(backoff + jitter + spread)
 }
 

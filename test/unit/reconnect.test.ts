@@ -18,6 +18,7 @@ const delays: Array<{ name: string, input: Parameters<typeof reconnectDelayMs>[0
   { name: 'the spread adds its drawn share: the last of a 10 s spread', input: { attempt: 0, spreadMs: 10_000 }, random: [0, 0.99], expect: 10_900 },
   { name: 'the spread adds its drawn share: the middle', input: { attempt: 0, spreadMs: 10_000 }, random: [0, 0.5], expect: 6000 },
   { name: 'the spread comes on a Retry-After too', input: { attempt: 0, retryAfterMs: 2000, spreadMs: 10_000 }, random: [0, 0.25], expect: 4500 },
+  { name: 'only the first failure is spread: later ones keep their place in the spread fleet', input: { attempt: 1, spreadMs: 10_000 }, random: [0, 0.5], expect: 2000 },
   { name: 'a spread beyond five minutes is cut to five minutes', input: { attempt: 0, spreadMs: 3_600_000 }, random: [0, 0.5], expect: 1000 + MAX_SPREAD_MS / 2 },
   { name: 'a spread that is no number counts as none', input: { attempt: 0, spreadMs: Number.NaN }, random: [0, 0.5], expect: 1000 },
   { name: 'a negative spread counts as none', input: { attempt: 0, spreadMs: -5000 }, random: [0, 0.5], expect: 1000 }
