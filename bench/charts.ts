@@ -151,6 +151,76 @@ export function labChartSpec (input: LabChartInput): TopLevelSpec {
   } as TopLevelSpec
 }
 
+/** What a scale run's chart shows, per fleet size. */
+export interface ScaleChartInput {
+  title: string
+  /** Task → held device, milliseconds, every held device, per fleet size. */
+  wakeMs: Array<{ fleet: string, ms: number[] }>
+  /** Reconnect requests per second after the kill, per fleet size and way of coming back. */
+  reconnects: Array<{ fleet: string, policy: string, perSecond: number[] }>
+}
+
+/** At most `count` points of a CDF, evenly spaced in rank, the last one always kept. */
+function thinCdf (values: readonly number[], count: number): Array<{ value: number, fraction: number }> {
+  const points = cdfPoints(values)
+  if (points.length <= count) return points
+  const step = points.length / count
+  const out: Array<{ value: number, fraction: number }> = []
+  for (let at = step - 1; at < points.length; at += step) out.push(points[Math.floor(at)])
+  if (out[out.length - 1] !== points[points.length - 1]) out.push(points[points.length - 1])
+  return out
+}
+
+/** The Vega-Lite specification of a scale run's chart: the wake of the held devices, and the reconnects after a restart. */
+export function scaleChartSpec (input: ScaleChartInput): TopLevelSpec {
+  const wake = input.wakeMs.flatMap(({ fleet, ms }) => [{ fleet, ms: 0, fraction: 0 }, ...thinCdf(ms, 200).map(point => ({ fleet, ms: point.value, fraction: point.fraction }))])
+  const targets = [{ label: 'target p50 250 ms', ms: 250 }, { label: 'target p99 1 s', ms: 1000 }]
+  const reconnects = input.reconnects.flatMap(({ fleet, policy, perSecond }) => perSecond.map((requests, second) => ({ series: `${fleet}, ${policy}`, second, requests })))
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title: { text: input.title, anchor: 'start' },
+    config: { font: 'sans-serif', view: { stroke: null } },
+    resolve: { scale: { color: 'independent' } },
+    hconcat: [
+      {
+        title: 'Task → held device (CDF)',
+        width: 380,
+        height: 260,
+        layer: [
+          {
+            data: { values: wake },
+            mark: { type: 'line', interpolate: 'step-after' },
+            encoding: {
+              x: { field: 'ms', type: 'quantitative', title: 'ms from the task\'s creation until the device has it' },
+              y: { field: 'fraction', type: 'quantitative', title: 'held devices', axis: { format: '%' } },
+              color: { field: 'fleet', type: 'nominal', title: 'fleet' }
+            }
+          },
+          {
+            data: { values: targets },
+            layer: [
+              { mark: { type: 'rule', strokeDash: [4, 3] }, encoding: { x: { field: 'ms', type: 'quantitative' }, color: { value: '#555' } } },
+              { mark: { type: 'text', angle: 270, align: 'right', dx: -4, dy: -6 }, encoding: { x: { field: 'ms', type: 'quantitative' }, y: { value: 0 }, text: { field: 'label' } } }
+            ]
+          }
+        ]
+      },
+      {
+        title: 'Reconnects per second after the coordinator was killed',
+        width: 380,
+        height: 260,
+        data: { values: reconnects },
+        mark: { type: 'line', interpolate: 'step-after', point: true },
+        encoding: {
+          x: { field: 'second', type: 'quantitative', title: 'seconds after the kill' },
+          y: { field: 'requests', type: 'quantitative', title: 'requests sent in that second' },
+          color: { field: 'series', type: 'nominal', title: null }
+        }
+      }
+    ]
+  } as TopLevelSpec
+}
+
 /** Renders a Vega-Lite specification to SVG, in Node, without a browser. */
 export async function renderSvg (spec: TopLevelSpec): Promise<string> {
   const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' })

@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { generateKeyPair, toHex } from '../../protocol/index.js'
 import { adminClient, startMeshdeploy, temporaryFolder, type BenchProcess } from '../processes.js'
 import { cpuSeconds, figure, peakRssBytes, type Figure, type ScenarioResult } from '../report.js'
+import { scaleChartSpec } from '../charts.js'
 import { TestPostgres } from '../../test/helpers/postgres.js'
 import { reconnectDelayMs, spreadOfAnswer } from '../../agent/reconnect.js'
 
@@ -43,13 +44,14 @@ export interface Answer {
 }
 
 /** One JSON request of a simulated device (or operator) over a shared keep-alive agent: its status and body as text. */
-export function request (agent: http.Agent, url: URL, options: { method: string, path: string, credential?: string, body?: unknown, signal?: AbortSignal }): Promise<Answer> {
+export function request (agent: http.Agent, url: URL, options: { method: string, path: string, credential?: string, body?: unknown, signal?: AbortSignal, localAddress?: string }): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const body = options.body !== undefined ? Buffer.from(JSON.stringify(options.body)) : undefined
     const outgoing = http.request(new URL(options.path, url), {
       method: options.method,
       agent,
       ...(options.signal !== undefined ? { signal: options.signal } : {}),
+      ...(options.localAddress !== undefined ? { localAddress: options.localAddress } : {}),
       headers: {
         ...(body !== undefined ? { 'content-type': 'application/json', 'content-length': String(body.byteLength) } : {}),
         ...(options.credential !== undefined ? { authorization: `Bearer ${options.credential}` } : {})
@@ -103,6 +105,8 @@ interface SizeResult {
   unchangedPollCpuMs: number
   taskCreateMs: number
   wakeMs: { p50: number, p99: number, max: number }
+  /** Every held device's wake, sorted. */
+  woken: number[]
   everyDeviceMs: number
   coordinatorPeakRssBytes: number
   coordinatorCpuSeconds: number
@@ -125,6 +129,8 @@ interface RestartResult {
   attempts: number
   /** Requests refused or reset (the coordinator not yet listening, or overrun). */
   failedConnections: number
+  /** The failures by error code. */
+  failureCodes: Record<string, number>
   /** 503/429 answers. */
   overloadAnswers: number
   /** Most requests sent within one second. */
@@ -133,6 +139,8 @@ interface RestartResult {
   peakAnsweredPerSecond: number
   /** The new coordinator's CPU from its start until every device was back. */
   coordinatorCpuSeconds: number
+  /** Requests sent in each second after the kill. */
+  sentPerSecond: number[]
 }
 
 /** One fleet size against a fresh coordinator. */
@@ -155,16 +163,20 @@ async function measureRestart (coordinator: BenchProcess, restart: () => Promise
   const sent: number[] = []
   const answered: number[] = []
   let failedConnections = 0
+  const failures = new Map<string, number>()
   let overloadAnswers = 0
   let killedAt = 0
   let backAt = 0
   let next: BenchProcess | undefined
   try {
     const returns = devices.map(async (device, index) => {
+      // Each device from one of 250 loopback addresses, as a fleet comes from many: one generator's
+      // ephemeral ports (28,000, each idle for a minute after its connection closed) would run out first.
+      const localAddress = `127.0.0.${2 + index % 250}`
       // Connections open 200 at a time, as agents spread over a poll interval would.
       await new Promise(resolve => setTimeout(resolve, Math.floor(index / 200) * 25))
       try {
-        const answer = await request(holdAgent, url, { method: 'GET', path: `/v1/agents/assignments?waitSeconds=60&etag=${device.etag!}`, credential: device.credential, signal: stopHolding.signal })
+        const answer = await request(holdAgent, url, { method: 'GET', path: `/v1/agents/assignments?waitSeconds=60&etag=${device.etag!}`, credential: device.credential, signal: stopHolding.signal, localAddress })
         throw new Error(`a held request was answered before the coordinator was killed: HTTP ${answer.status} ${answer.body.slice(0, 200)}`)
       } catch (error) {
         if (killedAt === 0) throw error
@@ -177,9 +189,11 @@ async function measureRestart (coordinator: BenchProcess, restart: () => Promise
         sent.push(Date.now() - killedAt)
         let answer: Answer
         try {
-          answer = await request(holdAgent, url, { method: 'GET', path: `/v1/agents/assignments?etag=${device.etag!}`, credential: device.credential, signal: deadline })
-        } catch {
+          answer = await request(holdAgent, url, { method: 'GET', path: `/v1/agents/assignments?etag=${device.etag!}`, credential: device.credential, signal: deadline, localAddress })
+        } catch (error) {
           failedConnections++
+          const code = (error as NodeJS.ErrnoException).code ?? (error as Error).name
+          failures.set(code, (failures.get(code) ?? 0) + 1)
           retryAfterMs = undefined
           continue
         }
@@ -208,11 +222,12 @@ async function measureRestart (coordinator: BenchProcess, restart: () => Promise
     next = await restart()
     const downMs = Date.now() - killedAt
     await allBack
-    const perSecond = (times: number[]): number => {
-      const buckets = new Map<number, number>()
-      for (const at of times) buckets.set(Math.floor(at / 1000), (buckets.get(Math.floor(at / 1000)) ?? 0) + 1)
-      return Math.max(0, ...buckets.values())
+    const seconds = (times: number[]): number[] => {
+      const buckets = new Array<number>(Math.floor(Math.max(0, ...times) / 1000) + 1).fill(0)
+      for (const at of times) buckets[Math.floor(Math.max(0, at) / 1000)]++
+      return buckets
     }
+    const perSecond = (times: number[]): number => Math.max(0, ...seconds(times))
     return {
       next,
       result: {
@@ -221,10 +236,12 @@ async function measureRestart (coordinator: BenchProcess, restart: () => Promise
         allBackMs: backAt - killedAt,
         attempts: sent.length,
         failedConnections,
+        failureCodes: Object.fromEntries(failures),
         overloadAnswers,
         peakPerSecond: perSecond(sent),
         peakAnsweredPerSecond: perSecond(answered),
-        coordinatorCpuSeconds: await cpuSeconds(next.pid)
+        coordinatorCpuSeconds: await cpuSeconds(next.pid),
+        sentPerSecond: seconds(sent)
       }
     }
   } catch (error) {
@@ -380,6 +397,7 @@ async function measure (size: number, options: Required<Omit<ScaleOptions, 'devi
       unchangedPollCpuMs,
       taskCreateMs,
       wakeMs: { p50: percentile(woken, 0.5), p99: percentile(woken, 0.99), max: woken[woken.length - 1] },
+      woken,
       everyDeviceMs,
       coordinatorPeakRssBytes,
       coordinatorCpuSeconds,
@@ -485,12 +503,24 @@ export async function scaleScenario (options: ScaleOptions = {}): Promise<Scenar
         )
       }
     }
+    const fleetName = (backend: string, devices: number): string => `${stores.length > 1 ? `${backend} ` : ''}${devices.toLocaleString('en')} devices`
+    const all = [...byStore].flatMap(([backend, results]) => results.map(result => ({ backend, result })))
     return {
       scenario: 'scale',
       startedAt,
       durationMs: Date.now() - started,
       parameters: { devices: sizes, stores, ...resolved },
       figures,
+      chart: scaleChartSpec({
+        title: `scale: held devices woken by a task for all, and their return after a restart (${sizes.map(size => size.toLocaleString('en')).join(' and ')} devices)`,
+        wakeMs: all.map(({ backend, result }) => ({ fleet: fleetName(backend, result.devices), ms: result.woken })),
+        reconnects: all.flatMap(({ backend, result }) => result.restarts === undefined
+          ? []
+          : [
+              { fleet: fleetName(backend, result.devices), policy: 'backoff only', perSecond: result.restarts.backoff.sentPerSecond },
+              { fleet: fleetName(backend, result.devices), policy: 'with the spread', perSecond: result.restarts.spread.sentPerSecond }
+            ])
+      }),
       raw: { results: Object.fromEntries(byStore) }
     }
   } finally {
