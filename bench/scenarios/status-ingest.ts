@@ -33,10 +33,9 @@ interface Batch {
 
 const STATES: DeviceTaskState[] = ['queued', 'downloading', 'downloading', 'downloading', 'verifying', 'installing']
 
-/** A device's records for a task, seq `from` to `to`; the last one succeeded. */
-function recordsOf (device: Device, taskId: string, from: number, to: number, last: number): SignedEnvelope[] {
+/** A device's records for a task, seq `from` to `to`; the last one succeeded. Their byte counts are the package's: the coordinator refuses records that claim more. */
+function recordsOf (device: Device, taskId: string, from: number, to: number, last: number, bytesTotal: number): SignedEnvelope[] {
   const out: SignedEnvelope[] = []
-  const bytesTotal = 64 * 1024 * 1024
   for (let seq = from; seq <= to; seq++) {
     const done = Math.min(bytesTotal, Math.round(bytesTotal * seq / last))
     const record: StatusRecord = {
@@ -184,8 +183,8 @@ export async function statusIngest (options: StatusIngestOptions = {}): Promise<
     const serialPerDevice = Math.ceil(serialRecords / deviceCount)
     const serialTask = await taskOf()
     const concurrentTask = await taskOf()
-    const serialSets = devices.map(device => recordsOf(device, serialTask, 1, serialPerDevice, serialPerDevice))
-    const concurrentSets = devices.map(device => recordsOf(device, concurrentTask, 1, perDevice, perDevice))
+    const serialSets = devices.map(device => recordsOf(device, serialTask, 1, serialPerDevice, serialPerDevice, pkg.sizeBytes))
+    const concurrentSets = devices.map(device => recordsOf(device, concurrentTask, 1, perDevice, perDevice, pkg.sizeBytes))
     const serialBatches = batchesOf(serialSets, devices, batchSize)
     const concurrentBatches = batchesOf(concurrentSets, devices, batchSize)
 
