@@ -25,6 +25,17 @@ export interface LabChartInput {
   capMegabytesPerSecond?: number
 }
 
+/** Dashed vertical lines at `field` of each value, labelled with its `label`: bounds and targets drawn over a chart. */
+function verticalRules (values: Array<{ label: string }>, field: string): any {
+  return {
+    data: { values },
+    layer: [
+      { mark: { type: 'rule', strokeDash: [4, 3] }, encoding: { x: { field, type: 'quantitative' }, color: { value: '#555' } } },
+      { mark: { type: 'text', angle: 270, align: 'right', dx: -4, dy: -6 }, encoding: { x: { field, type: 'quantitative' }, y: { value: 0 }, text: { field: 'label' } } }
+    ]
+  }
+}
+
 const MODE_COLORS = { domain: ['meshdeploy', 'baseline'], range: ['#1f77b4', '#d62728'] }
 
 /** The Vega-Lite specification of a lab run's chart: four panels, each with its target and lower bound drawn in. */
@@ -80,13 +91,7 @@ export function labChartSpec (input: LabChartInput): TopLevelSpec {
                   color: { field: 'mode', type: 'nominal', scale: MODE_COLORS, title: null }
                 }
               },
-              {
-                data: { values: bounds },
-                layer: [
-                  { mark: { type: 'rule', strokeDash: [4, 3] }, encoding: { x: { field: 'seconds', type: 'quantitative' }, color: { value: '#555' } } },
-                  { mark: { type: 'text', angle: 270, align: 'right', dx: -4, dy: -6 }, encoding: { x: { field: 'seconds', type: 'quantitative' }, y: { value: 0 }, text: { field: 'label' } } }
-                ]
-              }
+              verticalRules(bounds, 'seconds')
             ]
           },
           {
@@ -196,13 +201,7 @@ export function scaleChartSpec (input: ScaleChartInput): TopLevelSpec {
               color: { field: 'fleet', type: 'nominal', title: 'fleet' }
             }
           },
-          {
-            data: { values: targets },
-            layer: [
-              { mark: { type: 'rule', strokeDash: [4, 3] }, encoding: { x: { field: 'ms', type: 'quantitative' }, color: { value: '#555' } } },
-              { mark: { type: 'text', angle: 270, align: 'right', dx: -4, dy: -6 }, encoding: { x: { field: 'ms', type: 'quantitative' }, y: { value: 0 }, text: { field: 'label' } } }
-            ]
-          }
+          verticalRules(targets, 'ms')
         ]
       },
       {
