@@ -182,14 +182,27 @@ test.serial('VPN deferral: a task set to wait shows deferred-vpn while a VPN int
     t.regex(row.message, /a VPN is connected \(tun0\); waiting for it to disconnect/)
     t.like(await lab.waitRow(regardless.id), { state: 'succeeded' }, 'a task without the setting runs over the VPN')
     // Paused while deferred: the agent lets go quietly, without reporting a cancellation.
+    const letGo = new Promise<string>(resolve => {
+      const ended = (taskId: string, state: string): void => {
+        if (taskId !== deferred.id) return
+        lab.agent.off('state', ended)
+        resolve(state)
+      }
+      lab.agent.on('state', ended)
+    })
     await lab.api.post(`/v1/tasks/${deferred.id}/pause`)
     t.like(await lab.row(deferred.id), { state: 'queued' })
+    t.is(await letGo, 'deferred-vpn', 'the agent let go of the waiting attempt without running it')
+    // The VPN drops while the task is paused: nothing starts until it is resumed.
     interfaces = ['lo', 'eth0']
-    await new Promise(resolve => setTimeout(resolve, 300))
-    t.not((await lab.row(deferred.id)).state, 'succeeded', 'nothing runs while paused')
+    const resumedAt = Date.now()
     await lab.api.post(`/v1/tasks/${deferred.id}/resume`)
     t.like(await lab.waitRow(deferred.id), { state: 'succeeded' })
-    t.false((await history(lab, deferred.id)).includes('cancelled'))
+    const records = (await lab.api.get(`/v1/tasks/${deferred.id}/devices/${lab.agent.identity.deviceId}/history`)).records as Array<{ state: string, at: number | string }>
+    const ran = records.filter(record => record.state !== 'queued' && record.state !== 'deferred-vpn')
+    t.true(ran.length > 0)
+    t.true(ran.every(record => new Date(record.at).getTime() >= resumedAt), 'nothing ran while paused')
+    t.false(records.some(record => record.state === 'cancelled'))
   } finally {
     await lab.close()
   }
