@@ -16,7 +16,7 @@ import type { PublisherService } from '../publishers/service.js'
 import { matchesTargets, type TargetDevice } from './targets.js'
 import type { RegisteredDevice } from '../devices/registry.js'
 import { inDepartment } from '../directory/service.js'
-import { rolloutOf, type RolloutParts } from './rollout-manifest.js'
+import { manifestPackageOf, rolloutOf, type RolloutParts } from './rollout-manifest.js'
 import { initialRollout, ringOf, DEFAULT_MAX_FAILURE_PERCENT, DEFAULT_SUCCESS_PERCENT, type RingCounts } from './phases.js'
 import { SUCCESS_STATES } from '../../protocol/index.js'
 import type { InstallationIndex } from '../inventory/service.js'
@@ -388,20 +388,7 @@ export class TaskService extends EventEmitter<{ changed: [taskId: string, origin
     if (task.action === 'uninstall' && pkg.uninstall !== undefined) install.uninstall = pkg.uninstall
     const limits: Manifest['limits'] = { maxAttempts: task.maxAttempts, retryDelaySeconds: task.retryDelaySeconds }
     if (task.bandwidthKBps !== undefined) limits.bandwidthKBps = task.bandwidthKBps
-    const manifestPackage: Manifest['package'] = {
-      id: pkg.id,
-      name: pkg.name,
-      version: pkg.version,
-      platform: pkg.platform,
-      arch: pkg.arch,
-      kind: pkg.kind,
-      fileName: pkg.fileName,
-      sizeBytes: pkg.sizeBytes,
-      sha256: pkg.sha256,
-      chunkSizeBytes: pkg.chunkSizeBytes,
-      chunks: pkg.chunks
-    }
-    if (pkg.publisherSignature !== undefined) manifestPackage.publisherSignature = pkg.publisherSignature
+    const manifestPackage: Manifest['package'] = manifestPackageOf(pkg)
     return {
       type: 'meshdeploy.manifest',
       version: MANIFEST_VERSION,
