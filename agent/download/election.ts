@@ -51,6 +51,14 @@ export interface OriginElectionInit {
    */
   gatherMs?: number
   /**
+   * What ends the gather once its time has passed: the clock itself, or a
+   * call to `expireGather` by the caller — the swarm makes that call from a
+   * turn of the event loop after the messages that arrived meanwhile have
+   * been read, so that a device whose process stalled past the gather does
+   * not decide from the little it had read before the stall. @default 'clock'
+   */
+  gatherEndsBy?: 'clock' | 'caller'
+  /**
    * How long a device with nothing else to do waits for the elected peer to
    * fetch a chunk before fetching it itself. @default 10000
    */
@@ -96,6 +104,8 @@ export class OriginElection {
   readonly self: string
   private readonly now: () => number
   private gatherUntil: number
+  private readonly gatherEndsByCaller: boolean
+  private gatherExpired = false
   private readonly electionTimeoutMs: number
   private readonly fetchTimeoutMs: number
   private readonly candidates = new Set<string>()
@@ -120,6 +130,7 @@ export class OriginElection {
     this.self = init.self
     this.now = init.now
     this.gatherUntil = init.now() + (init.gatherMs ?? DEFAULT_GATHER_MS)
+    this.gatherEndsByCaller = init.gatherEndsBy === 'caller'
     this.electionTimeoutMs = init.electionTimeoutMs ?? DEFAULT_ELECTION_TIMEOUT_MS
     this.fetchTimeoutMs = init.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS
     this.originFetchers = init.originFetchers ?? DEFAULT_ORIGIN_FETCHERS
@@ -159,7 +170,18 @@ export class OriginElection {
 
   /** Whether origin fetches still wait for the site's downloaders to make themselves known. */
   get gathering (): boolean {
-    return this.now() < this.gatherUntil
+    if (this.gatherExpired) return false
+    return this.gatherEndsByCaller || this.now() < this.gatherUntil
+  }
+
+  /** When the gather's time runs out (it may end earlier: `endGather`). */
+  get gatherDeadline (): number {
+    return this.gatherUntil
+  }
+
+  /** Ends the gather if its time has passed (with `gatherEndsBy: 'caller'`). */
+  expireGather (): void {
+    if (this.now() >= this.gatherUntil) this.gatherExpired = true
   }
 
   /**
@@ -176,6 +198,7 @@ export class OriginElection {
       if (fellows < this.siteFetchers()) return
     }
     this.gatherUntil = Math.min(this.gatherUntil, this.now())
+    this.gatherExpired = true
   }
 
   /** A peer that downloads the package (and so takes part in elections). */
@@ -250,13 +273,24 @@ export class OriginElection {
    */
   mayTakeOver (index: number): boolean {
     const winner = this.winner(index)
-    return this.now() >= this.gatherUntil && !this.isAnnounced(index) && winner !== undefined && winner !== this.self && this.isFetcher(this.self)
+    return !this.gathering && !this.isAnnounced(index) && winner !== undefined && winner !== this.self && this.isFetcher(this.self)
   }
 
   /** Whether a peer said it fetches the chunk, recently enough to be waited for. */
   isAnnounced (index: number): boolean {
     const announcement = this.announced.get(index)
     return announcement !== undefined && this.now() < announcement.at + this.fetchTimeoutMs
+  }
+
+  /**
+   * Whether this device gives its own origin fetch of a chunk up to a peer
+   * that said it fetches the same chunk: two devices that started it before
+   * they heard of each other (a late joiner, a peer set that just changed,
+   * a stalled process) both see both announcements, and the one the chunk's
+   * election between the two passes over stops, so the WAN carries one copy.
+   */
+  yieldsTo (peer: string, index: number): boolean {
+    return peer !== this.self && rendezvousWinner(this.packageId, index, [this.self, peer]) === peer
   }
 
   isElected (index: number): boolean {
@@ -292,7 +326,7 @@ export class OriginElection {
       this.announced.delete(index)
       this.markStalled(announcement.peer)
     }
-    if (now < this.gatherUntil) return { action: 'wait', until: this.gatherUntil }
+    if (this.gathering) return { action: 'wait', until: this.gatherUntil }
     const winner = this.winner(index)
     if (winner === this.self) return { action: 'fetch', reason: 'elected' }
     if (!starving) return { action: 'wait' }

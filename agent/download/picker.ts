@@ -155,6 +155,11 @@ export class PiecePicker {
     return this.election.gathering
   }
 
+  /** Ends the election's gather once its time has passed (see `gatherEndsBy`). */
+  expireGather (): void {
+    this.election.expireGather()
+  }
+
   /** Ends the election's gather early: every connected peer has answered. */
   endGather (): void {
     this.election.endGather()
@@ -203,9 +208,20 @@ export class PiecePicker {
     this.availability[index]++
   }
 
-  peerFetching (id: string, index: number): void {
-    if (this.banned.has(id) || index >= this.chunkCount) return
+  /**
+   * The peer fetches the chunk from the origin. Returns this device's origin
+   * request for the same chunk that gives way to the peer's, if any: the
+   * caller cancels it, and the chunk is waited for as any announced one.
+   */
+  peerFetching (id: string, index: number): PickedRequest | undefined {
+    if (this.banned.has(id) || index < 0 || index >= this.chunkCount) return undefined
     this.election.fetching(id, index)
+    if (hasBit(this.held, index) || !this.election.yieldsTo(id, index)) return undefined
+    for (const requestId of this.byChunk.get(index) ?? []) {
+      const request = this.requests.get(requestId)!
+      if (request.source.kind === 'origin') return request
+    }
+    return undefined
   }
 
   peerInterested (id: string, interested: boolean): void {

@@ -108,7 +108,8 @@ export class Swarm {
       self: init.network.selfId,
       held,
       now: this.now,
-      random: init.random ?? Math.random
+      random: init.random ?? Math.random,
+      gatherEndsBy: 'caller'
     })
     this.progress = {
       bytesTotal: init.pkg.sizeBytes,
@@ -170,9 +171,11 @@ export class Swarm {
       case 'have':
         this.picker.peerHave(peer, message.index)
         break
-      case 'fetching':
-        this.picker.peerFetching(peer, message.index)
+      case 'fetching': {
+        const yielded = this.picker.peerFetching(peer, message.index)
+        if (yielded !== undefined) this.running.get(yielded.id)?.controller.abort(new Error(`peer ${peer} fetches chunk ${message.index} from the origin too`))
         break
+      }
       case 'not-interested':
         this.picker.peerInterested(peer, false)
         break
@@ -239,7 +242,16 @@ export class Swarm {
         if (timer !== undefined) clearTimeout(timer)
         resolve()
       }
-      if (wakeAt !== undefined) timer = setTimeout(() => { this.kick() }, Math.max(0, wakeAt - this.now()))
+      // A deadline is acted on in the turn after its timer: messages that arrived while the process was held up
+      // (a stall longer than the gather) are read first, and the picker decides from them, not from before.
+      if (wakeAt !== undefined) {
+        timer = setTimeout(() => {
+          setImmediate(() => {
+            this.picker.expireGather()
+            this.kick()
+          })
+        }, Math.max(0, wakeAt - this.now()))
+      }
       if (this.init.signal.aborted) this.kick()
     })
   }

@@ -3,6 +3,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { ChunkCache } from '../../agent/cache.js'
 import { CoordinatorUnreachableError } from '../../agent/errors.js'
 import { MeshFetcher } from '../../agent/download/mesh-fetcher.js'
@@ -39,11 +40,14 @@ export class StubOrigin implements ChunkOrigin {
   unreachable = false
   /** Requests that failed because the origin was out of reach. */
   unreachableFailures = 0
+  /** How long each request takes before its bytes come (a WAN's round trip and transfer). */
+  latencyMs = 0
   constructor (private readonly chunks: Map<string, Buffer>) {}
 
   async fetchChunk (request: ChunkRequest, options: FetchOptions): Promise<Buffer> {
     await new Promise(resolve => setImmediate(resolve))
     options.signal.throwIfAborted()
+    if (this.latencyMs > 0) await sleep(this.latencyMs, undefined, { signal: options.signal })
     if (this.unreachable) {
       this.unreachableFailures++
       throw new CoordinatorUnreachableError('cannot reach the coordinator: the link is down')

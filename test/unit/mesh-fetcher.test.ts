@@ -236,3 +236,45 @@ test('a task for 3 devices of a site of 12: they count 3 downloaders and elect a
     await site.close()
   }
 })
+
+test('a device whose process stalls past the gather reads what arrived meanwhile before it elects: the origin still serves one copy', async t => {
+  const { pkg, chunks } = makePackage(60, 16 * 1024)
+  const site = await stubSite(12, chunks, { picker: { gatherMs: 200, electionTimeoutMs: 20_000, originFetchers: 4 } })
+  try {
+    const ids = site.nodes.map(node => node.id)
+    for (const node of site.nodes) {
+      node.fetcher['init'].knownPeers = () => 11
+      node.fetcher['init'].sitePeers = () => ids.filter(id => id !== node.id)
+    }
+    site.hub.connectAll()
+    const runs = site.nodes.slice(0, 3).map(async node => await fetch(node, pkg))
+    // The process is held up for twice the gather before any message of the site is read.
+    const stallUntil = Date.now() + 400
+    while (Date.now() < stallUntil) { /* a busy machine */ }
+    const results = await Promise.all(runs)
+    for (const result of results) t.is(result.chunksDone, 60)
+    t.true(site.origin.bytesServed <= pkg.sizeBytes * 1.02, `origin served ${site.origin.bytesServed / pkg.sizeBytes} copies`)
+  } finally {
+    await site.close()
+  }
+})
+
+test('two devices that started the same origin chunks before they saw each other: the one each chunk\'s election passes over gives its fetch up', async t => {
+  const { pkg, chunks } = makePackage(40, 16 * 1024)
+  const site = await stubSite(2, chunks)
+  try {
+    const [a, b] = site.nodes
+    // Alone, each elects itself for every chunk and starts the first ones; the origin is slow enough for them to meet mid-fetch.
+    site.origin.latencyMs = 100
+    const runs = [a, b].map(async node => await fetch(node, pkg))
+    const originRequests = (node: typeof a): number => [...node.fetcher['swarms'].get(pkg.id)?.swarm['running'].values() ?? []].filter(({ request }) => request.source.kind === 'origin').length
+    while (originRequests(a) === 0 || originRequests(b) === 0) await new Promise(resolve => setImmediate(resolve))
+    site.hub.connect(a.id, b.id)
+    const results = await Promise.all(runs)
+    for (const result of results) t.is(result.chunksDone, 40)
+    t.true(results.every(result => result.bytesFromPeers > 0), 'each took chunks from the other')
+    t.true(site.origin.bytesServed <= pkg.sizeBytes * 1.02, `origin served ${site.origin.bytesServed / pkg.sizeBytes} copies`)
+  } finally {
+    await site.close()
+  }
+})
