@@ -12,6 +12,9 @@ import { describeStore } from './store/open.js'
 import { createLogger, type Logger, type LogLevel } from '../protocol/logger.js'
 import { certificateFingerprint } from '../protocol/index.js'
 
+/** Connections the kernel may queue for the coordinator before it accepts them. */
+export const LISTEN_BACKLOG = 4096
+
 export interface CoordinatorInit {
   dataDir: string
   /** `level` or a PostgreSQL address (postgres://USER@HOST:PORT/DB) shared with other coordinators. @default 'level' */
@@ -86,7 +89,9 @@ export async function startCoordinator (init: CoordinatorInit): Promise<RunningC
   const host = init.host ?? '127.0.0.1'
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
-    server.listen(init.port ?? DEFAULT_PORT, host, () => { server.off('error', reject); resolve() })
+    // A fleet that reconnects at once queues its connections here rather than finding the accept queue full (Node's default
+    // backlog is 511; the kernel caps the value at net.core.somaxconn).
+    server.listen({ port: init.port ?? DEFAULT_PORT, host, backlog: LISTEN_BACKLOG }, () => { server.off('error', reject); resolve() })
   })
   const port = (server.address() as AddressInfo).port
   const url = init.publicUrl ?? `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`

@@ -15,6 +15,8 @@ import { request, type Answer } from '../../bench/scenarios/scale.js'
 
 const SITES = ['east', 'west'] as const
 const SMALL_FLEET = 200
+/** Held requests opened at once. */
+const HOLD_WAVE = 250
 const FLEET = 2000
 /** An assignments answer's bound whatever the fleet (the issue's target). */
 const MAX_ANSWER_BYTES = 16 * 1024
@@ -125,11 +127,18 @@ test('2,000 simulated devices: answers do not grow with the fleet, a task for on
   })
   const heldBefore = services.assignments.heldRequests
   const answered = new Map<string, Answer>()
-  const waits = devices.map(async device => {
-    const answer = await send(holding, base, { method: 'GET', path: `/v1/agents/assignments?waitSeconds=60&etag=${encodeURIComponent(device.etag!)}`, credential: device.credential, signal: AbortSignal.timeout(90_000) })
-    answered.set(device.id, answer)
-  })
-  await waitFor(async () => services.assignments.heldRequests >= heldBefore + FLEET ? true : undefined, `${FLEET} held requests`, 60_000, 50)
+  // Devices come in waves, as agents do (their polls and reconnects are spread): each wave is held before the next connects.
+  const waits: Array<Promise<void>> = []
+  for (let from = 0; from < FLEET; from += HOLD_WAVE) {
+    for (const device of devices.slice(from, from + HOLD_WAVE)) {
+      waits.push((async () => {
+        const answer = await send(holding, base, { method: 'GET', path: `/v1/agents/assignments?waitSeconds=60&etag=${encodeURIComponent(device.etag!)}`, credential: device.credential, signal: AbortSignal.timeout(90_000) })
+        answered.set(device.id, answer)
+      })())
+    }
+    const held = heldBefore + Math.min(FLEET, from + HOLD_WAVE)
+    await waitFor(async () => services.assignments.heldRequests >= held ? true : undefined, `${held - heldBefore} held requests`, 60_000, 20)
+  }
   const wokenBefore = Object.fromEntries(SITES.map(site => [site, services.assignments.wokenRequests(site)]))
 
   // A task for the east site: every east device's held request answers with it.
