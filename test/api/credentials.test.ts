@@ -3,7 +3,7 @@ import { readdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { pino } from 'pino'
-import ssh2 from 'ssh2'
+import { ed25519KeyPair } from '../helpers/ssh-keys.js'
 import { openTestCoordinator } from '../helpers/coordinator.js'
 
 const PASSWORD = 'Tr0ub4dor&3-horse-battery'
@@ -27,7 +27,7 @@ test('credentials: keys and accounts go in, only id, name, type, user and finger
   const { body: operator } = await c.http.post('/v1/tokens').set('authorization', admin).send({ name: 'ops', role: 'operator' }).expect(201)
   const { body: viewer } = await c.http.post('/v1/tokens').set('authorization', admin).send({ name: 'watcher', role: 'viewer' }).expect(201)
 
-  const key = ssh2.utils.generateKeyPairSync('ed25519', { passphrase: PASSPHRASE, cipher: 'aes256-ctr', rounds: 4 })
+  const key = ed25519KeyPair({ passphrase: PASSPHRASE, cipher: 'aes256-ctr', rounds: 4 })
   const keyMaterial = key.private.split('\n').slice(1, -2).join('')
   const { body: sshKey } = await c.http.post('/v1/credentials').set('authorization', admin)
     .send({ type: 'ssh-key', name: 'deploy-key', user: 'deploy', privateKey: key.private, passphrase: PASSPHRASE }).expect(201)

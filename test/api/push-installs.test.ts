@@ -2,7 +2,7 @@ import test, { type ExecutionContext } from 'ava'
 import { createHash, randomBytes } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import ssh2 from 'ssh2'
+import { ed25519KeyPair } from '../helpers/ssh-keys.js'
 import { inspectPrivateKey } from '../../coordinator/credentials/ssh-keys.js'
 import supertest from 'supertest'
 import { createApp } from '../../coordinator/http/app.js'
@@ -61,8 +61,8 @@ async function fixture (t: ExecutionContext, init: { pushQueue?: { running?: num
   c.services.pushInstalls.setEndpoint({ url: 'https://deploy.example.org:8650', pinSha256: 'ab'.repeat(32) })
   const admin = `Bearer ${c.adminToken}`
   const add = async (body: object): Promise<string> => (await c.http.post('/v1/credentials').set('authorization', admin).send(body).expect(201)).body.id
-  const wrong = ssh2.utils.generateKeyPairSync('ed25519')
-  const key = ssh2.utils.generateKeyPairSync('ed25519', { passphrase: PASSPHRASE, cipher: 'aes256-ctr', rounds: 4 })
+  const wrong = ed25519KeyPair()
+  const key = ed25519KeyPair({ passphrase: PASSPHRASE, cipher: 'aes256-ctr', rounds: 4 })
   const credentials = {
     wrongKey: await add({ type: 'ssh-key', name: 'old-key', user: 'deploy', privateKey: wrong.private }),
     key: await add({ type: 'ssh-key', name: 'deploy-key', user: 'deploy', privateKey: key.private, passphrase: PASSPHRASE }),

@@ -4,6 +4,7 @@ import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import ssh2 from 'ssh2'
+import { ed25519KeyPair } from '../helpers/ssh-keys.js'
 import { Lab, labAvailable } from '../../bench/lab/topology.js'
 import { ApiClient } from '../../coordinator/cli/api-client.js'
 import { builtAgentPackages, inCi, missingBuildTools } from '../helpers/agent-packages.js'
@@ -47,11 +48,11 @@ pushTest(`push installs against a real OpenSSH server in a network namespace: th
     const host = `${target.address}:${port}`
 
     // Keys: one the server does not know, one in PEM (ssh-keygen -m PEM), one in OpenSSH format with a passphrase.
-    const unknownKey = ssh2.utils.generateKeyPairSync('ed25519')
+    const unknownKey = ed25519KeyPair()
     const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 })
     const pem = rsa.privateKey.export({ type: 'pkcs1', format: 'pem' }).toString()
     const pemPublic = ssh2.utils.parseKey(pem) as ssh2.ParsedKey
-    const openssh = ssh2.utils.generateKeyPairSync('ed25519', { passphrase: PASSPHRASE, cipher: 'aes256-ctr', rounds: 16 })
+    const openssh = ed25519KeyPair({ passphrase: PASSPHRASE, cipher: 'aes256-ctr', rounds: 16 })
     server = await TestSshServer.start({
       lab: hq,
       ns: target.ns,

@@ -2,7 +2,7 @@ import test from 'ava'
 import { generateKeyPairSync } from 'node:crypto'
 import { chmod, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import ssh2 from 'ssh2'
+import { ed25519KeyPair } from '../helpers/ssh-keys.js'
 import { inspectPrivateKey, PrivateKeyError, sshFingerprint } from '../../coordinator/credentials/ssh-keys.js'
 import { CredentialKeyError, CredentialVault } from '../../coordinator/credentials/vault.js'
 import { tempFolder } from '../helpers/temp.js'
@@ -35,7 +35,7 @@ test('the vault makes its key once (0600), seals per record, and opens only what
 })
 
 test('private keys in OpenSSH (with a passphrase), PEM (encrypted too) and PKCS#8 open; the fingerprint is ssh-keygen\'s', t => {
-  const openssh = ssh2.utils.generateKeyPairSync('ed25519', { passphrase: 'open sesame', cipher: 'aes256-ctr', rounds: 4 })
+  const openssh = ed25519KeyPair({ passphrase: 'open sesame', cipher: 'aes256-ctr', rounds: 4 })
   const inspected = inspectPrivateKey(openssh.private, 'open sesame')
   t.like(inspected, { keyType: 'ssh-ed25519', format: 'openssh' })
   const publicBlob = Buffer.from(openssh.public.split(' ')[1], 'base64')
@@ -55,7 +55,7 @@ test('private keys in OpenSSH (with a passphrase), PEM (encrypted too) and PKCS#
 })
 
 test('unusable keys are refused with a reason that never quotes the key', t => {
-  const openssh = ssh2.utils.generateKeyPairSync('ed25519', { passphrase: 'open sesame', cipher: 'aes256-ctr', rounds: 4 })
+  const openssh = ed25519KeyPair({ passphrase: 'open sesame', cipher: 'aes256-ctr', rounds: 4 })
   const body = openssh.private.split('\n')[2]
   for (const [text, passphrase, reason] of [
     [openssh.private, undefined, 'private-key-locked'],
