@@ -174,11 +174,6 @@ export class OriginElection {
     return this.gatherEndsByCaller || this.now() < this.gatherUntil
   }
 
-  /** When the gather's time runs out (it may end earlier: `endGather`). */
-  get gatherDeadline (): number {
-    return this.gatherUntil
-  }
-
   /** Ends the gather if its time has passed (with `gatherEndsBy: 'caller'`). */
   expireGather (): void {
     if (this.now() >= this.gatherUntil) this.gatherExpired = true
@@ -197,7 +192,6 @@ export class OriginElection {
       for (const candidate of this.candidates) if (this.isFetcher(candidate)) fellows++
       if (fellows < this.siteFetchers()) return
     }
-    this.gatherUntil = Math.min(this.gatherUntil, this.now())
     this.gatherExpired = true
   }
 

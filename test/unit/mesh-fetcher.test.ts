@@ -2,6 +2,16 @@ import test from 'ava'
 import { makePackage, stubSite } from '../helpers/mesh-stub.js'
 import { TokenBucket } from '../../agent/download/token-bucket.js'
 
+/** Every node of the site knows every other one (the peer book), as enrolled devices of one site do. */
+const knowEachOther = (site: Awaited<ReturnType<typeof stubSite>>): string[] => {
+  const ids = site.nodes.map(node => node.id)
+  for (const node of site.nodes) {
+    node.fetcher['init'].knownPeers = () => ids.length - 1
+    node.fetcher['init'].sitePeers = () => ids.filter(id => id !== node.id)
+  }
+  return ids
+}
+
 const fetch = (node: { fetcher: import('../../agent/download/mesh-fetcher.js').MeshFetcher }, pkg: import('../../protocol/index.js').ManifestPackage, signal = AbortSignal.timeout(30_000)) =>
   node.fetcher.fetchPackage({ taskId: 'task', pkg, signal })
 
@@ -197,11 +207,7 @@ test('a site of 12 downloaders past the origin-fetcher threshold: only the packa
   // The agent's own gather: a loaded machine must not end it before the fetchers heard each other.
   const site = await stubSite(12, chunks, { picker: { gatherMs: 2000, electionTimeoutMs: 5000, originFetchers: 4 } })
   try {
-    const ids = site.nodes.map(node => node.id)
-    for (const node of site.nodes) {
-      node.fetcher['init'].knownPeers = () => 11
-      node.fetcher['init'].sitePeers = () => ids.filter(id => id !== node.id)
-    }
+    const ids = knowEachOther(site)
     site.hub.connectAll()
     const fetchers = ids.filter(id => isOriginFetcher(pkg.id, id, 4, 12))
     t.true(fetchers.length > 0 && fetchers.length < 12, `${fetchers.length} fetchers`)
@@ -221,11 +227,7 @@ test('a task for 3 devices of a site of 12: they count 3 downloaders and elect a
   const { pkg, chunks } = makePackage(60, 16 * 1024)
   const site = await stubSite(12, chunks, { picker: { gatherMs: 300, electionTimeoutMs: 20_000, originFetchers: 4 } })
   try {
-    const ids = site.nodes.map(node => node.id)
-    for (const node of site.nodes) {
-      node.fetcher['init'].knownPeers = () => 11
-      node.fetcher['init'].sitePeers = () => ids.filter(id => id !== node.id)
-    }
+    knowEachOther(site)
     site.hub.connectAll()
     const started = Date.now()
     const results = await Promise.all(site.nodes.slice(0, 3).map(async node => await fetch(node, pkg)))
@@ -241,11 +243,7 @@ test('a device whose process stalls past the gather reads what arrived meanwhile
   const { pkg, chunks } = makePackage(60, 16 * 1024)
   const site = await stubSite(12, chunks, { picker: { gatherMs: 200, electionTimeoutMs: 20_000, originFetchers: 4 } })
   try {
-    const ids = site.nodes.map(node => node.id)
-    for (const node of site.nodes) {
-      node.fetcher['init'].knownPeers = () => 11
-      node.fetcher['init'].sitePeers = () => ids.filter(id => id !== node.id)
-    }
+    knowEachOther(site)
     site.hub.connectAll()
     const runs = site.nodes.slice(0, 3).map(async node => await fetch(node, pkg))
     // The process is held up for twice the gather before any message of the site is read.
